@@ -1,0 +1,227 @@
+"""Where each supported model family keeps its decoder blocks, sublayers, norms and per-layer config fields.
+
+Every fact about a family lives in one plain dict, :data:`ARCHITECTURES`, keyed by ``config.model_type``. The rest of
+the library asks this module for the decoder-layer list of a model (unwrapping peft, DDP/FSDP and accelerate
+wrappers) and never hard-codes attribute paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = [
+    "ARCHITECTURES",
+    "ArchitectureSpec",
+    "DecoderLayerParts",
+    "UnsupportedArchitectureError",
+    "get_architecture",
+    "get_decoder_layers",
+    "get_layer_parts",
+    "iter_layer_parts",
+    "set_decoder_layers",
+    "unwrap_model",
+]
+
+
+class UnsupportedArchitectureError(ValueError):
+    """Raised when a model's family is not (yet) supported by optimum_depth."""
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Facts about one decoder family.
+
+    Args:
+        model_type: The ``config.model_type`` of the family.
+        decoder_path: Dotted path from the causal-LM module to the decoder (the module owning ``layers``).
+        layers_attr: Name of the ``nn.ModuleList`` of decoder blocks on the decoder.
+        attention_attr: Attribute of a block holding its self-attention sublayer.
+        mlp_attr: Attribute of a block holding its feed-forward sublayer.
+        attention_norms: Norms that belong to the attention sublayer (its pre-norm, and a post-norm where the family
+            has one). They are removed together with the attention sublayer.
+        mlp_norms: Norms that belong to the feed-forward sublayer.
+        per_layer_sequences: Config fields holding one entry per decoder block, in block order.
+        per_layer_index_lists: Config fields holding a list of block indices (renumbered after surgery).
+    """
+
+    model_type: str
+    decoder_path: str = "model"
+    layers_attr: str = "layers"
+    attention_attr: str = "self_attn"
+    mlp_attr: str = "mlp"
+    attention_norms: tuple[str, ...] = ("input_layernorm",)
+    mlp_norms: tuple[str, ...] = ("post_attention_layernorm",)
+    per_layer_sequences: tuple[str, ...] = ()
+    per_layer_index_lists: tuple[str, ...] = ()
+
+
+_GEMMA_NORMS = {
+    "attention_norms": ("input_layernorm", "post_attention_layernorm"),
+    "mlp_norms": ("pre_feedforward_layernorm", "post_feedforward_layernorm"),
+}
+
+ARCHITECTURES: dict[str, ArchitectureSpec] = {
+    "llama": ArchitectureSpec("llama"),
+    "mistral": ArchitectureSpec("mistral", per_layer_sequences=("layer_types",)),
+    "qwen2": ArchitectureSpec("qwen2", per_layer_sequences=("layer_types",)),
+    "qwen3": ArchitectureSpec("qwen3", per_layer_sequences=("layer_types",)),
+    "gemma2": ArchitectureSpec("gemma2", per_layer_sequences=("layer_types",), **_GEMMA_NORMS),
+    "gemma3_text": ArchitectureSpec("gemma3_text", per_layer_sequences=("layer_types",), **_GEMMA_NORMS),
+    "phi3": ArchitectureSpec("phi3"),
+    "smollm3": ArchitectureSpec("smollm3", per_layer_sequences=("layer_types", "no_rope_layers")),
+}
+"""Supported families, keyed by ``config.model_type``. Pruned checkpoints of sublayer granularity use their own
+``pruned_<type>`` model types, which map back to the base family here."""
+
+PRUNED_MODEL_TYPE_PREFIX = "pruned_"
+
+
+@dataclass
+class DecoderLayerParts:
+    """The modules of one decoder block, as found by :func:`get_layer_parts`.
+
+    Args:
+        block: The decoder block itself.
+        attention: Its self-attention sublayer, or ``None`` when it was removed.
+        mlp: Its feed-forward sublayer, or ``None`` when it was removed.
+        attention_norms: The norms belonging to the attention sublayer that are present.
+        mlp_norms: The norms belonging to the feed-forward sublayer that are present.
+    """
+
+    block: nn.Module
+    attention: nn.Module | None
+    mlp: nn.Module | None
+    attention_norms: list[nn.Module]
+    mlp_norms: list[nn.Module]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Returns the causal-LM module under peft, DDP/FSDP (``.module``) and ``torch.compile`` wrappers.
+
+    Args:
+        model: A causal LM, possibly wrapped.
+
+    Returns:
+        The innermost ``PreTrainedModel`` with a ``config``.
+    """
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif hasattr(model, "get_base_model") and hasattr(model, "peft_config"):  # peft PeftModel
+            model = model.get_base_model()
+        elif hasattr(model, "module") and isinstance(model.module, nn.Module) and not hasattr(model, "config"):
+            model = model.module  # DistributedDataParallel, FSDP, DataParallel
+        else:
+            break
+    return model
+
+
+def base_model_type(model_type: str) -> str:
+    """Maps ``pruned_llama`` (a sublayer-pruned checkpoint) back to ``llama``; other types pass through."""
+    if model_type.startswith(PRUNED_MODEL_TYPE_PREFIX):
+        return model_type[len(PRUNED_MODEL_TYPE_PREFIX) :]
+    return model_type
+
+
+def get_architecture(model: nn.Module) -> ArchitectureSpec:
+    """Finds the :class:`ArchitectureSpec` of a (possibly wrapped) causal LM.
+
+    Args:
+        model: A causal LM, possibly wrapped by peft, DDP or FSDP.
+
+    Returns:
+        The family's spec.
+
+    Raises:
+        UnsupportedArchitectureError: If the model has no config or its ``model_type`` is not supported.
+    """
+    inner = unwrap_model(model)
+    config = getattr(inner, "config", None)
+    if config is None:
+        raise UnsupportedArchitectureError(
+            f"{type(inner).__name__} has no `config`; optimum_depth works on transformers causal LMs of the families "
+            f"{sorted(ARCHITECTURES)}."
+        )
+    return get_architecture_for_config(config)
+
+
+def get_architecture_for_config(config) -> ArchitectureSpec:
+    """Same as :func:`get_architecture`, from a config alone."""
+    model_type = base_model_type(getattr(config, "model_type", "") or "")
+    spec = ARCHITECTURES.get(model_type)
+    if spec is None:
+        raise UnsupportedArchitectureError(
+            f"Model type {getattr(config, 'model_type', None)!r} is not supported by optimum_depth. "
+            f"Supported model types: {', '.join(sorted(ARCHITECTURES))}."
+        )
+    return spec
+
+
+def _get_decoder(model: nn.Module, spec: ArchitectureSpec) -> nn.Module:
+    module = unwrap_model(model)
+    for name in spec.decoder_path.split("."):
+        module = getattr(module, name, None)
+        if module is None:
+            raise UnsupportedArchitectureError(
+                f"{type(unwrap_model(model)).__name__} has no `{spec.decoder_path}` decoder: pass a causal LM "
+                f"(e.g. AutoModelForCausalLM), not a bare backbone or a task head of another kind."
+            )
+    return module
+
+
+def get_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """Returns the ``nn.ModuleList`` of decoder blocks of a supported causal LM.
+
+    Args:
+        model: A causal LM, possibly wrapped.
+
+    Returns:
+        The model's decoder blocks, in order.
+    """
+    spec = get_architecture(model)
+    layers = getattr(_get_decoder(model, spec), spec.layers_attr, None)
+    if not isinstance(layers, nn.ModuleList):
+        raise UnsupportedArchitectureError(f"Could not find the decoder layers `{spec.layers_attr}` of this model.")
+    return layers
+
+
+def set_decoder_layers(model: nn.Module, layers: nn.ModuleList) -> None:
+    """Replaces the decoder-block list of a model (used by surgery)."""
+    spec = get_architecture(model)
+    setattr(_get_decoder(model, spec), spec.layers_attr, layers)
+
+
+def get_layer_parts(block: nn.Module, spec: ArchitectureSpec) -> DecoderLayerParts:
+    """Finds the sublayers and norms of one decoder block.
+
+    Args:
+        block: A decoder block of the family described by ``spec``.
+        spec: The family's spec.
+
+    Returns:
+        The block's parts; a removed sublayer (or norm) is ``None`` (or absent from the list).
+    """
+
+    def present(name: str) -> nn.Module | None:
+        module = getattr(block, name, None)
+        return module if isinstance(module, nn.Module) else None
+
+    return DecoderLayerParts(
+        block=block,
+        attention=present(spec.attention_attr),
+        mlp=present(spec.mlp_attr),
+        attention_norms=[m for m in (present(n) for n in spec.attention_norms) if m is not None],
+        mlp_norms=[m for m in (present(n) for n in spec.mlp_norms) if m is not None],
+    )
+
+
+def iter_layer_parts(model: nn.Module) -> Iterator[DecoderLayerParts]:
+    """Yields :class:`DecoderLayerParts` for each decoder block of ``model``, in order."""
+    spec = get_architecture(model)
+    for block in get_decoder_layers(model):
+        yield get_layer_parts(block, spec)

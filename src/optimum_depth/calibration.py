@@ -1,0 +1,195 @@
+"""Turning strings, files, datasets, token tensors or the model's own samples into calibration batches.
+
+The default follows Shortened LLaMA (which reuses LLM-Pruner's sampler): ``num_samples`` random documents at least
+``seq_len`` tokens long, and a random window of ``seq_len`` tokens from each, seeded. When no document is long
+enough, the documents are joined with blank lines and random windows are drawn from the whole stream (SparseGPT).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .data import read_documents
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CalibrationData", "prepare_calibration", "SELF_GENERATED"]
+
+SELF_GENERATED = "self"
+
+
+@dataclass
+class CalibrationData:
+    """Token batches used for scoring, and a record of where they came from.
+
+    Args:
+        input_ids: ``LongTensor`` of shape ``(num_samples, seq_len)``.
+        spec: Provenance (source, number of samples, length, seed), JSON-serialisable.
+    """
+
+    input_ids: torch.Tensor
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def batches(self, batch_size: int) -> list[torch.Tensor]:
+        """Splits the samples into batches of at most ``batch_size`` rows."""
+        return list(torch.split(self.input_ids, batch_size))
+
+    @property
+    def num_samples(self) -> int:
+        """Number of calibration sequences."""
+        return int(self.input_ids.shape[0])
+
+
+def _tokenize_documents(documents: list[str], tokenizer) -> list[list[int]]:
+    if tokenizer is None:
+        raise ValueError("Calibration from text needs a `tokenizer`.")
+    return [tokenizer(doc, add_special_tokens=False)["input_ids"] for doc in documents]
+
+
+def _sample_windows(token_docs: list[list[int]], num_samples: int, seq_len: int, seed: int, bos: int | None):
+    rng = random.Random(seed)
+    body = seq_len - (1 if bos is not None else 0)
+    long_docs = [i for i, doc in enumerate(token_docs) if len(doc) >= body]
+    rows: list[list[int]] = []
+    if len(long_docs) >= num_samples:
+        for index in rng.sample(long_docs, num_samples):
+            doc = token_docs[index]
+            start = rng.randint(0, len(doc) - body)
+            rows.append(doc[start : start + body])
+    else:
+        stream = [t for doc in token_docs for t in doc]
+        if len(stream) < body:
+            raise ValueError(
+                f"The calibration text has only {len(stream)} tokens; at least {body} are needed for seq_len={seq_len}."
+            )
+        for _ in range(num_samples):
+            start = rng.randint(0, len(stream) - body)
+            rows.append(stream[start : start + body])
+    if bos is not None:
+        rows = [[bos, *row] for row in rows]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _from_tensor(tensor: torch.Tensor, num_samples: int, seq_len: int, seed: int) -> torch.Tensor:
+    if tensor.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
+        raise ValueError(f"Calibration token tensors must be integer token ids, got dtype {tensor.dtype}.")
+    if tensor.dim() == 1:
+        return _sample_windows([tensor.tolist()], num_samples, seq_len, seed, bos=None)
+    if tensor.dim() != 2:
+        raise ValueError(f"Calibration token tensors must be 1-D or 2-D, got shape {tuple(tensor.shape)}.")
+    return tensor.long()
+
+
+def _from_batches(batches: Iterable, num_samples: int) -> torch.Tensor:
+    rows: list[torch.Tensor] = []
+    for batch in batches:
+        ids = batch["input_ids"] if isinstance(batch, dict) else batch
+        ids = torch.as_tensor(ids)
+        rows.extend(ids if ids.dim() == 2 else ids.unsqueeze(0))
+        if len(rows) >= num_samples:
+            break
+    if not rows:
+        raise ValueError("The calibration dataloader yielded no batch.")
+    lengths = {int(r.shape[-1]) for r in rows}
+    if len(lengths) != 1:
+        raise ValueError(f"Calibration batches must share one sequence length, got {sorted(lengths)}.")
+    return torch.stack(rows[:num_samples]).long()
+
+
+@torch.no_grad()
+def _self_generated(model, tokenizer, num_samples: int, seq_len: int, seed: int) -> torch.Tensor:
+    if model is None:
+        raise ValueError("Self-generated calibration needs the `model`.")
+    config = model.config
+    start = getattr(config, "bos_token_id", None)
+    if start is None and tokenizer is not None:
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        start = 0
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    rows = torch.full((num_samples, seq_len), int(start), dtype=torch.long)
+    # Plain ancestral sampling with a KV cache, seeded through our own generator (generate() is not seedable
+    # without touching the global RNG).
+    past = None
+    tokens = rows[:, :1].to(device)
+    for position in range(1, seq_len):
+        out = model(input_ids=tokens, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+        tokens_cpu = torch.multinomial(probs, 1, generator=generator)
+        rows[:, position] = tokens_cpu[:, 0]
+        tokens = tokens_cpu.to(device)
+    return rows
+
+
+def prepare_calibration(
+    source,
+    tokenizer=None,
+    *,
+    model=None,
+    num_samples: int = 10,
+    seq_len: int = 128,
+    seed: int = 0,
+    add_bos: bool = True,
+) -> CalibrationData:
+    """Builds calibration batches from any supported source.
+
+    Args:
+        source: One of: a list of strings; a path to a ``.txt``/``.jsonl``/``.json`` file or a directory of them; a
+            ``datasets.Dataset`` with a ``text`` column; a token-id tensor (2-D used as is, 1-D cut into windows); an
+            iterable of batches (``input_ids`` tensors or dicts, e.g. a ``DataLoader``); ``"self"`` for samples
+            generated by ``model`` itself; or an existing :class:`CalibrationData` (returned unchanged).
+        tokenizer: Tokenizer for text sources.
+        model: The model, for ``"self"``.
+        num_samples: Number of sequences.
+        seq_len: Tokens per sequence.
+        seed: Seed of the sampling; same seed, same batches.
+        add_bos: Start each text window with the tokenizer's BOS token (when it has one).
+
+    Returns:
+        The calibration data with its provenance.
+    """
+    if isinstance(source, CalibrationData):
+        return source
+    if num_samples < 1 or seq_len < 2:
+        raise ValueError(f"Need num_samples >= 1 and seq_len >= 2, got {num_samples} and {seq_len}.")
+    spec: dict[str, Any] = {"num_samples": num_samples, "seq_len": seq_len, "seed": seed}
+    bos = getattr(tokenizer, "bos_token_id", None) if add_bos else None
+    if isinstance(source, str) and source == SELF_GENERATED:
+        ids = _self_generated(model, tokenizer, num_samples, seq_len, seed)
+        spec["source"] = "self-generated"
+    elif isinstance(source, (str, os.PathLike)):
+        docs = read_documents(source)
+        ids = _sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos)
+        spec["source"] = os.fspath(source)
+    elif isinstance(source, torch.Tensor):
+        ids = _from_tensor(source, num_samples, seq_len, seed)
+        spec.update(source="tensor", num_samples=int(ids.shape[0]), seq_len=int(ids.shape[1]))
+    elif isinstance(source, list) and all(isinstance(s, str) for s in source) and source:
+        ids = _sample_windows(_tokenize_documents(source, tokenizer), num_samples, seq_len, seed, bos)
+        spec["source"] = f"list of {len(source)} strings"
+    elif hasattr(source, "column_names") and "text" in getattr(source, "column_names", []):
+        docs = [str(t) for t in source["text"] if t and str(t).strip()]
+        ids = _sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos)
+        spec["source"] = f"datasets.Dataset ({getattr(source, 'info', None) and source.info.dataset_name})"
+    elif isinstance(source, Iterable) and not isinstance(source, (str, bytes, dict)):
+        ids = _from_batches(source, num_samples)
+        spec.update(source="batches", num_samples=int(ids.shape[0]), seq_len=int(ids.shape[1]))
+    else:
+        raise ValueError(
+            f"Unsupported calibration source of type {type(source).__name__}: give strings, a file path, a "
+            "datasets.Dataset with a `text` column, token ids, batches, or 'self'."
+        )
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and int(ids.max()) >= vocab:
+        raise ValueError(f"Calibration token id {int(ids.max())} is outside the model's vocabulary ({vocab}).")
+    logger.info("Calibration: %s", spec)
+    return CalibrationData(input_ids=ids, spec=spec)

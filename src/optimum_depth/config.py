@@ -1,0 +1,288 @@
+"""``DepthPruningConfig``: what to prune, how much, how to score it, and what to protect.
+
+A peft-style dataclass: every field carries its help text, ``__post_init__`` validates what can be checked without a
+model, and :meth:`DepthPruningConfig.check_against` validates the rest against a model before any work is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .version import __version__
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "depth_pruning_config.json"
+
+GRANULARITIES = ("block", "sublayer")
+SCHEDULES = ("one_shot", "iterative")
+DISTANCES = ("js", "js_finercut", "kl", "angular", "norm")
+# Shortened LLaMA's "+" heuristic: the first four and the last two blocks are never pruned by Mag+/Taylor+.
+PLUS_PROTECTED_CRITERIA = ("magnitude", "taylor")
+PLUS_PROTECT_FIRST = 4
+PLUS_PROTECT_LAST = 2
+
+
+class PruningTargetError(ValueError):
+    """Raised when a pruning target cannot be met on a given model (checked before anything is changed)."""
+
+
+def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        bound = ">= 0" if allow_zero else ">= 1"
+        raise ValueError(f"`{name}` must be an integer {bound}, got {value!r}.")
+
+
+@dataclass
+class DepthPruningConfig:
+    """Configuration of a depth-pruning run.
+
+    Exactly one target is given: ``pruning_ratio``, ``num_layers_to_remove`` or ``target_num_params``. Unless set
+    explicitly, ``protect_first``/``protect_last`` follow Shortened LLaMA's "+" heuristic (first 4, last 2 blocks) for
+    the ``magnitude`` and ``taylor`` criteria and protect nothing for the others.
+
+    Args:
+        criterion: Name of the importance criterion (see ``optimum_depth.criteria.CRITERIA``).
+        granularity: ``"block"`` removes whole decoder blocks; ``"sublayer"`` removes attention/MLP sublayers.
+        pruning_ratio: Fraction of candidates (blocks, or sublayers) to remove, in (0, 1).
+        num_layers_to_remove: Number of candidates to remove.
+        target_num_params: Remove candidates until the model has at most this many parameters.
+        schedule: ``"one_shot"`` or ``"iterative"`` (used by ``DepthPruningCallback``).
+        layers_per_step: Iterative schedule: candidates removed at each pruning event.
+        prune_every_n_steps: Iterative schedule: optimizer steps between pruning events.
+        prune_at_steps: Iterative schedule: explicit optimizer steps of the pruning events.
+        protect_first: Number of leading blocks never removed (``None``: criterion default).
+        protect_last: Number of trailing blocks never removed (``None``: criterion default).
+        protect_first_fraction: Fraction of leading blocks never removed (FinerCut's ``-x``); combined with the above.
+        protected_layers: Explicit block indices (original numbering) never removed.
+        num_samples: Number of calibration sequences.
+        seq_len: Tokens per calibration sequence.
+        seed: Seed for calibration sampling and any randomness in scoring.
+        calibration_dataset: Description of the calibration source (a path, ``"self"`` or a Hub dataset id).
+        batch_size: Calibration sequences per forward pass during scoring.
+        magnitude_p: Exponent ``p`` of the magnitude criterion (sum of ``|W|^p``).
+        distance: Distance of the ``finercut`` criterion between dense and pruned next-token distributions.
+        angular_last_token: Angular criterion: measure at the last token only (Gromov et al.) or average all tokens.
+    """
+
+    criterion: str = field(default="magnitude", metadata={"help": "Importance criterion name."})
+    granularity: str = field(default="block", metadata={"help": "'block' or 'sublayer'."})
+    pruning_ratio: float | None = field(default=None, metadata={"help": "Fraction of candidates to remove."})
+    num_layers_to_remove: int | None = field(default=None, metadata={"help": "Number of candidates to remove."})
+    target_num_params: int | None = field(default=None, metadata={"help": "Parameter budget after pruning."})
+    schedule: str = field(default="one_shot", metadata={"help": "'one_shot' or 'iterative'."})
+    layers_per_step: int | None = field(default=None, metadata={"help": "Iterative: removed per event."})
+    prune_every_n_steps: int | None = field(default=None, metadata={"help": "Iterative: steps between events."})
+    prune_at_steps: list[int] | None = field(default=None, metadata={"help": "Iterative: explicit event steps."})
+    protect_first: int | None = field(default=None, metadata={"help": "Leading blocks never removed."})
+    protect_last: int | None = field(default=None, metadata={"help": "Trailing blocks never removed."})
+    protect_first_fraction: float | None = field(default=None, metadata={"help": "Leading fraction protected."})
+    protected_layers: list[int] = field(default_factory=list, metadata={"help": "Block indices never removed."})
+    num_samples: int = field(default=10, metadata={"help": "Calibration sequences."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per calibration sequence."})
+    seed: int = field(default=0, metadata={"help": "Seed for calibration and scoring."})
+    calibration_dataset: str | None = field(default=None, metadata={"help": "Calibration source description."})
+    batch_size: int = field(default=1, metadata={"help": "Sequences per scoring forward pass."})
+    magnitude_p: float = field(default=1.0, metadata={"help": "Exponent of the magnitude criterion."})
+    distance: str = field(default="js", metadata={"help": f"FinerCut distance, one of {DISTANCES}."})
+    angular_last_token: bool = field(default=True, metadata={"help": "Angular criterion at the last token."})
+    optimum_depth_version: str = field(default=__version__, metadata={"help": "Library version (recorded)."})
+
+    def __post_init__(self) -> None:
+        from .criteria import available_criteria  # late import: criteria import torch
+
+        criteria = available_criteria(self.granularity) if self.granularity in GRANULARITIES else {}
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"`granularity` must be one of {GRANULARITIES}, got {self.granularity!r}.")
+        if self.criterion not in criteria:
+            raise ValueError(
+                f"`criterion` {self.criterion!r} is not available for granularity {self.granularity!r}; "
+                f"choose one of {sorted(criteria)}."
+            )
+        self._validate_target()
+        self._validate_schedule()
+        self._validate_protection()
+        for name in ("num_samples", "seq_len", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"`distance` must be one of {DISTANCES}, got {self.distance!r}.")
+        if not (isinstance(self.magnitude_p, (int, float)) and self.magnitude_p > 0):
+            raise ValueError(f"`magnitude_p` must be a positive number, got {self.magnitude_p!r}.")
+
+    def _validate_target(self) -> None:
+        given = [n for n in ("pruning_ratio", "num_layers_to_remove", "target_num_params") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "Give exactly one target among `pruning_ratio`, `num_layers_to_remove` and `target_num_params`; "
+                f"got {given or 'none'}."
+            )
+        if self.pruning_ratio is not None:
+            ratio = self.pruning_ratio
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
+                raise ValueError(f"`pruning_ratio` must be in the open interval (0, 1), got {ratio!r}.")
+        if self.num_layers_to_remove is not None:
+            _positive_int("num_layers_to_remove", self.num_layers_to_remove)
+        if self.target_num_params is not None:
+            _positive_int("target_num_params", self.target_num_params)
+
+    def _validate_schedule(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}.")
+        if self.layers_per_step is not None:
+            _positive_int("layers_per_step", self.layers_per_step)
+        if self.prune_every_n_steps is not None:
+            _positive_int("prune_every_n_steps", self.prune_every_n_steps)
+        if self.prune_at_steps is not None:
+            steps = list(self.prune_at_steps)
+            for step in steps:
+                _positive_int("prune_at_steps[]", step, allow_zero=True)
+            if steps != sorted(set(steps)) or not steps:
+                raise ValueError(f"`prune_at_steps` must be a non-empty strictly increasing list, got {steps}.")
+            self.prune_at_steps = steps
+        if self.schedule == "iterative":
+            if self.prune_at_steps is None and (self.layers_per_step is None or self.prune_every_n_steps is None):
+                raise ValueError(
+                    "`schedule='iterative'` needs either `prune_at_steps` or both `layers_per_step` and "
+                    "`prune_every_n_steps`."
+                )
+            if self.target_num_params is not None:
+                raise ValueError("`schedule='iterative'` takes `pruning_ratio` or `num_layers_to_remove`.")
+
+    def _validate_protection(self) -> None:
+        for name in ("protect_first", "protect_last"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int(name, value, allow_zero=True)
+        frac = self.protect_first_fraction
+        if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac < 1):
+            raise ValueError(f"`protect_first_fraction` must be in [0, 1), got {frac!r}.")
+        self.protected_layers = list(self.protected_layers)
+        for index in self.protected_layers:
+            _positive_int("protected_layers[]", index, allow_zero=True)
+        if len(set(self.protected_layers)) != len(self.protected_layers):
+            raise ValueError(f"`protected_layers` has duplicates: {self.protected_layers}.")
+
+    # ----------------------------------------------------------------------------------------------- resolution
+    @property
+    def resolved_protect_first(self) -> int:
+        """``protect_first``, or the criterion's default (4 for Mag+/Taylor+, else 0)."""
+        if self.protect_first is not None:
+            return self.protect_first
+        return PLUS_PROTECT_FIRST if self.criterion in PLUS_PROTECTED_CRITERIA else 0
+
+    @property
+    def resolved_protect_last(self) -> int:
+        """``protect_last``, or the criterion's default (2 for Mag+/Taylor+, else 0)."""
+        if self.protect_last is not None:
+            return self.protect_last
+        return PLUS_PROTECT_LAST if self.criterion in PLUS_PROTECTED_CRITERIA else 0
+
+    def protected_blocks(self, num_blocks: int, original_indices: list[int] | None = None) -> list[int]:
+        """Positions (in the current model) of the blocks that may not be removed.
+
+        Args:
+            num_blocks: Number of blocks of the current model.
+            original_indices: Original index of each current block (``surviving_layers``); identity if ``None``.
+
+        Returns:
+            Sorted positions of protected blocks.
+
+        Raises:
+            PruningTargetError: If an explicitly protected index does not exist in the model.
+        """
+        original = list(range(num_blocks)) if original_indices is None else list(original_indices)
+        first = self.resolved_protect_first
+        if self.protect_first_fraction:
+            first = max(first, math.floor(self.protect_first_fraction * num_blocks))
+        protected = set(range(min(first, num_blocks)))
+        protected |= set(range(max(0, num_blocks - self.resolved_protect_last), num_blocks))
+        missing = [i for i in self.protected_layers if i not in original]
+        if missing:
+            raise PruningTargetError(
+                f"`protected_layers` {missing} are not blocks of this model (its blocks have original indices "
+                f"{original})."
+            )
+        protected |= {original.index(i) for i in self.protected_layers}
+        return sorted(protected)
+
+    def num_to_remove(self, num_candidates: int) -> int | None:
+        """Number of candidates the target asks to remove, or ``None`` for a parameter-count target.
+
+        Args:
+            num_candidates: Number of blocks (or sublayers) of the model.
+        """
+        if self.num_layers_to_remove is not None:
+            return self.num_layers_to_remove
+        if self.pruning_ratio is not None:
+            return max(1, round(self.pruning_ratio * num_candidates))
+        return None
+
+    # ------------------------------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the config as a JSON-serialisable dict (with the library version)."""
+        data = asdict(self)
+        data["optimum_depth_version"] = __version__
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DepthPruningConfig:
+        """Builds a config from a dict; unknown keys are dropped with a warning.
+
+        Args:
+            data: Keys and values of the config.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            logger.warning("Ignoring unknown DepthPruningConfig keys: %s", unknown)
+        kwargs = {k: v for k, v in data.items() if k in known and k != "optimum_depth_version"}
+        return cls(**kwargs)
+
+    def to_json_string(self) -> str:
+        """Returns the config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
+        """Writes ``depth_pruning_config.json`` into ``save_directory`` (created if needed).
+
+        Args:
+            save_directory: Target directory.
+
+        Returns:
+            Path of the written file.
+        """
+        if os.path.isfile(save_directory):
+            raise ValueError(f"`save_directory` {save_directory!r} is a file, expected a directory.")
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, CONFIG_NAME)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json_string())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> DepthPruningConfig:
+        """Loads a config saved with :meth:`save_pretrained` (a directory or the JSON file itself).
+
+        Args:
+            path: Directory holding ``depth_pruning_config.json``, or the path of a JSON file.
+        """
+        file = os.path.join(path, CONFIG_NAME) if os.path.isdir(path) else os.fspath(path)
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"No DepthPruningConfig found at {file!r}.")
+        try:
+            with open(file, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{file!r} is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{file!r} does not hold a JSON object.")
+        return cls.from_dict(data)

@@ -1,0 +1,13 @@
+"""Importance criteria, registered by name in :data:`CRITERIA` (one module per family of criteria)."""
+
+from __future__ import annotations
+
+from . import magnitude  # noqa: F401  (registers "magnitude")
+from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, register_criterion
+
+__all__ = ["CRITERIA", "Criterion", "CriterionResult", "ScoringContext", "available_criteria", "register_criterion"]
+
+
+def available_criteria(granularity: str = "block") -> dict[str, Criterion]:
+    """Criteria available for a granularity (``"block"`` or ``"sublayer"``), by name."""
+    return {name: c for name, c in CRITERIA.items() if c.granularity == granularity}

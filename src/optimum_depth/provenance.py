@@ -1,0 +1,67 @@
+"""Provenance of pruned models: which original blocks survive, where they came from, and how they were chosen.
+
+The values live on the model's config (and so in ``config.json``) under the keys of
+:data:`optimum_depth.modeling.configuration_pruned.PROVENANCE_KEYS`; this module reads and composes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .version import __version__
+
+
+def original_layer_indices(config) -> list[int]:
+    """Original index of each current decoder block.
+
+    Args:
+        config: A model config, pruned or not.
+
+    Returns:
+        ``config.surviving_layers`` for a pruned model, else ``range(num_hidden_layers)``.
+    """
+    surviving = getattr(config, "surviving_layers", None)
+    if surviving is None:
+        return list(range(config.num_hidden_layers))
+    return [int(i) for i in surviving]
+
+
+def source_num_layers(config) -> int:
+    """Number of blocks of the original (unpruned) model."""
+    value = getattr(config, "source_num_hidden_layers", None)
+    return int(value) if value is not None else int(config.num_hidden_layers)
+
+
+def record_block_removal(config, kept_positions: list[int]) -> None:
+    """Composes ``surviving_layers`` (and fills ``source_*``) after the blocks at ``kept_positions`` were kept.
+
+    Must be called before ``num_hidden_layers`` is updated. Pruning an already pruned model composes back to the
+    original model's numbering.
+
+    Args:
+        config: The model config, modified in place.
+        kept_positions: Positions (current numbering) of the kept blocks, in order.
+    """
+    original = original_layer_indices(config)
+    config.source_num_hidden_layers = source_num_layers(config)
+    if getattr(config, "source_model", None) is None:
+        config.source_model = getattr(config, "_name_or_path", None) or None
+    config.surviving_layers = [original[p] for p in kept_positions]
+
+
+def record_pruning_event(config, event: dict[str, Any]) -> None:
+    """Stores what the last pruning did under ``config.pruning``, keeping earlier events in ``history``.
+
+    Args:
+        config: The model config, modified in place.
+        event: Criterion, target, calibration spec, seed, removed indices, ...
+    """
+    previous = getattr(config, "pruning", None)
+    history = []
+    if isinstance(previous, dict):
+        history = list(previous.get("history", []))
+        history.append({k: v for k, v in previous.items() if k != "history"})
+    record = {**event, "optimum_depth_version": __version__}
+    if history:
+        record["history"] = history
+    config.pruning = record

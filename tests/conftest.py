@@ -1,0 +1,40 @@
+"""Test settings: offline, one thread, a temporary HF_HOME, and tiny models of every supported family."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="optimum-depth-hf-home-")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from tiny_models import FAMILIES, STORIES_PATH, make_tiny_model  # noqa: E402
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    """Every supported model family, by model type."""
+    return request.param
+
+
+@pytest.fixture
+def tiny_model(family):
+    """A tiny random causal LM of ``family`` (6 blocks), seeded."""
+    return make_tiny_model(family)
+
+
+@pytest.fixture
+def stories_path():
+    """Path of the real 5-layer TinyStories Llama in ../shared (skips if absent)."""
+    if not STORIES_PATH.is_dir():
+        pytest.skip("../shared/models/stories260K is not available")
+    return STORIES_PATH
