@@ -1,0 +1,86 @@
+"""DepthPruningConfig validation, resolution and JSON round trip."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from optimum_depth import DepthPruningConfig, PruningTargetError
+
+
+def test_defaults_follow_shortened_llama_plus_heuristic():
+    config = DepthPruningConfig(criterion="magnitude", pruning_ratio=0.2)
+    assert (config.resolved_protect_first, config.resolved_protect_last) == (4, 2)
+    assert config.protected_blocks(10) == [0, 1, 2, 3, 8, 9]
+    assert (config.num_samples, config.seq_len) == (10, 128)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({}, "exactly one target"),
+        ({"pruning_ratio": 0.2, "num_layers_to_remove": 2}, "exactly one target"),
+        ({"pruning_ratio": 0.0}, "pruning_ratio"),
+        ({"pruning_ratio": 1.0}, "pruning_ratio"),
+        ({"pruning_ratio": 0.5, "criterion": "nope"}, "criterion"),
+        ({"pruning_ratio": 0.5, "granularity": "head"}, "granularity"),
+        ({"num_layers_to_remove": 0}, "num_layers_to_remove"),
+        ({"target_num_params": -5}, "target_num_params"),
+        ({"pruning_ratio": 0.5, "schedule": "sometimes"}, "schedule"),
+        ({"pruning_ratio": 0.5, "schedule": "iterative"}, "iterative"),
+        ({"pruning_ratio": 0.5, "prune_at_steps": [5, 3]}, "prune_at_steps"),
+        ({"pruning_ratio": 0.5, "protect_first": -1}, "protect_first"),
+        ({"pruning_ratio": 0.5, "protected_layers": [1, 1]}, "protected_layers"),
+        ({"pruning_ratio": 0.5, "protect_first_fraction": 1.5}, "protect_first_fraction"),
+        ({"pruning_ratio": 0.5, "num_samples": 0}, "num_samples"),
+        ({"pruning_ratio": 0.5, "distance": "cosine"}, "distance"),
+        ({"pruning_ratio": 0.5, "magnitude_p": 0}, "magnitude_p"),
+    ],
+)
+def test_invalid_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        DepthPruningConfig(**kwargs)
+
+
+def test_iterative_schedule_needs_its_step_settings():
+    config = DepthPruningConfig(pruning_ratio=0.5, schedule="iterative", layers_per_step=1, prune_every_n_steps=10)
+    assert config.schedule == "iterative"
+    DepthPruningConfig(num_layers_to_remove=2, schedule="iterative", prune_at_steps=[0, 5])
+
+
+def test_protection_resolution_and_checks():
+    config = DepthPruningConfig(pruning_ratio=0.5, criterion="magnitude", protect_first=0, protect_last=1,
+                                protected_layers=[7], protect_first_fraction=0.25)
+    assert config.protected_blocks(8, original_indices=[0, 1, 2, 4, 5, 6, 7, 9]) == [0, 1, 6, 7]
+    with pytest.raises(PruningTargetError, match=r"\[7\]"):
+        config.protected_blocks(6)
+
+
+def test_num_to_remove_rounds_the_ratio():
+    assert DepthPruningConfig(pruning_ratio=0.25).num_to_remove(30) == 8
+    assert DepthPruningConfig(pruning_ratio=0.2).num_to_remove(30) == 6
+    assert DepthPruningConfig(num_layers_to_remove=3).num_to_remove(30) == 3
+    assert DepthPruningConfig(target_num_params=100).num_to_remove(30) is None
+
+
+def test_json_round_trip_records_version_and_drops_unknown_keys(tmp_path, caplog):
+    config = DepthPruningConfig(num_layers_to_remove=3, protected_layers=[2], seed=7, calibration_dataset="x.txt")
+    path = config.save_pretrained(tmp_path)
+    data = json.loads(open(path).read())
+    assert data["optimum_depth_version"]
+    assert DepthPruningConfig.from_pretrained(tmp_path) == config
+    data["not_a_field"] = 1
+    (tmp_path / "other.json").write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING):
+        assert DepthPruningConfig.from_pretrained(tmp_path / "other.json") == config
+    assert "not_a_field" in caplog.text
+
+
+def test_loading_corrupt_or_missing_files_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        DepthPruningConfig.from_pretrained(tmp_path)
+    (tmp_path / "depth_pruning_config.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        DepthPruningConfig.from_pretrained(tmp_path)

@@ -1,0 +1,127 @@
+"""DepthPruner end to end: score -> plan -> apply, and refusals before any change."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from tiny_models import make_tiny_model
+
+from optimum_depth import (
+    DepthPruner,
+    DepthPruningConfig,
+    PruningPlan,
+    PruningTargetError,
+    UnsupportedArchitectureError,
+    get_decoder_layers,
+)
+from optimum_depth.criteria.magnitude import block_weight_magnitude
+from optimum_depth.scoring import count_parameters
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model, state, config_dict):
+    after = model.state_dict()
+    return (
+        after.keys() == state.keys()
+        and all(torch.equal(after[k], state[k]) for k in state)
+        and model.config.to_dict() == config_dict
+    )
+
+
+def test_magnitude_scores_are_sum_of_absolute_weights(tiny_model):
+    pruner = DepthPruner(DepthPruningConfig(num_layers_to_remove=2, protect_first=1, protect_last=1))
+    scores = pruner.score(tiny_model)
+    for block, value in zip(get_decoder_layers(tiny_model), scores.values, strict=True):
+        expected = sum(float(p.abs().sum()) for p in block.parameters() if p.dim() >= 2)
+        assert value == pytest.approx(expected, rel=1e-6)
+    assert scores.protected == [0, 5]
+    assert scores.layer_indices == list(range(6))
+
+
+def test_plan_removes_the_least_important_unprotected_blocks(tiny_model):
+    pruner = DepthPruner(DepthPruningConfig(num_layers_to_remove=2, protect_first=1, protect_last=1))
+    scores = pruner.score(tiny_model)
+    plan = pruner.plan(scores)
+    ranked = sorted(range(1, 5), key=lambda i: scores.values[i])
+    assert plan.removed_blocks == tuple(sorted(ranked[:2]))
+    assert plan.criterion == "magnitude"
+    assert PruningPlan.from_json(plan.to_json()) == plan
+    pruner.apply(tiny_model, plan)
+    assert tiny_model.config.surviving_layers == [i for i in range(6) if i not in plan.removed_blocks]
+    assert tiny_model.config.pruning["removed_layers"] == list(plan.removed_blocks)
+
+
+def test_magnitude_exponent_is_honoured():
+    model = make_tiny_model("llama")
+    block = get_decoder_layers(model)[0]
+    expected = sum(float(p.double().pow(2).sum()) for p in block.parameters() if p.dim() >= 2)
+    assert block_weight_magnitude(block, p=2.0) == pytest.approx(expected, rel=1e-9)
+
+
+def test_parameter_target_removes_until_the_budget_is_met():
+    model = make_tiny_model("llama")
+    total = count_parameters(model)
+    per_block = count_parameters(get_decoder_layers(model)[0])
+    config = DepthPruningConfig(target_num_params=total - 2 * per_block, protect_first=0, protect_last=0)
+    DepthPruner(config).prune(model)
+    assert count_parameters(model) == total - 2 * per_block
+    assert model.config.num_hidden_layers == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_layers_to_remove": 3}, "only 2 of 6 are unprotected"),  # default Mag+ protects 4 + 2... of 6
+        ({"num_layers_to_remove": 6, "protect_first": 0, "protect_last": 0}, "Cannot remove 6"),
+        ({"pruning_ratio": 0.5, "protected_layers": [9]}, r"\[9\]"),
+        ({"target_num_params": 10**9}, "already has"),
+        ({"target_num_params": 10, "protect_first": 0, "protect_last": 0}, "unreachable"),
+    ],
+)
+def test_impossible_targets_raise_before_any_change(kwargs, message):
+    model = make_tiny_model("gemma3_text")
+    if message.startswith("only"):
+        kwargs = {**kwargs, "protect_first": 2, "protect_last": 2}
+    state, config_dict = _state(model), model.config.to_dict()
+    with pytest.raises(PruningTargetError, match=message):
+        DepthPruner(DepthPruningConfig(**kwargs)).prune(model)
+    assert _unchanged(model, state, config_dict)
+
+
+def test_plan_that_does_not_fit_the_model_is_refused(tiny_model):
+    pruner = DepthPruner(DepthPruningConfig(num_layers_to_remove=1, protect_first=0, protect_last=0))
+    state, config_dict = _state(tiny_model), tiny_model.config.to_dict()
+    with pytest.raises(ValueError, match="not in this model"):
+        pruner.apply(tiny_model, PruningPlan(granularity="block", removed_blocks=(7,)))
+    with pytest.raises(ValueError, match="original blocks"):
+        pruner.apply(tiny_model, PruningPlan(granularity="block", removed_blocks=(1,), source_num_hidden_layers=32))
+    assert _unchanged(tiny_model, state, config_dict)
+
+
+def test_unsupported_architecture_is_named():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("gpt2", n_layer=2, n_embd=16, n_head=2, vocab_size=64)
+    model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(UnsupportedArchitectureError, match="'gpt2'.*llama"):
+        DepthPruner(DepthPruningConfig(num_layers_to_remove=1)).prune(model)
+    with pytest.raises(UnsupportedArchitectureError, match="no `config`"):
+        DepthPruner(DepthPruningConfig(num_layers_to_remove=1)).prune(torch.nn.Linear(2, 2))
+
+
+def test_prune_is_deterministic(tiny_model):
+    other = copy.deepcopy(tiny_model)
+    config = DepthPruningConfig(pruning_ratio=0.34, protect_first=1, protect_last=0)
+    DepthPruner(config).prune(tiny_model)
+    DepthPruner(config).prune(other)
+    assert tiny_model.config.surviving_layers == other.config.surviving_layers
+
+
+def test_pruner_needs_a_config():
+    with pytest.raises(TypeError, match="DepthPruningConfig"):
+        DepthPruner({"criterion": "magnitude"})
