@@ -10,6 +10,7 @@ from torch import nn
 from .architectures import get_architecture, get_decoder_layers, unwrap_model
 from .calibration import CalibrationData
 from .config import DepthPruningConfig, PruningTargetError
+from .criteria import CRITERIA
 from .plan import PruningPlan
 from .provenance import original_layer_indices, record_pruning_event, source_num_layers
 from .scores import LayerScores
@@ -106,7 +107,7 @@ class DepthPruner:
         """
         self.check(model)
         data = calibration if isinstance(calibration, CalibrationData) else None
-        if data is None:
+        if data is None and CRITERIA[self.config.criterion].needs_calibration:
             data = resolve_calibration(self.config, model, calibration, tokenizer)
         scores = score_blocks(model, self.config, data)
         self.last_scores = scores

@@ -1,0 +1,86 @@
+"""``optimum-depth score`` / ``prune`` on the real tiny TinyStories Llama, including user mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from optimum_depth import PrunedLlamaConfig
+from optimum_depth.cli import main
+
+
+@pytest.fixture
+def model_path(stories_path):
+    return str(stories_path)
+
+
+def test_prune_writes_a_native_checkpoint_with_plan_scores_and_plot(model_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["prune", "--model", model_path, "--num-layers-to-remove", "1", "--protect-first", "1",
+                 "--protect-last", "1", "--output-dir", str(out)])
+    assert code == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "pruning_plan.json", "layer_scores.json",
+            "layer_scores.png", "depth_pruning_config.json"} <= names
+    plan = json.loads((out / "pruning_plan.json").read_text())
+    config = PrunedLlamaConfig.from_pretrained(out)
+    assert config.surviving_layers == [i for i in range(5) if i not in plan["removed_blocks"]]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 4
+    assert "Removed blocks" in capsys.readouterr().out
+
+
+def test_score_then_prune_from_the_saved_plan_and_config(model_path, tmp_path):
+    scored = tmp_path / "scored"
+    assert main(["score", "--model", model_path, "--criterion", "magnitude", "--num-layers-to-remove", "2",
+                 "--protect-first", "1", "--protect-last", "0", "--output-dir", str(scored)]) == 0
+    plan = json.loads((scored / "pruning_plan.json").read_text())
+    assert len(plan["removed_blocks"]) == 2
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", model_path, "--config", str(scored), "--plan", str(scored / "pruning_plan.json"),
+                 "--output-dir", str(pruned)]) == 0
+    model = AutoModelForCausalLM.from_pretrained(pruned)
+    assert model.config.surviving_layers == [i for i in range(5) if i not in plan["removed_blocks"]]
+    assert torch.isfinite(model(torch.tensor([[1, 5, 9]])).logits).all()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num-layers-to-remove", "9"], "Cannot remove 9"),
+        (["--pruning-ratio", "1.5"], "pruning_ratio"),
+        (["--criterion", "nope"], "criterion"),
+        (["--num-layers-to-remove", "3", "--protect-first", "2", "--protect-last", "2"], "unprotected"),
+        (["--config", "/nonexistent/cfg.json"], "No DepthPruningConfig"),
+        (["--model", "/nonexistent/model"], "does not exist"),
+    ],
+)
+def test_user_mistakes_exit_2_without_traceback_or_output(model_path, tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    args = ["prune", "--model", model_path, *argv, "--output-dir", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_never_clobbered_without_overwrite(model_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    argv = ["prune", "--model", model_path, "--num-layers-to-remove", "1", "--protect-first", "1",
+            "--output-dir", str(out)]
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+    assert main([*argv, "--overwrite"]) == 0
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+
+
+def test_no_subcommand_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().err
