@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import make_tiny_model
 
 from optimum_depth import ARCHITECTURES, UnsupportedArchitectureError, get_architecture, get_decoder_layers
 from optimum_depth.architectures import get_layer_parts, iter_layer_parts, unwrap_model
+from tiny_models import make_tiny_model
 
 
 def test_every_family_exposes_blocks_sublayers_and_norms(tiny_model, family):

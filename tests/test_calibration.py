@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from tiny_models import DATA_DIR, STORIES_PATH, make_tiny_model
 from transformers import AutoTokenizer
 
 from optimum_depth import prepare_calibration
 from optimum_depth.data import read_documents
+from tiny_models import DATA_DIR, STORIES_PATH, make_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -51,8 +52,14 @@ def test_iterative_schedule_needs_its_step_settings():
 
 
 def test_protection_resolution_and_checks():
-    config = DepthPruningConfig(pruning_ratio=0.5, criterion="magnitude", protect_first=0, protect_last=1,
-                                protected_layers=[7], protect_first_fraction=0.25)
+    config = DepthPruningConfig(
+        pruning_ratio=0.5,
+        criterion="magnitude",
+        protect_first=0,
+        protect_last=1,
+        protected_layers=[7],
+        protect_first_fraction=0.25,
+    )
     assert config.protected_blocks(8, original_indices=[0, 1, 2, 4, 5, 6, 7, 9]) == [0, 1, 6, 7]
     with pytest.raises(PruningTargetError, match=r"\[7\]"):
         config.protected_blocks(6)
@@ -68,7 +75,7 @@ def test_num_to_remove_rounds_the_ratio():
 def test_json_round_trip_records_version_and_drops_unknown_keys(tmp_path, caplog):
     config = DepthPruningConfig(num_layers_to_remove=3, protected_layers=[2], seed=7, calibration_dataset="x.txt")
     path = config.save_pretrained(tmp_path)
-    data = json.loads(open(path).read())
+    data = json.loads(Path(path).read_text())
     assert data["optimum_depth_version"]
     assert DepthPruningConfig.from_pretrained(tmp_path) == config
     data["not_a_field"] = 1

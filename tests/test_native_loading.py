@@ -10,11 +10,11 @@ import textwrap
 
 import pytest
 import torch
-from tiny_models import FAMILIES, STORIES_PATH, make_tiny_model, random_ids
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_depth import DepthPruner, DepthPruningConfig, PrunedLlamaConfig, PruningPlan, save_pruned_model
 from optimum_depth.modeling import PRUNED_CONFIG_CLASSES
+from tiny_models import FAMILIES, STORIES_PATH, make_tiny_model, random_ids
 
 CHILD = textwrap.dedent(
     """
@@ -64,8 +64,9 @@ def test_every_family_reloads_natively_in_a_fresh_process(tmp_path):
     ids = random_ids(2, 9)
     for family in FAMILIES:
         model = make_tiny_model(family)
-        pruner = DepthPruner(DepthPruningConfig(criterion="magnitude", num_layers_to_remove=2, protect_first=0,
-                                                protect_last=0))
+        pruner = DepthPruner(
+            DepthPruningConfig(criterion="magnitude", num_layers_to_remove=2, protect_first=0, protect_last=0)
+        )
         pruner.prune(model)
         path = save_pruned_model(model, tmp_path / family, plan=pruner.last_plan, scores=pruner.last_scores)
         assert not list(path.glob("*.bin")) and list(path.glob("*.safetensors"))
@@ -142,8 +143,13 @@ def test_stories260k_pruned_by_one_block_generates_the_same_text_after_native_re
         print(tok.decode(out[0], skip_special_tokens=True))
         """
     )
-    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == text.strip().splitlines()[-1]
     assert len(text) > len("Once upon a time") + 10

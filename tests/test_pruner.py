@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from tiny_models import make_tiny_model
 
 from optimum_depth import (
     DepthPruner,
@@ -18,6 +17,7 @@ from optimum_depth import (
 )
 from optimum_depth.criteria.magnitude import block_weight_magnitude
 from optimum_depth.scoring import count_parameters
+from tiny_models import make_tiny_model
 
 
 def _state(model):

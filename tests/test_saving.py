@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tiny_models import make_tiny_model
 
 from optimum_depth import save_pruned_model
 from optimum_depth.saving import atomic_directory_write
+from tiny_models import make_tiny_model
 
 
 def _listing(path):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import make_tiny_model, random_ids
 from transformers import DynamicCache
 
 from optimum_depth import LayerIndexError, get_decoder_layers, remove_layers
+from tiny_models import make_tiny_model, random_ids
 
 
 def _reference_forward_of_kept_blocks(model, kept, ids):
@@ -109,8 +109,14 @@ def test_removed_parameters_are_released():
 
 @pytest.mark.parametrize(
     "indices, message",
-    [([6], "out of range"), ([-1], "out of range"), ([1, 1], "more than once"), ([], "No block"),
-     (list(range(6)), "all 6"), ([1.0], "integers")],
+    [
+        ([6], "out of range"),
+        ([-1], "out of range"),
+        ([1, 1], "more than once"),
+        ([], "No block"),
+        (list(range(6)), "all 6"),
+        ([1.0], "integers"),
+    ],
 )
 def test_invalid_indices_raise_before_any_change(indices, message):
     model = make_tiny_model("qwen3")

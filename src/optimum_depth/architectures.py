@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -58,18 +59,26 @@ class ArchitectureSpec:
     per_layer_index_lists: tuple[str, ...] = ()
 
 
-_GEMMA_NORMS = {
-    "attention_norms": ("input_layernorm", "post_attention_layernorm"),
-    "mlp_norms": ("pre_feedforward_layernorm", "post_feedforward_layernorm"),
-}
+_GEMMA_ATTENTION_NORMS = ("input_layernorm", "post_attention_layernorm")
+_GEMMA_MLP_NORMS = ("pre_feedforward_layernorm", "post_feedforward_layernorm")
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "llama": ArchitectureSpec("llama"),
     "mistral": ArchitectureSpec("mistral", per_layer_sequences=("layer_types",)),
     "qwen2": ArchitectureSpec("qwen2", per_layer_sequences=("layer_types",)),
     "qwen3": ArchitectureSpec("qwen3", per_layer_sequences=("layer_types",)),
-    "gemma2": ArchitectureSpec("gemma2", per_layer_sequences=("layer_types",), **_GEMMA_NORMS),
-    "gemma3_text": ArchitectureSpec("gemma3_text", per_layer_sequences=("layer_types",), **_GEMMA_NORMS),
+    "gemma2": ArchitectureSpec(
+        "gemma2",
+        attention_norms=_GEMMA_ATTENTION_NORMS,
+        mlp_norms=_GEMMA_MLP_NORMS,
+        per_layer_sequences=("layer_types",),
+    ),
+    "gemma3_text": ArchitectureSpec(
+        "gemma3_text",
+        attention_norms=_GEMMA_ATTENTION_NORMS,
+        mlp_norms=_GEMMA_MLP_NORMS,
+        per_layer_sequences=("layer_types",),
+    ),
     "phi3": ArchitectureSpec("phi3"),
     "smollm3": ArchitectureSpec("smollm3", per_layer_sequences=("layer_types", "no_rope_layers")),
 }
@@ -98,7 +107,7 @@ class DecoderLayerParts:
     mlp_norms: list[nn.Module]
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
+def unwrap_model(model: Any) -> Any:
     """Returns the causal-LM module under peft, DDP/FSDP (``.module``) and ``torch.compile`` wrappers.
 
     Args:
@@ -162,7 +171,7 @@ def get_architecture_for_config(config) -> ArchitectureSpec:
     return spec
 
 
-def _get_decoder(model: nn.Module, spec: ArchitectureSpec) -> nn.Module:
+def _get_decoder(model: nn.Module, spec: ArchitectureSpec) -> Any:
     module = unwrap_model(model)
     for name in spec.decoder_path.split("."):
         module = getattr(module, name, None)

@@ -117,7 +117,9 @@ class DepthPruningConfig:
             raise ValueError(f"`magnitude_p` must be a positive number, got {self.magnitude_p!r}.")
 
     def _validate_target(self) -> None:
-        given = [n for n in ("pruning_ratio", "num_layers_to_remove", "target_num_params") if getattr(self, n) is not None]
+        given = [
+            n for n in ("pruning_ratio", "num_layers_to_remove", "target_num_params") if getattr(self, n) is not None
+        ]
         if len(given) != 1:
             raise ValueError(
                 "Give exactly one target among `pruning_ratio`, `num_layers_to_remove` and `target_num_params`; "

@@ -39,7 +39,8 @@ def plot_layer_scores(
     selected_set = set(selected or [])
     protected = set(scores.protected)
     colors = [
-        "tab:red" if i in selected_set else ("0.6" if i in protected else "tab:blue") for i in range(len(scores.values))
+        "tab:red" if i in selected_set else ("0.6" if i in protected else "tab:blue")
+        for i in range(len(scores.values))
     ]
     labels = [scores.candidate_name(i).replace("block ", "") for i in range(len(scores.values))]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(labels)), 3.5))

@@ -28,9 +28,7 @@ def count_parameters(module: torch.nn.Module) -> int:
     return total
 
 
-def resolve_calibration(
-    config: DepthPruningConfig, model, calibration=None, tokenizer=None
-) -> CalibrationData | None:
+def resolve_calibration(config: DepthPruningConfig, model, calibration=None, tokenizer=None) -> CalibrationData | None:
     """Builds the calibration data a criterion needs from the config's sampling settings.
 
     Args:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -64,7 +65,7 @@ def renumber_layer_indices(layers: nn.ModuleList) -> None:
     for position, block in enumerate(layers):
         for module in block.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = position
+                module.layer_idx = position  # type: ignore[assignment]
 
 
 def _remap_per_layer_config(config, spec: ArchitectureSpec, kept: list[int], num_layers: int) -> dict:
@@ -114,7 +115,7 @@ def remove_layers(model: nn.Module, indices: Iterable[int]) -> nn.Module:
     """
     spec = get_architecture(model)
     inner = unwrap_model(model)
-    config = inner.config
+    config: Any = inner.config
     layers = get_decoder_layers(model)
     num_layers = len(layers)
     if config.num_hidden_layers != num_layers:

@@ -19,12 +19,32 @@ def model_path(stories_path):
 
 def test_prune_writes_a_native_checkpoint_with_plan_scores_and_plot(model_path, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["prune", "--model", model_path, "--num-layers-to-remove", "1", "--protect-first", "1",
-                 "--protect-last", "1", "--output-dir", str(out)])
+    code = main(
+        [
+            "prune",
+            "--model",
+            model_path,
+            "--num-layers-to-remove",
+            "1",
+            "--protect-first",
+            "1",
+            "--protect-last",
+            "1",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     names = {p.name for p in out.iterdir()}
-    assert {"model.safetensors", "config.json", "tokenizer.json", "pruning_plan.json", "layer_scores.json",
-            "layer_scores.png", "depth_pruning_config.json"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "pruning_plan.json",
+        "layer_scores.json",
+        "layer_scores.png",
+        "depth_pruning_config.json",
+    } <= names
     plan = json.loads((out / "pruning_plan.json").read_text())
     config = PrunedLlamaConfig.from_pretrained(out)
     assert config.surviving_layers == [i for i in range(5) if i not in plan["removed_blocks"]]
@@ -35,13 +55,45 @@ def test_prune_writes_a_native_checkpoint_with_plan_scores_and_plot(model_path, 
 
 def test_score_then_prune_from_the_saved_plan_and_config(model_path, tmp_path):
     scored = tmp_path / "scored"
-    assert main(["score", "--model", model_path, "--criterion", "magnitude", "--num-layers-to-remove", "2",
-                 "--protect-first", "1", "--protect-last", "0", "--output-dir", str(scored)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                model_path,
+                "--criterion",
+                "magnitude",
+                "--num-layers-to-remove",
+                "2",
+                "--protect-first",
+                "1",
+                "--protect-last",
+                "0",
+                "--output-dir",
+                str(scored),
+            ]
+        )
+        == 0
+    )
     plan = json.loads((scored / "pruning_plan.json").read_text())
     assert len(plan["removed_blocks"]) == 2
     pruned = tmp_path / "pruned"
-    assert main(["prune", "--model", model_path, "--config", str(scored), "--plan", str(scored / "pruning_plan.json"),
-                 "--output-dir", str(pruned)]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                model_path,
+                "--config",
+                str(scored),
+                "--plan",
+                str(scored / "pruning_plan.json"),
+                "--output-dir",
+                str(pruned),
+            ]
+        )
+        == 0
+    )
     model = AutoModelForCausalLM.from_pretrained(pruned)
     assert model.config.surviving_layers == [i for i in range(5) if i not in plan["removed_blocks"]]
     assert torch.isfinite(model(torch.tensor([[1, 5, 9]])).logits).all()
@@ -72,8 +124,17 @@ def test_existing_output_is_never_clobbered_without_overwrite(model_path, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    argv = ["prune", "--model", model_path, "--num-layers-to-remove", "1", "--protect-first", "1",
-            "--output-dir", str(out)]
+    argv = [
+        "prune",
+        "--model",
+        model_path,
+        "--num-layers-to-remove",
+        "1",
+        "--protect-first",
+        "1",
+        "--output-dir",
+        str(out),
+    ]
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "precious"

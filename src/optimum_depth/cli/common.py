@@ -39,7 +39,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Local checkpoint directory, Hub id, or .gguf file (default: SmolLM2-135M-Instruct).",
     )
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="Weights dtype.")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="Weights dtype."
+    )
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +57,9 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     for option, (_, kind) in CONFIG_OPTIONS.items():
         group.add_argument(f"--{option.replace('_', '-')}", dest=option, type=kind, default=None)
     group.add_argument(
-        "--protected-layers", type=lambda s: [int(i) for i in s.split(",") if i.strip()], default=None,
+        "--protected-layers",
+        type=lambda s: [int(i) for i in s.split(",") if i.strip()],
+        default=None,
         help="Comma-separated original block indices never removed.",
     )
     group.add_argument(
@@ -107,7 +111,11 @@ def load_model(args: argparse.Namespace):
 
     from ..model_zoo import load_model_and_tokenizer
 
-    if args.model is not None and (os.sep in args.model or args.model.endswith(".gguf")) and not Path(args.model).exists():
+    if (
+        args.model is not None
+        and (os.sep in args.model or args.model.endswith(".gguf"))
+        and not Path(args.model).exists()
+    ):
         raise FileNotFoundError(f"--model {args.model!r} does not exist.")
     return load_model_and_tokenizer(args.model, dtype=getattr(torch, args.dtype))
 

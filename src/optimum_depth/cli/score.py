@@ -59,5 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = write_outputs(args, write)
     logger.info("Scores written to %s", out)
-    print(f"{scores.criterion}: {len(scores.values)} blocks scored, would remove {list(plan.removed_blocks)}; wrote {out}")
+    print(
+        f"{scores.criterion}: {len(scores.values)} blocks scored, would remove {list(plan.removed_blocks)}; wrote {out}"
+    )
     return 0
