@@ -89,8 +89,7 @@ class DepthPruner:
         floor = total - sum(removable_params)
         if target < floor:
             raise PruningTargetError(
-                f"target_num_params={target} is unreachable: removing every removable block leaves {floor} "
-                "parameters."
+                f"target_num_params={target} is unreachable: removing every removable block leaves {floor} parameters."
             )
 
     # ------------------------------------------------------------------------------------------------ pipeline
@@ -188,7 +187,9 @@ class DepthPruner:
         original = original_layer_indices(config)
         missing = [i for i in plan.removed_blocks if i not in original]
         if missing:
-            raise ValueError(f"Blocks {missing} of the plan are not in this model (it has original blocks {original}).")
+            raise ValueError(
+                f"Blocks {missing} of the plan are not in this model (it has original blocks {original})."
+            )
         positions = [original.index(i) for i in plan.removed_blocks]
         remove_layers(model, positions)
         scores = self.last_scores
