@@ -7,12 +7,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import prune, score
+from . import prune, quickstart, score
 from .common import UsageError
 
 logger = logging.getLogger("optimum_depth.cli")
 
-SUBCOMMANDS = (score, prune)
+SUBCOMMANDS = (quickstart, score, prune)
 """Subcommand modules; each has ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
 
 

@@ -1,0 +1,70 @@
+"""``optimum-depth quickstart`` end to end on the real tiny TinyStories Llama (reduced settings)."""
+
+from __future__ import annotations
+
+import json
+
+from transformers import AutoModelForCausalLM
+
+from optimum_depth.cli import main
+
+
+def _run(stories_path, out, *extra):
+    return main(
+        [
+            "quickstart",
+            "--model",
+            str(stories_path),
+            "--criterion",
+            "block_influence",
+            "--pruning-ratio",
+            "0.2",
+            "--eval-windows",
+            "2",
+            "--new-tokens",
+            "4",
+            "--output-dir",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+def test_quickstart_writes_checkpoint_plot_results_and_card(stories_path, tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert _run(stories_path, out) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "model.safetensors",
+        "README.md",
+        "layer_scores.png",
+        "evaluation_results.json",
+        "pruning_plan.json",
+    } <= names
+    results = json.loads((out / "evaluation_results.json").read_text())
+    assert set(results["dense"]["perplexity"]) == {"wikitext2"}
+    assert results["pruned"]["latency"][0]["new_tokens"] == 4
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 4
+    card = (out / "README.md").read_text()
+    assert "block_influence" in card and "WikiText-2" in card
+    assert "Removed original blocks" in capsys.readouterr().out
+
+
+def test_quickstart_without_any_data_falls_back_to_self_generated_text(stories_path, tmp_path):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    out = tmp_path / "qs"
+    assert _run(stories_path, out, "--data-dir", str(empty)) == 0
+    results = json.loads((out / "evaluation_results.json").read_text())
+    assert "self-generated" in results["pruned"]["perplexity"]
+    agreement = results["pruned"]["extra"]["agreement_with_dense"]
+    assert 0.0 <= agreement["top1_agreement"] <= 1.0
+    plan = json.loads((out / "layer_scores.json").read_text())
+    assert plan["calibration"]["source"] == "self-generated"
+
+
+def test_quickstart_bad_data_dir_is_a_user_error(stories_path, tmp_path, capsys):
+    assert _run(stories_path, tmp_path / "qs", "--data-dir", str(tmp_path / "missing")) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "qs").exists()
