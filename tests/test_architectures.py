@@ -7,6 +7,7 @@ import torch
 
 from optimum_depth import ARCHITECTURES, UnsupportedArchitectureError, get_architecture, get_decoder_layers
 from optimum_depth.architectures import get_layer_parts, iter_layer_parts, unwrap_model
+
 from tiny_models import make_tiny_model
 
 

@@ -10,6 +10,7 @@ from transformers import AutoTokenizer
 
 from optimum_depth import prepare_calibration
 from optimum_depth.data import read_documents
+
 from tiny_models import DATA_DIR, STORIES_PATH, make_tiny_model
 
 

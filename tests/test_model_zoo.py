@@ -18,7 +18,8 @@ def test_default_model_is_materialised_from_the_pypi_gguf(tmp_path, monkeypatch)
     except RuntimeError as err:  # no PyPI access on this machine
         pytest.skip(str(err))
     path = model_zoo.default_model_path()  # HF_HUB_OFFLINE=1 in tests: the GGUF route
-    config = json.loads(open(f"{path}/config.json").read())
+    with open(f"{path}/config.json") as handle:
+        config = json.load(handle)
     assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
     assert "quantization_config" not in config
     model, tokenizer = model_zoo.load_model_and_tokenizer(path)

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_depth import DepthPruner, DepthPruningConfig, PrunedLlamaConfig, PruningPlan, save_pruned_model
 from optimum_depth.modeling import PRUNED_CONFIG_CLASSES
+
 from tiny_models import FAMILIES, STORIES_PATH, make_tiny_model, random_ids
 
 CHILD = textwrap.dedent(

@@ -17,6 +17,7 @@ from optimum_depth import (
 )
 from optimum_depth.criteria.magnitude import block_weight_magnitude
 from optimum_depth.scoring import count_parameters
+
 from tiny_models import make_tiny_model
 
 

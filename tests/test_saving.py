@@ -6,6 +6,7 @@ import pytest
 
 from optimum_depth import save_pruned_model
 from optimum_depth.saving import atomic_directory_write
+
 from tiny_models import make_tiny_model
 
 

@@ -7,6 +7,7 @@ import torch
 from transformers import DynamicCache
 
 from optimum_depth import LayerIndexError, get_decoder_layers, remove_layers
+
 from tiny_models import make_tiny_model, random_ids
 
 

@@ -7,11 +7,12 @@ import math
 
 import pytest
 import torch
-from tiny_models import make_tiny_model
 
 from optimum_depth import remove_layers
 from optimum_depth.calibration import prepare_calibration
 from optimum_depth.evaluation.agreement import self_generated_agreement
+
+from tiny_models import make_tiny_model
 
 
 def test_agreement_matches_a_direct_computation():

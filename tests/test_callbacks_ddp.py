@@ -1,0 +1,43 @@
+"""Pruning during real 2-process DDP training (gloo on CPU) launched with accelerate: every rank ends identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("ddp_pruning_script.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
+def test_two_process_ddp_ranks_prune_identically(tmp_path, criterion):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(SCRIPT), str(tmp_path), criterion,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for report in reports:
+        assert report["world_size"] == 2
+        assert report["wrapper"] == "DistributedDataParallel"
+        assert len(report["surviving_layers"]) == 4
+        assert report["optimizer_params"] == report["model_params"]
+        assert [e["step"] for e in report["events"]] == [0, 3]
+    assert reports[0]["surviving_layers"] == reports[1]["surviving_layers"]
+    assert reports[0]["weights_sha256"] == reports[1]["weights_sha256"]
