@@ -21,13 +21,13 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
-def test_two_process_ddp_ranks_prune_identically(tmp_path, criterion):
+@pytest.mark.parametrize(("criterion", "wrapping"), [("magnitude", "none"), ("taylor", "none"), ("taylor", "lora")])
+def test_two_process_ddp_ranks_prune_identically(tmp_path, criterion, wrapping):
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [
         str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(SCRIPT), str(tmp_path), criterion,
+        str(SCRIPT), str(tmp_path), criterion, wrapping,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -37,7 +37,7 @@ def test_two_process_ddp_ranks_prune_identically(tmp_path, criterion):
         assert report["world_size"] == 2
         assert report["wrapper"] == "DistributedDataParallel"
         assert len(report["surviving_layers"]) == 4
-        assert report["optimizer_params"] == report["model_params"]
+        assert report["optimizer_params"] == report["trainable_params"]
         assert [e["step"] for e in report["events"]] == [0, 3]
     assert reports[0]["surviving_layers"] == reports[1]["surviving_layers"]
     assert reports[0]["weights_sha256"] == reports[1]["weights_sha256"]

@@ -1,0 +1,152 @@
+"""WikiText-2 perplexity of SmolLM2-135M-Instruct: dense, pruned by 25% (Taylor+), and after a short LoRA recovery.
+
+Everything runs in one process, one after the other: dense PPL -> Taylor+ scoring and block removal -> pruned PPL ->
+LoRA recovery on Alpaca (Shortened LLaMA's adapter settings, shortened to a CPU budget) -> recovered PPL -> merge,
+save, reload with plain ``AutoModelForCausalLM.from_pretrained`` and check the reloaded logits. Prints the exact
+settings, machine-independent counts (tokens trained on, optimizer steps, windows scored) and wall times.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_recovery.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from optimum_depth import DepthPruner, DepthPruningConfig  # noqa: E402
+from optimum_depth.data import default_data_dir  # noqa: E402
+from optimum_depth.evaluation.perplexity import evaluate_perplexity  # noqa: E402
+from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
+from optimum_depth.recovery import (  # noqa: E402
+    RecoveryConfig,
+    build_recovery_dataset,
+    build_recovery_trainer,
+    merge_and_save,
+)
+from optimum_depth.scoring import count_parameters  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pruning-ratio", type=float, default=0.25)
+    parser.add_argument("--criterion", default="taylor", help="taylor = Taylor+ (first 4 / last 2 blocks kept).")
+    parser.add_argument("--calibration", default="calib/c4_demo_llamafactory.jsonl", help="Relative to the data dir.")
+    parser.add_argument("--alpaca", default="alpaca/alpaca_small_antelofski.json", help="Relative to the data dir.")
+    parser.add_argument("--ppl-windows", type=int, default=64, help="First N WikiText-2 windows of 128 tokens.")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    return parser.parse_args()
+
+
+def perplexity(model, tokenizer, windows: int) -> tuple[float, float]:
+    model.eval()
+    start = time.perf_counter()
+    ppl, _ = evaluate_perplexity(model, tokenizer, ["wikitext2"], seq_len=128, batch_size=8, max_windows=windows)
+    return ppl["wikitext2"], time.perf_counter() - start
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data_dir = default_data_dir()
+    if data_dir is None:
+        raise SystemExit("No local data directory (../shared/data or $OPTIMUM_DEPTH_DATA_DIR).")
+    model, tokenizer = load_model_and_tokenizer()
+    recovery = RecoveryConfig(
+        method="lora",
+        max_steps=args.steps,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1,
+        warmup_steps=0,
+    )
+    settings = {
+        "model": "SmolLM2-135M-Instruct (fp32)",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "cpu": platform.processor() or platform.machine(),
+        "criterion": args.criterion,
+        "pruning_ratio": args.pruning_ratio,
+        "calibration": args.calibration,
+        "ppl": f"WikiText-2 test, first {args.ppl_windows} non-overlapping windows of 128 tokens, BOS once",
+        "recovery": {**recovery.to_dict(), "data": args.alpaca, "block_size": args.block_size, "packing": True},
+    }
+    print("settings:", json.dumps(settings, indent=2))
+    results: dict = {}
+
+    dense_ppl, seconds = perplexity(model, tokenizer, args.ppl_windows)
+    results["dense"] = {"ppl": dense_ppl, "blocks": model.config.num_hidden_layers, "params": count_parameters(model)}
+    print(f"dense: PPL {dense_ppl:.2f} ({seconds:.0f}s)")
+
+    config = DepthPruningConfig(
+        criterion=args.criterion, pruning_ratio=args.pruning_ratio, num_samples=10, seq_len=128
+    )
+    pruner = DepthPruner(config)
+    start = time.perf_counter()
+    pruner.prune(model, calibration=str(data_dir / args.calibration), tokenizer=tokenizer)
+    scoring_seconds = time.perf_counter() - start
+    pruned_ppl, seconds = perplexity(model, tokenizer, args.ppl_windows)
+    results["pruned"] = {
+        "ppl": pruned_ppl,
+        "blocks": model.config.num_hidden_layers,
+        "params": count_parameters(model),
+        "removed": list(pruner.last_plan.removed_blocks) if pruner.last_plan else [],
+        "scoring_seconds": scoring_seconds,
+    }
+    print(f"pruned: PPL {pruned_ppl:.2f} ({seconds:.0f}s), removed {results['pruned']['removed']}")
+
+    data = build_recovery_dataset(str(data_dir / args.alpaca), tokenizer, block_size=args.block_size)
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+        trainer = build_recovery_trainer(
+            model, data, recovery, output_dir=tmp, tokenizer=tokenizer, logging_steps=5, save_strategy="no"
+        )
+        start = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - start
+        recovered_ppl, seconds = perplexity(trainer.model, tokenizer, args.ppl_windows)
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        results["recovered"] = {
+            "ppl": recovered_ppl,
+            "optimizer_steps": trainer.state.global_step,
+            "train_tokens": trainer.state.global_step * args.batch * args.block_size,
+            "train_seconds": train_seconds,
+            "loss_first_last": [losses[0], losses[-1]] if losses else [],
+        }
+        print(f"recovered: PPL {recovered_ppl:.2f} ({seconds:.0f}s), trained {train_seconds:.0f}s")
+
+        probe = torch.tensor([data[0]["input_ids"][:64].tolist()])
+        with torch.no_grad():
+            expected = trainer.model.eval()(probe).logits
+        path = merge_and_save(trainer.model, os.path.join(tmp, "merged"), tokenizer=tokenizer)
+        reloaded = AutoModelForCausalLM.from_pretrained(path).eval()
+        with torch.no_grad():
+            gap = (reloaded(probe).logits - expected).abs().max().item()
+        results["merged_reload_max_logit_gap"] = gap
+        results["merged_blocks"] = reloaded.config.num_hidden_layers
+    dense, pruned, recovered = (results[k]["ppl"] for k in ("dense", "pruned", "recovered"))
+    results["ratios"] = {
+        "pruned_over_dense": pruned / dense,
+        "recovered_over_dense": recovered / dense,
+        "recovered_over_pruned": recovered / pruned,
+        "params_kept": results["pruned"]["params"] / results["dense"]["params"],
+    }
+    print("results:", json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

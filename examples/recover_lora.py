@@ -1,0 +1,140 @@
+"""Prune a causal LM during recovery training and save a native, merged checkpoint.
+
+LoRA / full: the model is wrapped for training, then ``DepthPruningCallback`` prunes it inside ``Trainer`` (one-shot
+before the first optimizer step, or iteratively) and training recovers it. QLoRA: the model is pruned in full
+precision first (criteria read weights or gradients), saved, reloaded in 4 bits, then trained. Either way the LoRA
+adapters are merged and a plain ``from_pretrained``-loadable checkpoint is written to ``<output-dir>/merged``.
+
+Single process:
+    python examples/recover_lora.py --model ../shared/models/stories260K --max-steps 20 --output-dir /tmp/rec
+
+Two processes (DDP over gloo on CPU, or NCCL on GPUs):
+    accelerate launch --config_file examples/accelerate_config_2proc_cpu.yaml examples/recover_lora.py \
+        --model ../shared/models/stories260K --max-steps 20 --output-dir /tmp/rec
+    # equivalently: accelerate launch --multi_gpu --num_processes 2 examples/recover_lora.py ...
+
+Resume an interrupted run (same arguments plus):
+    --resume-from-checkpoint /tmp/rec/checkpoints/checkpoint-10
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from optimum_depth import DepthPruner, DepthPruningConfig, save_pruned_model
+from optimum_depth.callbacks import DepthPruningCallback
+from optimum_depth.data import default_data_dir
+from optimum_depth.recovery import (
+    RecoveryConfig,
+    build_recovery_dataset,
+    build_recovery_trainer,
+    load_model_for_recovery,
+    merge_and_save,
+    prepare_model_for_recovery,
+)
+from optimum_depth.resume import prepare_model_for_resume
+
+logger = logging.getLogger("recover_lora")
+
+
+def parse_args() -> argparse.Namespace:
+    data_dir = default_data_dir()
+    default_data = str(data_dir / "alpaca" / "alpaca_small_antelofski.json") if data_dir else None
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="Model directory (default: SmolLM2-135M-Instruct, cached).")
+    parser.add_argument("--data", default=default_data, help="Alpaca JSON/JSONL, or raw text file/directory.")
+    parser.add_argument("--calibration", default=None, help="Calibration source (default: the training data).")
+    parser.add_argument("--criterion", default="magnitude")
+    parser.add_argument("--pruning-ratio", type=float, default=0.25)
+    parser.add_argument("--protect-first", type=int, default=None)
+    parser.add_argument("--protect-last", type=int, default=None)
+    parser.add_argument("--schedule", choices=["one_shot", "iterative"], default="one_shot")
+    parser.add_argument("--layers-per-step", type=int, default=None)
+    parser.add_argument("--prune-every-n-steps", type=int, default=None)
+    parser.add_argument("--method", choices=["lora", "qlora", "full"], default="lora")
+    parser.add_argument("--max-steps", type=int, default=-1, help="Optimizer steps (default: 2 epochs).")
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=4, help="Per-device micro-batch.")
+    parser.add_argument("--grad-accum", type=int, default=16)
+    parser.add_argument("--block-size", type=int, default=256)
+    parser.add_argument("--max-examples", type=int, default=None)
+    parser.add_argument("--save-steps", type=int, default=0, help="Checkpoint every N steps (0: at the end only).")
+    parser.add_argument("--resume-from-checkpoint", default=None)
+    parser.add_argument("--output-dir", required=True)
+    return parser.parse_args()
+
+
+def load(args: argparse.Namespace):
+    if args.model is None:
+        from optimum_depth.model_zoo import load_model_and_tokenizer
+
+        return load_model_and_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(args.model)
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    model, tokenizer = load(args)
+    pruning = DepthPruningConfig(
+        criterion=args.criterion,
+        pruning_ratio=args.pruning_ratio,
+        schedule=args.schedule,
+        layers_per_step=args.layers_per_step,
+        prune_every_n_steps=args.prune_every_n_steps,
+        protect_first=args.protect_first,
+        protect_last=args.protect_last,
+    )
+    recovery = RecoveryConfig(
+        method=args.method,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+    )
+    data = build_recovery_dataset(args.data, tokenizer, block_size=args.block_size, max_examples=args.max_examples)
+    calibration = args.calibration or args.data
+    save = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {"save_strategy": "no"}
+    output = os.path.join(args.output_dir, "checkpoints")
+
+    full_precision_base = None
+    if args.method == "qlora":
+        if args.schedule != "one_shot":
+            raise ValueError("QLoRA prunes once, in full precision, before quantizing: use --schedule one_shot.")
+        pruned_dir = os.path.join(args.output_dir, "pruned")
+        DepthPruner(pruning).prune(model, calibration=calibration, tokenizer=tokenizer)
+        save_pruned_model(model, pruned_dir, tokenizer=tokenizer)
+        full_precision_base = model
+        model = prepare_model_for_recovery(load_model_for_recovery(pruned_dir, recovery), recovery)
+    else:
+        model = prepare_model_for_recovery(model, recovery)
+        if args.resume_from_checkpoint:
+            prepare_model_for_resume(model, args.resume_from_checkpoint)
+    trainer = build_recovery_trainer(model, data, recovery, output_dir=output, tokenizer=tokenizer, **save)
+    if args.method != "qlora":
+        trainer.add_callback(
+            DepthPruningCallback(pruning, calibration=calibration, tokenizer=tokenizer, trainer=trainer)
+        )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+
+    if trainer.accelerator.is_main_process:
+        merged = merge_and_save(
+            trainer.model,
+            os.path.join(args.output_dir, "merged"),
+            tokenizer=tokenizer,
+            full_precision_base=full_precision_base,
+            recovery={**recovery.to_dict(), "data": str(args.data), "steps": trainer.state.global_step},
+        )
+        logger.info("Merged checkpoint: %s (loads with AutoModelForCausalLM.from_pretrained)", merged)
+    trainer.accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()
