@@ -245,6 +245,17 @@ ROUND_TRIP = textwrap.dedent(
     report = {{"commit": commit.oid, "layers": loaded.config.num_hidden_layers,
                "surviving": loaded.config.surviving_layers,
                "same_weights": all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())}}
+    # A sublayer-pruned model: the card says `import optimum_depth`, which is all from_pretrained needs.
+    import optimum_depth
+    from optimum_depth.sublayer_surgery import remove_sublayers
+    sublayer = remove_sublayers(prune_tiny_llama()[0], attention=[1], mlp=[2]).eval()
+    push_to_hub(sublayer, "org/sublayer", token=TOKEN, plot=False)
+    loaded_sublayer = AutoModelForCausalLM.from_pretrained(
+        "org/sublayer", token=TOKEN, attn_implementation="eager"
+    ).eval()
+    with torch.no_grad():
+        report["sublayer_equal"] = torch.equal(sublayer(ids).logits, loaded_sublayer(ids).logits)
+    report["sublayer_type"] = loaded_sublayer.config.model_type
     if tokenizer is not None:
         pulled = AutoTokenizer.from_pretrained("org/round-trip", token=TOKEN)
         text = "Once upon a time there was a little dog."
@@ -256,7 +267,7 @@ ROUND_TRIP = textwrap.dedent(
 
 @pytest.mark.slow
 def test_push_then_from_pretrained_round_trip(tmp_path):
-    """Subprocess with HF_ENDPOINT pointing at the fake Hub: push, then load with plain from_pretrained."""
+    """Subprocess with HF_ENDPOINT pointing at the fake Hub: push, then load with from_pretrained as the card says."""
     out = tmp_path / "logits.pt"
     tokenizer_path = str(STORIES_PATH) if STORIES_PATH.is_dir() else ""
     script = ROUND_TRIP.format(tests_dir=str(TESTS_DIR), tokenizer_path=tokenizer_path, out=str(out))
@@ -275,11 +286,15 @@ def test_push_then_from_pretrained_round_trip(tmp_path):
         assert proc.returncode == 0, proc.stderr[-4000:]
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         files = pushed_text(hub, "org/round-trip")
+        sublayer_card = ModelCard(hub.read_file("org/sublayer", "README.md").decode())
         commits = hub.repos["org/round-trip"].commits
 
     logits = torch.load(out)
     torch.testing.assert_close(logits["hub"], logits["local"], rtol=0, atol=0)
     assert report["same_weights"] and report["layers"] == 4 and len(report["surviving"]) == 4
+    assert report["sublayer_equal"] and report["sublayer_type"] == "pruned_llama"
+    assert "import optimum_depth" in sublayer_card.text
+    assert "Removed attention sublayers (original blocks)" in sublayer_card.text
     if tokenizer_path:
         assert report["tokens_equal"] and "tokenizer.json" in files
     assert len(commits) == 2 and report["commit"] == commits[-1].oid
