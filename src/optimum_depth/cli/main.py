@@ -7,12 +7,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import prune, quickstart, score
+from . import benchmark, card, evaluate, prune, push, quickstart, recover, score
 from .common import UsageError
 
 logger = logging.getLogger("optimum_depth.cli")
 
-SUBCOMMANDS = (quickstart, score, prune)
+SUBCOMMANDS = (quickstart, score, prune, recover, evaluate, benchmark, card, push)
 """Subcommand modules; each has ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
 
 

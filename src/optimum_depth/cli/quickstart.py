@@ -21,7 +21,7 @@ from typing import Any
 from .common import UsageError, add_model_arguments, add_output_arguments, check_output_dir, load_model, write_outputs
 
 NAME = "quickstart"
-HELP = "Prune SmolLM2-135M-Instruct by 25%, evaluate dense vs pruned, write checkpoint, plot and model card."
+HELP = "Prune SmolLM2-135M-Instruct by 25 percent, evaluate dense vs pruned, write checkpoint, plot and model card."
 logger = logging.getLogger(__name__)
 
 
@@ -67,8 +67,8 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
     from ..evaluation.agreement import self_generated_agreement
     from ..evaluation.evaluate import compare_models
 
-    latency = {"latency_batch_sizes": (1,), "latency_new_tokens": (args.new_tokens,)}
     latency_kwargs = {"warmup": 1, "repeats": 3}
+    batch_sizes, new_tokens = (1,), (args.new_tokens,)
     try:
         return compare_models(
             dense,
@@ -79,8 +79,9 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
             perplexity_datasets=("wikitext2",),
             perplexity_kwargs={"seq_len": 128, "max_windows": args.eval_windows},
             data_dir=data_dir,
+            latency_batch_sizes=batch_sizes,
+            latency_new_tokens=new_tokens,
             latency_kwargs=latency_kwargs,
-            **latency,
         )
     except (FileNotFoundError, OSError, ConnectionError) as err:
         logger.warning("No evaluation corpus (%s): measuring agreement on self-generated text instead.", err)
@@ -91,8 +92,9 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
         dense_name="dense",
         pruned_name="pruned",
         perplexity_datasets=(),
+        latency_batch_sizes=batch_sizes,
+        latency_new_tokens=new_tokens,
         latency_kwargs=latency_kwargs,
-        **latency,
     )
     agreement = self_generated_agreement(dense, pruned)
     comparison.dense.perplexity["self-generated"] = agreement["dense_ppl"]

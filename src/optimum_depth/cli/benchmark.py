@@ -1,0 +1,21 @@
+"""``optimum-depth benchmark``: generation latency (Shortened LLaMA protocol), dense vs pruned side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import evaluate
+
+NAME = "benchmark"
+HELP = "Latency/throughput of generate() with forced output length; dense vs pruned with --dense-model."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Registers the subcommand's options (those of ``evaluate``, latency only by default)."""
+    evaluate.add_arguments(parser)
+    parser.set_defaults(perplexity=[], zero_shot=[], latency_batch_sizes=[1, 8])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measures latency and writes the results like ``evaluate``."""
+    return evaluate.run(args)

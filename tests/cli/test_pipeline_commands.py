@@ -1,0 +1,170 @@
+"""``recover``, ``evaluate``, ``benchmark``, ``card`` and ``push`` chained on the real tiny TinyStories Llama."""
+
+from __future__ import annotations
+
+import json
+
+import huggingface_hub
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hub_server import running_fake_hub
+from optimum_depth.cli import main
+from tiny_models import DATA_DIR
+
+TOKEN = "hf_FAKEcliTOKENneverWRITTEN42"
+
+
+@pytest.fixture
+def pruned_checkpoint(stories_path, tmp_path):
+    out = tmp_path / "pruned"
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                str(stories_path),
+                "--criterion",
+                "block_influence",
+                "--num-layers-to-remove",
+                "1",
+                "--protect-first",
+                "1",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_evaluate_and_benchmark_dense_vs_pruned(stories_path, pruned_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(pruned_checkpoint),
+                "--dense-model",
+                str(stories_path),
+                "--max-windows",
+                "2",
+                "--latency-batch-sizes",
+                "1",
+                "--new-tokens",
+                "3",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    results = json.loads((out / "evaluation_results.json").read_text())
+    assert results["dense"]["perplexity"]["wikitext2"] < results["pruned"]["perplexity"]["wikitext2"] * 10
+    assert results["pruned"]["latency"][0]["new_tokens"] == 3
+    bench = tmp_path / "bench"
+    assert (
+        main(
+            [
+                "benchmark",
+                "--model",
+                str(pruned_checkpoint),
+                "--latency-batch-sizes",
+                "1,2",
+                "--new-tokens",
+                "2",
+                "--output-dir",
+                str(bench),
+            ]
+        )
+        == 0
+    )
+    records = json.loads((bench / "evaluation_results.json").read_text())["latency"]
+    assert [r["batch_size"] for r in records] == [1, 2]
+
+
+def test_evaluate_user_mistakes(pruned_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(pruned_checkpoint), "--perplexity", "", "--output-dir", str(out)]) == 2
+    assert "Nothing to measure" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(pruned_checkpoint),
+                "--data-dir",
+                str(tmp_path / "nope"),
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert not out.exists()
+
+
+def test_card_then_push_round_trip(pruned_checkpoint, tmp_path, monkeypatch):
+    assert main(["card", str(pruned_checkpoint), "--repo-id", "org/stories-pruned"]) == 0
+    card = huggingface_hub.ModelCard.load(pruned_checkpoint / "README.md")
+    assert "depth-pruning" in card.data.tags
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    with running_fake_hub(tmp_path / "hub", token=TOKEN) as hub:
+        assert (
+            main(["push", str(pruned_checkpoint), "org/stories-pruned", "--token", TOKEN, "--endpoint", hub.endpoint])
+            == 0
+        )
+        files = set(hub.list_files("org/stories-pruned"))
+        assert {"model.safetensors", "README.md", "pruning_plan.json", "tokenizer.json"} <= files
+        assert all(TOKEN.encode() not in hub.read_file("org/stories-pruned", f) for f in files)
+    assert main(["card", str(tmp_path / "not-a-checkpoint")]) == 2
+
+
+def test_recover_with_lora_writes_a_native_merged_checkpoint(pruned_checkpoint, tmp_path):
+    alpaca = DATA_DIR / "alpaca" / "alpaca_small_antelofski.json"
+    if not alpaca.is_file():
+        pytest.skip("shared Alpaca data not available")
+    out = tmp_path / "recovered"
+    assert (
+        main(
+            [
+                "recover",
+                str(pruned_checkpoint),
+                "--data",
+                str(alpaca),
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--block-size",
+                "64",
+                "--max-examples",
+                "32",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    before = AutoModelForCausalLM.from_pretrained(pruned_checkpoint)
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert after.config.surviving_layers == before.config.surviving_layers
+    assert not any(".lora_" in name for name, _ in after.named_parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters(), strict=True))
+    assert (
+        main(
+            [
+                "recover",
+                str(pruned_checkpoint),
+                "--data",
+                str(tmp_path / "missing.json"),
+                "--output-dir",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 2
+    )
