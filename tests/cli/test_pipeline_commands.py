@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hub_server import running_fake_hub
 from optimum_depth.cli import main
+
+from hub_server import running_fake_hub
 from tiny_models import DATA_DIR
 
 TOKEN = "hf_FAKEcliTOKENneverWRITTEN42"
