@@ -45,7 +45,8 @@ class ArchitectureSpec:
             has one). They are removed together with the attention sublayer.
         mlp_norms: Norms that belong to the feed-forward sublayer.
         per_layer_sequences: Config fields holding one entry per decoder block, in block order.
-        per_layer_index_lists: Config fields holding a list of block indices (renumbered after surgery).
+        per_layer_index_lists: Config fields holding a list of block indices (renumbered after surgery). By default
+            the blocks that lost their attention / MLP sublayer (sublayer-pruned checkpoints).
     """
 
     model_type: str
@@ -56,7 +57,7 @@ class ArchitectureSpec:
     attention_norms: tuple[str, ...] = ("input_layernorm",)
     mlp_norms: tuple[str, ...] = ("post_attention_layernorm",)
     per_layer_sequences: tuple[str, ...] = ()
-    per_layer_index_lists: tuple[str, ...] = ()
+    per_layer_index_lists: tuple[str, ...] = ("skipped_attention", "skipped_mlp")
 
 
 _GEMMA_ATTENTION_NORMS = ("input_layernorm", "post_attention_layernorm")

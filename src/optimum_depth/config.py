@@ -22,6 +22,9 @@ CONFIG_NAME = "depth_pruning_config.json"
 GRANULARITIES = ("block", "sublayer")
 SCHEDULES = ("one_shot", "iterative")
 DISTANCES = ("js", "js_finercut", "kl", "angular", "norm")
+SUBLAYER_SEARCHES = ("greedy", "one_shot")
+# Calibration length when `seq_len` is left at 0: 128 tokens for blocks, FinerCut's 10 x 256 for sublayers.
+DEFAULT_SEQ_LEN = {"block": 128, "sublayer": 256}
 # Shortened LLaMA's "+" heuristic: the first four and the last two blocks are never pruned by Mag+/Taylor+.
 PLUS_PROTECTED_CRITERIA = ("magnitude", "taylor")
 PLUS_PROTECT_FIRST = 4
@@ -61,12 +64,14 @@ class DepthPruningConfig:
         protect_first_fraction: Fraction of leading blocks never removed (FinerCut's ``-x``); combined with the above.
         protected_layers: Explicit block indices (original numbering) never removed.
         num_samples: Number of calibration sequences.
-        seq_len: Tokens per calibration sequence.
+        seq_len: Tokens per calibration sequence; 0 (default) means 128 for blocks and 256 for sublayers (FinerCut).
         seed: Seed for calibration sampling and any randomness in scoring.
         calibration_dataset: Description of the calibration source (a path, ``"self"`` or a Hub dataset id).
         batch_size: Calibration sequences per forward pass during scoring.
         magnitude_p: Exponent ``p`` of the magnitude criterion (sum of ``|W|^p``).
         distance: Distance of the ``finercut`` criterion between dense and pruned next-token distributions.
+        sublayer_search: ``finercut``: ``"greedy"`` (remove one sublayer at a time, re-scoring the rest with the
+            earlier removals applied) or ``"one_shot"`` (rank every sublayer once by its removal alone).
         angular_last_token: Angular criterion: measure at the last token only (Gromov et al.) or average all tokens.
     """
 
@@ -84,12 +89,13 @@ class DepthPruningConfig:
     protect_first_fraction: float | None = field(default=None, metadata={"help": "Leading fraction protected."})
     protected_layers: list[int] = field(default_factory=list, metadata={"help": "Block indices never removed."})
     num_samples: int = field(default=10, metadata={"help": "Calibration sequences."})
-    seq_len: int = field(default=128, metadata={"help": "Tokens per calibration sequence."})
+    seq_len: int = field(default=0, metadata={"help": "Tokens per sequence (0: 128 for blocks, 256 for sublayers)."})
     seed: int = field(default=0, metadata={"help": "Seed for calibration and scoring."})
     calibration_dataset: str | None = field(default=None, metadata={"help": "Calibration source description."})
     batch_size: int = field(default=1, metadata={"help": "Sequences per scoring forward pass."})
     magnitude_p: float = field(default=1.0, metadata={"help": "Exponent of the magnitude criterion."})
     distance: str = field(default="js", metadata={"help": f"FinerCut distance, one of {DISTANCES}."})
+    sublayer_search: str = field(default="greedy", metadata={"help": f"FinerCut search, one of {SUBLAYER_SEARCHES}."})
     angular_last_token: bool = field(default=True, metadata={"help": "Angular criterion at the last token."})
     optimum_depth_version: str = field(default=__version__, metadata={"help": "Library version (recorded)."})
 
@@ -107,10 +113,14 @@ class DepthPruningConfig:
         self._validate_target()
         self._validate_schedule()
         self._validate_protection()
+        if self.seq_len == 0 and self.granularity in DEFAULT_SEQ_LEN:
+            self.seq_len = DEFAULT_SEQ_LEN[self.granularity]
         for name in ("num_samples", "seq_len", "batch_size"):
             _positive_int(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+        if self.sublayer_search not in SUBLAYER_SEARCHES:
+            raise ValueError(f"`sublayer_search` must be one of {SUBLAYER_SEARCHES}, got {self.sublayer_search!r}.")
         if self.distance not in DISTANCES:
             raise ValueError(f"`distance` must be one of {DISTANCES}, got {self.distance!r}.")
         if not (isinstance(self.magnitude_p, (int, float)) and self.magnitude_p > 0):

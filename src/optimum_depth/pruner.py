@@ -15,6 +15,7 @@ from .plan import PruningPlan
 from .provenance import original_layer_indices, record_pruning_event, source_num_layers
 from .scores import LayerScores
 from .scoring import count_parameters, resolve_calibration, score_blocks
+from .sublayer_pruning import apply_sublayer_plan, check_sublayer_target, plan_sublayers, score_sublayers
 from .surgery import remove_layers
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def _target_description(config: DepthPruningConfig) -> dict[str, Any]:
 
 
 class DepthPruner:
-    """Removes the least important decoder blocks of a model.
+    """Removes the least important decoder blocks (or, with ``granularity="sublayer"``, attention/MLP sublayers).
 
     Args:
         config: What to remove and how to score it.
@@ -61,8 +62,9 @@ class DepthPruner:
             PruningTargetError: If the target cannot be met with the unprotected blocks.
         """
         get_architecture(model)
-        if self.config.granularity != "block":
-            raise PruningTargetError("DepthPruner handles granularity='block'; use the sublayer pruner for sublayers.")
+        if self.config.granularity == "sublayer":
+            check_sublayer_target(model, self.config)
+            return
         layers = get_decoder_layers(model)
         num_blocks = len(layers)
         protected = self.config.protected_blocks(num_blocks, original_layer_indices(unwrap_model(model).config))
@@ -108,7 +110,10 @@ class DepthPruner:
         data = calibration if isinstance(calibration, CalibrationData) else None
         if data is None and CRITERIA[self.config.criterion].needs_calibration:
             data = resolve_calibration(self.config, model, calibration, tokenizer)
-        scores = score_blocks(model, self.config, data)
+        if self.config.granularity == "sublayer":
+            scores = score_sublayers(model, self.config, data)
+        else:
+            scores = score_blocks(model, self.config, data)
         self.last_scores = scores
         return scores
 
@@ -124,8 +129,9 @@ class DepthPruner:
         Returns:
             A frozen plan in original numbering.
         """
-        if scores.granularity != "block":
-            raise ValueError("DepthPruner plans block removal; these scores are for sublayers.")
+        if scores.granularity == "sublayer":
+            self.last_plan = plan_sublayers(scores, self.config)
+            return self.last_plan
         protected = set(scores.protected)
         if scores.removal_order is not None:
             order = list(scores.removal_order)
@@ -171,13 +177,32 @@ class DepthPruner:
             plan: A block plan in original numbering.
 
         Returns:
-            The pruned model (same object).
+            The pruned model: the same object for block plans; for sublayer plans on a stock model, a new object of
+            the ``Pruned<Family>ForCausalLM`` class sharing the input's parameters (always use the returned model).
 
         Raises:
             ValueError: If the plan does not fit the model; nothing is changed then.
         """
-        if plan.granularity != "block":
-            raise ValueError("DepthPruner.apply takes block plans; sublayer plans go to the sublayer pruner.")
+        if plan.granularity == "sublayer":
+            model = apply_sublayer_plan(model, plan)
+            scores = self.last_scores
+            record_pruning_event(
+                unwrap_model(model).config,
+                {
+                    "granularity": "sublayer",
+                    "criterion": plan.criterion,
+                    "target": _target_description(self.config),
+                    "removed_layers": list(plan.removed_blocks),
+                    "removed_attention": list(plan.removed_attention),
+                    "removed_mlp": list(plan.removed_mlp),
+                    "distance": self.config.distance,
+                    "search": self.config.sublayer_search,
+                    "protected_layers": plan.reason.get("protected", []),
+                    "calibration": dict(scores.calibration) if scores is not None else {},
+                    "seed": self.config.seed,
+                },
+            )
+            return model
         config = unwrap_model(model).config
         if plan.source_num_hidden_layers is not None and plan.source_num_hidden_layers != source_num_layers(config):
             raise ValueError(
@@ -216,7 +241,7 @@ class DepthPruner:
             tokenizer: Tokenizer for text calibration sources.
 
         Returns:
-            The pruned model (same object); the scores and plan are kept as ``last_scores`` / ``last_plan``.
+            The pruned model (see :meth:`apply`); the scores and plan are kept as ``last_scores`` / ``last_plan``.
         """
         scores = self.score(model, calibration=calibration, tokenizer=tokenizer)
         plan = self.plan(scores)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from . import magnitude  # noqa: F401  (registers "magnitude")
+from . import (  # noqa: F401  (importing a criterion module registers its criteria)
+    finercut,
+    magnitude,
+    perplexity,
+    similarity,
+    sleb,
+    taylor,
+)
 from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, register_criterion
 
 __all__ = ["CRITERIA", "Criterion", "CriterionResult", "ScoringContext", "available_criteria", "register_criterion"]

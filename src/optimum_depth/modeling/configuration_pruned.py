@@ -10,6 +10,7 @@ A sublayer-pruned checkpoint uses the ``pruned_<type>`` model type of these clas
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from transformers import (
@@ -20,11 +21,16 @@ from transformers import (
     Phi3Config,
     Qwen2Config,
     Qwen3Config,
+    SmolLM3Config,
 )
 from transformers.configuration_utils import PreTrainedConfig
 
 PROVENANCE_KEYS = ("surviving_layers", "source_model", "source_num_hidden_layers", "pruning")
 SUBLAYER_KEYS = ("skipped_attention", "skipped_mlp")
+NO_ATTENTION_LAYER_TYPE = "mlp"
+"""``layer_types`` entry of a block whose attention was removed. transformers' caches give such a layer a
+``DummyLayer`` that stores nothing, and ``Cache.get_seq_length()`` / mask sizing then read the first block that still
+has attention (so removing block 0's attention keeps generation correct)."""
 
 
 class PrunedConfigMixin:
@@ -59,6 +65,41 @@ class PrunedConfigMixin:
         """Whether any attention or MLP sublayer was removed (the checkpoint then needs the pruned model class)."""
         return bool(self.skipped_attention or self.skipped_mlp)
 
+    def check_sublayer_layout(self) -> None:
+        """Checks that ``skipped_attention``/``skipped_mlp`` and ``layer_types`` describe the same blocks.
+
+        Raises:
+            ValueError: On an out-of-range block, a block without any sublayer, or ``layer_types`` disagreeing
+                with ``skipped_attention``.
+        """
+        num_blocks = self.num_hidden_layers
+        for key in SUBLAYER_KEYS:
+            bad = [i for i in getattr(self, key) if not 0 <= i < num_blocks]
+            if bad:
+                raise ValueError(f"`{key}` holds blocks {bad} outside the model's {num_blocks} blocks.")
+        empty = sorted(set(self.skipped_attention) & set(self.skipped_mlp))
+        if empty:
+            raise ValueError(f"Blocks {empty} have neither attention nor MLP; remove them as whole blocks.")
+        layer_types = getattr(self, "layer_types", None)
+        if layer_types is not None:
+            without = [i for i, kind in enumerate(layer_types) if kind == NO_ATTENTION_LAYER_TYPE]
+            if without != self.skipped_attention:
+                raise ValueError(
+                    f"`layer_types` marks blocks {without} as {NO_ATTENTION_LAYER_TYPE!r} but `skipped_attention` is "
+                    f"{self.skipped_attention}."
+                )
+
+    def validate(self) -> None:
+        """Runs the family's validators (blocks without attention count as full attention there) and the layout check."""
+        self.check_sublayer_layout()
+        probe = copy.copy(self)
+        layer_types = getattr(self, "layer_types", None)
+        if layer_types is not None:
+            probe.layer_types = ["full_attention" if k == NO_ATTENTION_LAYER_TYPE else k for k in layer_types]
+        base_validate = getattr(super(PrunedConfigMixin, probe), "validate", None)
+        if base_validate is not None:
+            base_validate()
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):  # type: ignore[override]
         """Loads the config of a pruned (or base) checkpoint of the matching family, typed.
@@ -78,7 +119,7 @@ class PrunedConfigMixin:
         return cls.from_dict(config_dict, **kwargs)
 
 
-class PrunedLlamaConfig(PrunedConfigMixin, LlamaConfig):
+class PrunedLlamaConfig(PrunedConfigMixin, LlamaConfig):  # type: ignore[misc]  # typed from_pretrained
     """Config of a pruned Llama; see :class:`PrunedConfigMixin`."""
 
     model_type = "pruned_llama"
@@ -87,16 +128,20 @@ class PrunedLlamaConfig(PrunedConfigMixin, LlamaConfig):
         super().__post_init__(**self._init_pruned_fields(kwargs))
 
 
-class PrunedMistralConfig(PrunedConfigMixin, MistralConfig):
+class PrunedMistralConfig(PrunedConfigMixin, MistralConfig):  # type: ignore[misc]  # typed from_pretrained
     """Config of a pruned Mistral; see :class:`PrunedConfigMixin`."""
 
     model_type = "pruned_mistral"
 
     def __post_init__(self, **kwargs):
+        # MistralConfig warns about `layer_types`; a sublayer-pruned Mistral needs them to mark attention-free blocks.
+        layer_types = kwargs.pop("layer_types", None)
         super().__post_init__(**self._init_pruned_fields(kwargs))
+        if layer_types is not None:
+            self.layer_types = list(layer_types)
 
 
-class PrunedQwen2Config(PrunedConfigMixin, Qwen2Config):
+class PrunedQwen2Config(PrunedConfigMixin, Qwen2Config):  # type: ignore[misc]  # typed from_pretrained
     """Config of a pruned Qwen2; see :class:`PrunedConfigMixin`."""
 
     model_type = "pruned_qwen2"
@@ -105,7 +150,7 @@ class PrunedQwen2Config(PrunedConfigMixin, Qwen2Config):
         super().__post_init__(**self._init_pruned_fields(kwargs))
 
 
-class PrunedQwen3Config(PrunedConfigMixin, Qwen3Config):
+class PrunedQwen3Config(PrunedConfigMixin, Qwen3Config):  # type: ignore[misc]  # typed from_pretrained
     """Config of a pruned Qwen3; see :class:`PrunedConfigMixin`."""
 
     model_type = "pruned_qwen3"
@@ -114,7 +159,7 @@ class PrunedQwen3Config(PrunedConfigMixin, Qwen3Config):
         super().__post_init__(**self._init_pruned_fields(kwargs))
 
 
-class PrunedGemma2Config(PrunedConfigMixin, Gemma2Config):
+class PrunedGemma2Config(PrunedConfigMixin, Gemma2Config):  # type: ignore[misc]  # typed from_pretrained
     """Config of a pruned Gemma2; see :class:`PrunedConfigMixin`."""
 
     model_type = "pruned_gemma2"
@@ -123,7 +168,7 @@ class PrunedGemma2Config(PrunedConfigMixin, Gemma2Config):
         super().__post_init__(**self._init_pruned_fields(kwargs))
 
 
-class PrunedGemma3TextConfig(PrunedConfigMixin, Gemma3TextConfig):
+class PrunedGemma3TextConfig(PrunedConfigMixin, Gemma3TextConfig):  # type: ignore[misc]  # typed from_pretrained
     """Config of a pruned Gemma3 (text); see :class:`PrunedConfigMixin`."""
 
     model_type = "pruned_gemma3_text"
@@ -132,10 +177,19 @@ class PrunedGemma3TextConfig(PrunedConfigMixin, Gemma3TextConfig):
         super().__post_init__(**self._init_pruned_fields(kwargs))
 
 
-class PrunedPhi3Config(PrunedConfigMixin, Phi3Config):
+class PrunedPhi3Config(PrunedConfigMixin, Phi3Config):  # type: ignore[misc]  # typed from_pretrained
     """Config of a pruned Phi3; see :class:`PrunedConfigMixin`."""
 
     model_type = "pruned_phi3"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**self._init_pruned_fields(kwargs))
+
+
+class PrunedSmolLM3Config(PrunedConfigMixin, SmolLM3Config):  # type: ignore[misc]  # typed from_pretrained
+    """Config of a pruned SmolLM3; see :class:`PrunedConfigMixin`."""
+
+    model_type = "pruned_smollm3"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**self._init_pruned_fields(kwargs))
@@ -151,6 +205,7 @@ PRUNED_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
         PrunedGemma2Config,
         PrunedGemma3TextConfig,
         PrunedPhi3Config,
+        PrunedSmolLM3Config,
     )
 }
 """Base ``model_type`` -> pruned config class."""

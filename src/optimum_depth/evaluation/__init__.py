@@ -1,0 +1,34 @@
+"""Evaluation of dense and pruned models: perplexity, zero-shot accuracy (lm-eval) and generation latency.
+
+Each module has one job: :mod:`.results` holds the measured values, :mod:`.perplexity` (with the corpora of
+:mod:`.ppl_data`) the windowed perplexity of the papers, :mod:`.zero_shot` the lm-eval tasks read from local files
+(converted by :mod:`.task_data`), :mod:`.latency` the ``generate`` timing (peak memory from :mod:`.memory`), and
+:mod:`.evaluate` runs them together. lm-eval is imported only when zero-shot accuracy is measured.
+"""
+
+from .evaluate import compare_models, evaluate_model
+from .latency import measure_latency
+from .memory import PeakMemoryMonitor
+from .perplexity import evaluate_perplexity, make_windows, windows_perplexity
+from .ppl_data import PerplexityText, load_perplexity_text
+from .results import NOT_MEASURED, ComparisonResults, EvaluationResults, LatencyRecord
+from .task_data import ZERO_SHOT_TASKS
+from .zero_shot import evaluate_zero_shot
+
+__all__ = [
+    "NOT_MEASURED",
+    "ZERO_SHOT_TASKS",
+    "ComparisonResults",
+    "EvaluationResults",
+    "LatencyRecord",
+    "PeakMemoryMonitor",
+    "PerplexityText",
+    "compare_models",
+    "evaluate_model",
+    "evaluate_perplexity",
+    "evaluate_zero_shot",
+    "load_perplexity_text",
+    "make_windows",
+    "measure_latency",
+    "windows_perplexity",
+]

@@ -1,0 +1,195 @@
+"""Perplexity as the pruning papers measure it: tokenize once, non-overlapping windows, ``exp(mean token NLL)``.
+
+The corpus is tokenized once; the token stream is cut into ``num_tokens // seq_len`` windows of ``seq_len`` tokens
+(the tail is dropped), each window is scored independently (no context carried over), and the perplexity is
+``exp`` of the mean negative log-likelihood over every predicted token (all positions but the first of each window).
+
+BOS handling (``bos``), as in Shortened LLaMA's ``add_bos_to_every`` switch:
+
+* ``"first"`` (default; Shortened LLaMA's default, and what GPTQ/SparseGPT get from a Llama tokenizer): one BOS token
+  before the whole stream, so only the first window starts with it.
+* ``"every"``: a BOS token before every window (windows hold ``seq_len + 1`` tokens, ``seq_len`` of them predicted);
+  models such as Gemma need it.
+* ``"none"``: no BOS.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.nn import functional as F  # noqa: N812
+from tqdm.auto import tqdm
+
+from .ppl_data import PerplexityText, load_perplexity_text
+
+logger = logging.getLogger(__name__)
+
+BOS_MODES = ("first", "every", "none")
+
+
+def make_windows(
+    token_ids: Sequence[int] | torch.Tensor,
+    seq_len: int,
+    bos_token_id: int | None = None,
+    bos: str = "first",
+    max_windows: int | None = None,
+) -> torch.Tensor:
+    """Cuts a token stream into non-overlapping windows.
+
+    Args:
+        token_ids: The tokenized corpus, without special tokens.
+        seq_len: Tokens per window (before the per-window BOS of ``bos="every"``).
+        bos_token_id: The BOS token (needed unless ``bos="none"``).
+        bos: ``"first"``, ``"every"`` or ``"none"`` (see the module docstring).
+        max_windows: Keep at most this many windows (the first ones).
+
+    Returns:
+        ``LongTensor[num_windows, seq_len]`` (``seq_len + 1`` columns for ``bos="every"``).
+
+    Raises:
+        ValueError: If ``bos`` is unknown, a BOS token is needed but missing, or the stream is shorter than a window.
+    """
+    if bos not in BOS_MODES:
+        raise ValueError(f"`bos` must be one of {BOS_MODES}, got {bos!r}.")
+    if seq_len < 2:
+        raise ValueError(f"`seq_len` must be at least 2, got {seq_len}.")
+    if bos != "none" and bos_token_id is None:
+        raise ValueError(f"bos={bos!r} needs a BOS token but the tokenizer has none; pass bos='none'.")
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"`max_windows` must be positive, got {max_windows}.")
+    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+    if bos == "first":
+        ids = torch.cat([torch.tensor([bos_token_id], dtype=torch.long), ids])
+    num_windows = ids.numel() // seq_len
+    if num_windows == 0:
+        raise ValueError(f"The text has {ids.numel()} tokens, fewer than one window of seq_len={seq_len}.")
+    if max_windows is not None:
+        num_windows = min(num_windows, max_windows)
+    windows = ids[: num_windows * seq_len].view(num_windows, seq_len)
+    if bos == "every":
+        windows = torch.cat([torch.full((num_windows, 1), int(bos_token_id), dtype=torch.long), windows], dim=1)  # type: ignore[arg-type]
+    return windows
+
+
+def window_nll(logits: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """Summed next-token negative log-likelihood of each window.
+
+    Args:
+        logits: ``[batch, length, vocab]`` model outputs.
+        windows: ``[batch, length]`` token ids.
+
+    Returns:
+        ``float64[batch]``: the NLL summed over the ``length - 1`` predicted tokens of each window.
+    """
+    shift_logits = logits[:, :-1].float()
+    targets = windows[:, 1:].to(logits.device)
+    nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), targets.reshape(-1), reduction="none")
+    return nll.view(targets.shape).double().sum(dim=1)
+
+
+@torch.no_grad()
+def windows_perplexity(model, windows: torch.Tensor, batch_size: int = 8, desc: str = "perplexity") -> dict[str, Any]:
+    """Scores windows with a causal LM.
+
+    Args:
+        model: A causal LM returning ``.logits``.
+        windows: ``[num_windows, length]`` token ids (e.g. from :func:`make_windows`).
+        batch_size: Windows per forward pass.
+        desc: Progress bar label.
+
+    Returns:
+        ``{"perplexity", "nll", "num_windows", "num_predicted_tokens"}`` (``nll`` = mean token NLL in nats).
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64)
+    try:
+        for start in tqdm(range(0, windows.size(0), batch_size), desc=desc, leave=False):
+            batch = windows[start : start + batch_size].to(device)
+            logits = model(input_ids=batch, use_cache=False).logits
+            total += window_nll(logits, batch).sum().cpu()
+    finally:
+        model.train(was_training)
+    predicted = windows.size(0) * (windows.size(1) - 1)
+    mean_nll = float(total) / predicted
+    return {
+        "perplexity": math.exp(mean_nll),
+        "nll": mean_nll,
+        "num_windows": int(windows.size(0)),
+        "num_predicted_tokens": predicted,
+    }
+
+
+def evaluate_perplexity(
+    model,
+    tokenizer,
+    datasets: Sequence[str | PerplexityText] = ("wikitext2",),
+    seq_len: int = 128,
+    batch_size: int = 8,
+    bos: str = "first",
+    max_windows: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    source: str = "auto",
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Perplexity of ``model`` on the standard corpora (or your own texts).
+
+    Args:
+        model: A causal LM (dense or pruned).
+        tokenizer: Its tokenizer.
+        datasets: Corpus names (``"wikitext2"``, ``"ptb"``, ``"c4"``) or :class:`PerplexityText` objects (e.g. from
+            :func:`~optimum_depth.evaluation.ppl_data.load_perplexity_text` with another file or join string).
+        seq_len: Window length: 128 as Shortened LLaMA, 2048 as SparseGPT/Wanda.
+        batch_size: Windows per forward pass.
+        bos: ``"first"``, ``"every"`` or ``"none"`` (see the module docstring).
+        max_windows: Keep at most this many windows per corpus, for quick runs (C4 keeps 256 at most anyway).
+        data_dir: Local data directory (default: :func:`optimum_depth.data.default_data_dir`).
+        source: ``"auto"``, ``"local"`` or ``"hub"`` (see ``load_perplexity_text``).
+
+    Returns:
+        ``(perplexity, settings)``: corpus name -> PPL, and the settings with per-corpus window/token counts and data
+        provenance, ready for :class:`~optimum_depth.evaluation.EvaluationResults`.
+
+    Raises:
+        ValueError: On an unknown corpus or BOS mode, a missing BOS token, or too little text; all corpora are loaded
+            and windowed before any model forward pass.
+    """
+    if bos not in BOS_MODES:
+        raise ValueError(f"`bos` must be one of {BOS_MODES}, got {bos!r}.")
+    texts = [
+        d if isinstance(d, PerplexityText) else load_perplexity_text(d, data_dir=data_dir, source=source)
+        for d in datasets
+    ]
+    names = [t.name for t in texts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Perplexity corpus names must be distinct, got {names}.")
+    prepared = []
+    for text in texts:
+        ids = tokenizer(text.text, add_special_tokens=False, verbose=False)["input_ids"]
+        limits = [m for m in (max_windows, text.max_windows) if m is not None]
+        windows = make_windows(ids, seq_len, tokenizer.bos_token_id, bos, min(limits) if limits else None)
+        prepared.append((text, len(ids), windows))
+
+    perplexity: dict[str, float] = {}
+    per_corpus: dict[str, Any] = {}
+    for text, num_tokens, windows in prepared:
+        stats = windows_perplexity(model, windows, batch_size=batch_size, desc=f"PPL {text.name}")
+        perplexity[text.name] = stats["perplexity"]
+        per_corpus[text.name] = {**text.source, "corpus_tokens": num_tokens, **stats}
+        logger.info("PPL %s = %.3f (%d windows of %d)", text.name, stats["perplexity"], stats["num_windows"], seq_len)
+    settings = {
+        "seq_len": seq_len,
+        "bos": bos,
+        "stride": seq_len,
+        "batch_size": batch_size,
+        "max_windows": max_windows,
+        "datasets": per_corpus,
+    }
+    return perplexity, settings

@@ -1,0 +1,192 @@
+"""The perplexity corpora of the pruning papers (WikiText-2, PTB, C4), read from local files or the Hub.
+
+Each corpus becomes one string, built the way the papers build it:
+
+* WikiText-2 (raw, test): the rows of HF ``wikitext-2-raw-v1`` joined with ``"\\n\\n"`` (GPTQ/SparseGPT, LLM-Pruner and
+  Shortened LLaMA all do this).
+* PTB: the ``sentence`` rows of HF ``ptb_text_only`` (= the stripped non-empty lines of Mikolov's ``ptb.*.txt``),
+  joined with ``" "`` (GPTQ/SparseGPT, test split) or ``"\\n\\n"`` (LLM-Pruner/Shortened LLaMA, which evaluate the
+  *validation* split); see :data:`PTB_JOIN`.
+* C4 (validation): SparseGPT's construction, the first 1100 documents joined with ``" "`` (the caller then keeps 256
+  windows of ``seq_len`` tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import default_data_dir
+
+logger = logging.getLogger(__name__)
+
+PTB_JOIN = {"sparsegpt": " ", "shortened_llama": "\n\n"}
+C4_NUM_DOCUMENTS = 1100
+C4_NUM_WINDOWS = 256
+
+
+@dataclass
+class PerplexityText:
+    """One evaluation corpus as a single string, with where it came from.
+
+    Args:
+        name: Short name used as the key of the results (``"wikitext2"``, ``"ptb"``, ``"c4"`` or your own).
+        text: The joined text, tokenized once by the caller.
+        source: Provenance (file path or Hub dataset, split, number of rows, join string).
+        max_windows: Windows to keep at most (C4: 256 as in SparseGPT), ``None`` for all.
+    """
+
+    name: str
+    text: str
+    source: dict[str, Any] = field(default_factory=dict)
+    max_windows: int | None = None
+
+
+def _read_json_rows(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        try:
+            rows = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from err
+    if not isinstance(rows, list) or not all(isinstance(r, str) for r in rows):
+        raise ValueError(f"{str(path)!r} must be a JSON list of strings (the HF `text` rows).")
+    return rows
+
+
+def _read_wikitext_rows(path: Path) -> list[str]:
+    if path.suffix == ".json":
+        return _read_json_rows(path)
+    with open(path, encoding="utf-8") as handle:  # wiki.test.raw: one HF row per line, newline kept as in HF
+        return [line if line.strip() else "" for line in handle]
+
+
+def _read_ptb_sentences(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def _read_c4_documents(path: Path) -> list[str]:
+    documents = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{str(path)!r} line {number} is not valid JSON: {err}") from err
+            if not isinstance(record, dict) or "text" not in record:
+                raise ValueError(f"{str(path)!r} line {number} has no `text` field.")
+            documents.append(str(record["text"]))
+            if len(documents) == C4_NUM_DOCUMENTS:
+                break
+    return documents
+
+
+@dataclass(frozen=True)
+class _CorpusSpec:
+    local_file: str
+    read: Callable[[Path], list[str]]
+    hub_args: tuple[Any, ...]
+    hub_kwargs: dict[str, Any]
+    hub_field: str
+    max_windows: int | None = None
+
+
+CORPORA: dict[str, _CorpusSpec] = {
+    "wikitext2": _CorpusSpec(
+        "wikitext2/wikitext2_test_hf_rows.json",
+        _read_wikitext_rows,
+        ("wikitext", "wikitext-2-raw-v1"),
+        {"split": "test"},
+        "text",
+    ),
+    "ptb": _CorpusSpec(
+        "ptb/ptb.test.txt", _read_ptb_sentences, ("ptb_text_only", "penn_treebank"), {"split": "test"}, "sentence"
+    ),
+    "c4": _CorpusSpec(
+        "c4/c4_validation_2k.jsonl",
+        _read_c4_documents,
+        ("allenai/c4",),
+        {"data_files": {"validation": "en/c4-validation.00000-of-00008.json.gz"}, "split": "validation"},
+        "text",
+        max_windows=C4_NUM_WINDOWS,
+    ),
+}
+
+DEFAULT_JOIN = {"wikitext2": "\n\n", "ptb": PTB_JOIN["sparsegpt"], "c4": " "}
+
+
+def _rows_from_hub(spec: _CorpusSpec) -> list[str]:
+    import datasets
+
+    rows = list(datasets.load_dataset(*spec.hub_args, **spec.hub_kwargs)[spec.hub_field])
+    if spec.read is _read_c4_documents:
+        rows = rows[:C4_NUM_DOCUMENTS]
+    if spec.read is _read_ptb_sentences:
+        rows = [r.strip() for r in rows if r.strip()]
+    return rows
+
+
+def load_perplexity_text(
+    name: str,
+    path: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    source: str = "auto",
+    join: str | None = None,
+) -> PerplexityText:
+    """Builds the evaluation string of a standard corpus.
+
+    Args:
+        name: ``"wikitext2"``, ``"ptb"`` or ``"c4"``.
+        path: A file to read instead of the default one (same format: HF rows JSON or raw text for WikiText-2, text
+            lines for PTB, jsonl with ``text`` for C4). Use ``ptb/ptb.valid.txt`` for LLM-Pruner's PTB split.
+        data_dir: Data directory holding the default files (default: :func:`optimum_depth.data.default_data_dir`).
+        source: ``"local"`` (files only), ``"hub"`` (``datasets.load_dataset``) or ``"auto"`` (local file when it
+            exists, else the Hub).
+        join: String joining the rows (default: :data:`DEFAULT_JOIN`; ``"\\n\\n"`` for PTB reproduces Shortened
+            LLaMA/LLM-Pruner).
+
+    Returns:
+        The :class:`PerplexityText`.
+
+    Raises:
+        ValueError: If the corpus name or ``source`` is unknown, or the file is malformed or empty.
+        FileNotFoundError: If ``source="local"`` and the file does not exist.
+    """
+    if name not in CORPORA:
+        raise ValueError(f"Unknown perplexity corpus {name!r}; expected one of {sorted(CORPORA)}.")
+    if source not in ("auto", "local", "hub"):
+        raise ValueError(f"`source` must be 'auto', 'local' or 'hub', got {source!r}.")
+    if path is not None and source == "hub":
+        raise ValueError("Pass either `path=` (a local file) or source='hub', not both.")
+    spec = CORPORA[name]
+    join = DEFAULT_JOIN[name] if join is None else join
+    file: Path | None = Path(path) if path is not None else None
+    if file is None and source != "hub":
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        file = root / spec.local_file if root is not None else None
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"Perplexity data file {os.fspath(path)!r} does not exist.")
+
+    if source != "hub" and file is not None and file.is_file():
+        rows = spec.read(file)
+        provenance: dict[str, Any] = {"path": str(file)}
+    elif source == "local":
+        raise FileNotFoundError(
+            f"No local {name} file (looked for {str(file) if file else spec.local_file!r}); pass `path=` or "
+            "`data_dir=`, set $OPTIMUM_DEPTH_DATA_DIR, or use source='hub'."
+        )
+    else:
+        logger.info("Loading %s from the Hub (%s).", name, spec.hub_args)
+        rows = _rows_from_hub(spec)
+        provenance = {"hub": list(spec.hub_args), **{k: v for k, v in spec.hub_kwargs.items()}}
+    if not any(r.strip() for r in rows):
+        raise ValueError(f"The {name} data ({provenance}) holds no text.")
+    provenance.update({"rows": len(rows), "join": join})
+    return PerplexityText(name=name, text=join.join(rows), source=provenance, max_windows=spec.max_windows)

@@ -1,0 +1,185 @@
+"""Zero-shot accuracy with lm-eval (0.4.x) as a library, on the seven tasks of the depth-pruning papers.
+
+The tasks (BoolQ, PIQA, HellaSwag, WinoGrande, ARC-Easy, ARC-Challenge, OpenBookQA) are defined by YAML configs
+shipped in ``optimum_depth/tasks`` (``od_<task>``), which keep lm-eval's own prompts and metrics and read local files.
+A run:
+
+1. resolves the local files (``data_dir`` / ``task_files``) and converts them to lm-eval's Hub record layout
+   (:mod:`.task_data`) in a work directory;
+2. renders the shipped YAMLs into that directory with the data path filled in;
+3. calls ``lm_eval.simple_evaluate`` with an in-memory ``HFLM`` and ``TaskManager(include_path=<work dir>,
+   include_defaults=False)`` (fast: lm-eval's thousands of task configs are not indexed). No Hub access is needed.
+
+``source="hub"`` instead runs lm-eval's stock tasks of the same names (downloads the datasets).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .task_data import ZERO_SHOT_TASKS, resolve_task_files, write_task_data
+
+logger = logging.getLogger(__name__)
+
+TASK_DATA_PLACEHOLDER = "__OPTIMUM_DEPTH_TASK_DATA__"
+DEFAULT_TASKS = tuple(ZERO_SHOT_TASKS)
+
+
+def shipped_tasks_dir() -> Path:
+    """Directory of the task YAMLs shipped in the package (``optimum_depth/tasks``)."""
+    return Path(str(resources.files("optimum_depth") / "tasks"))
+
+
+def render_task_configs(tasks: Sequence[str], data_dir: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """Writes the shipped ``od_<task>.yaml`` configs with the converted-data directory filled in.
+
+    Args:
+        tasks: Canonical task names.
+        data_dir: Directory holding the converted ``<task>.jsonl`` files.
+        output_dir: Where the rendered YAMLs go (used as lm-eval's ``include_path``).
+
+    Returns:
+        ``output_dir``.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    quoted = json.dumps(str(Path(data_dir).resolve()))[1:-1]  # a JSON string body is a valid YAML "..." body
+    for task in tasks:
+        name = f"{ZERO_SHOT_TASKS[task].task}.yaml"
+        text = (shipped_tasks_dir() / name).read_text(encoding="utf-8")
+        (output_dir / name).write_text(text.replace(TASK_DATA_PLACEHOLDER, quoted), encoding="utf-8")
+    return output_dir
+
+
+def parse_lm_eval_results(output: dict[str, Any], task_names: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Turns ``simple_evaluate`` output into ``task -> {"acc": ..., "acc_stderr": ..., "acc_norm": ...}``.
+
+    Args:
+        output: What ``lm_eval.simple_evaluate`` returned.
+        task_names: lm-eval task name -> name to report (e.g. ``"od_piqa" -> "piqa"``).
+
+    Returns:
+        Numeric metrics per task (lm-eval's ``"N/A"`` stderrs are left out).
+    """
+    parsed: dict[str, dict[str, float]] = {}
+    for lm_eval_name, name in task_names.items():
+        metrics = output["results"].get(lm_eval_name)
+        if metrics is None:
+            raise KeyError(f"lm-eval returned no results for task {lm_eval_name!r}.")
+        parsed[name] = {
+            key.split(",", 1)[0]: float(value)
+            for key, value in metrics.items()
+            if "," in key and isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+    return parsed
+
+
+def _build_lm(model, tokenizer, batch_size: int, max_length: int | None):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, backend="causal")
+
+
+def evaluate_zero_shot(
+    model,
+    tokenizer,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    data_dir: str | os.PathLike | None = None,
+    task_files: dict[str, str | os.PathLike] | None = None,
+    limit: int | float | None = None,
+    batch_size: int = 8,
+    num_fewshot: int = 0,
+    max_length: int | None = None,
+    source: str = "local",
+    work_dir: str | os.PathLike | None = None,
+    seed: int = 1234,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Zero-shot accuracy of ``model`` with lm-eval.
+
+    Args:
+        model: A causal LM (dense or pruned), evaluated in memory.
+        tokenizer: Its tokenizer.
+        tasks: Canonical task names (default: all seven).
+        data_dir: Directory with the local files (default: :func:`optimum_depth.data.default_data_dir`).
+        task_files: Task -> file, overriding the default file of a task (same format, or lm-eval's Hub layout).
+        limit: Documents per task (an int), or a fraction (a float < 1); ``None`` for all. lm-eval takes the first
+            ``limit`` documents of each task.
+        batch_size: Requests per forward pass.
+        num_fewshot: Few-shot examples (0 = zero-shot, as in the papers; local data has no training split, so
+            examples would come from the evaluation split itself).
+        max_length: Context length for lm-eval (default: the model's).
+        source: ``"local"`` (shipped configs + local files) or ``"hub"`` (lm-eval's stock tasks, needs the Hub).
+        work_dir: Where converted data and rendered configs go (default: a temporary directory, removed after).
+        seed: Seed passed to lm-eval (python/numpy/torch/few-shot).
+
+    Returns:
+        ``(zero_shot, settings)``: task -> metrics, and the settings (limit, num_fewshot, lm-eval version, data
+        files, documents evaluated per task), ready for :class:`~optimum_depth.evaluation.EvaluationResults`.
+
+    Raises:
+        ValueError: On unknown tasks, a bad ``source``/``limit``, or malformed data files.
+        FileNotFoundError: If a task's data file is missing.
+        ImportError: If lm-eval is not installed (``pip install optimum-depth[eval]``).
+    """
+    if source not in ("local", "hub"):
+        raise ValueError(f"`source` must be 'local' or 'hub', got {source!r}.")
+    if limit is not None and (limit <= 0 or (isinstance(limit, float) and limit > 1)):
+        raise ValueError(f"`limit` must be a positive int or a fraction in (0, 1], got {limit!r}.")
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("No zero-shot tasks given.")
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError as err:
+        raise ImportError("Zero-shot evaluation needs lm-eval: pip install 'optimum-depth[eval]'.") from err
+
+    files = resolve_task_files(tasks, data_dir, task_files) if source == "local" else {}
+    with tempfile.TemporaryDirectory(prefix="optimum-depth-zero-shot-") as tmp:
+        root = Path(work_dir) if work_dir is not None else Path(tmp)
+        if source == "local":
+            data_counts = write_task_data(files, root / "data")
+            render_task_configs(tasks, root / "data", root / "tasks")
+            task_manager = TaskManager(include_path=str(root / "tasks"), include_defaults=False)
+            task_names = {ZERO_SHOT_TASKS[t].task: t for t in tasks}
+        else:
+            data_counts = {}
+            task_manager = TaskManager()
+            task_names = {t: t for t in tasks}
+        logger.info("Running lm-eval on %s (limit=%s)", list(task_names), limit)
+        output = lm_eval.simple_evaluate(
+            model=_build_lm(model, tokenizer, batch_size, max_length),
+            tasks=list(task_names),
+            task_manager=task_manager,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    if output is None:
+        raise RuntimeError("lm-eval returned no results (non-zero rank in a distributed run?).")
+    zero_shot = parse_lm_eval_results(output, task_names)
+    samples = output.get("n-samples", {})
+    settings = {
+        "limit": limit,
+        "num_fewshot": num_fewshot,
+        "batch_size": batch_size,
+        "source": source,
+        "lm_eval_version": getattr(lm_eval, "__version__", None),
+        "lm_eval_tasks": dict(task_names),
+        "data_files": {t: str(f) for t, f in files.items()},
+        "documents": {t: data_counts.get(t) for t in tasks},
+        "evaluated_documents": {name: samples.get(key, {}).get("effective") for key, name in task_names.items()},
+        "seed": seed,
+    }
+    return zero_shot, settings

@@ -1,0 +1,237 @@
+"""Sublayer surgery: remove attention / MLP sublayers (with their norms) and give the model a class that runs it.
+
+A stock model that loses a sublayer becomes the matching ``Pruned<Family>ForCausalLM`` of
+:mod:`optimum_depth.modeling.modeling_pruned`: a new model object built around the very same modules (nothing is
+copied, the parameters are shared), whose config records ``skipped_attention`` / ``skipped_mlp`` and marks
+attention-free blocks in ``layer_types``. A block that ends up with neither sublayer is removed as a block with
+:func:`optimum_depth.surgery.remove_layers`; a model left with no partial block goes back to its native class.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+from .architectures import (
+    PRUNED_MODEL_TYPE_PREFIX,
+    ArchitectureSpec,
+    UnsupportedArchitectureError,
+    base_model_type,
+    get_architecture,
+    get_decoder_layers,
+    get_layer_parts,
+    unwrap_model,
+)
+from .modeling.configuration_pruned import NO_ATTENTION_LAYER_TYPE, SUBLAYER_KEYS
+from .modeling.modeling_pruned import PRUNED_CAUSAL_LM_CLASSES, block_layer_types
+from .provenance import record_block_removal
+from .surgery import remove_layers
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SublayerIndexError",
+    "is_sublayer_pruned",
+    "pruned_model_class",
+    "remove_sublayers",
+    "supports_sublayer_pruning",
+]
+
+_DECODER_MODULES = ("embed_tokens", "norm", "rotary_emb")
+
+
+class SublayerIndexError(ValueError):
+    """Raised when sublayers given for removal are invalid (checked before anything changes)."""
+
+
+def supports_sublayer_pruning(model: nn.Module) -> bool:
+    """Whether ``model``'s family has a pruned model class (Llama, Mistral, Qwen2, Qwen3, Phi-3, SmolLM3)."""
+    inner: Any = unwrap_model(model)
+    model_type = base_model_type(inner.config.model_type)
+    return PRUNED_MODEL_TYPE_PREFIX + model_type in PRUNED_CAUSAL_LM_CLASSES
+
+
+def is_sublayer_pruned(model: nn.Module) -> bool:
+    """Whether ``model`` is an instance of a sublayer-pruned class (``model_type`` ``pruned_<family>``)."""
+    inner: Any = unwrap_model(model)
+    return inner.config.model_type.startswith(PRUNED_MODEL_TYPE_PREFIX)
+
+
+def _validate_positions(values: Iterable[int], kind: str, num_blocks: int) -> list[int]:
+    values = list(values)
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < num_blocks]
+    if bad:
+        raise SublayerIndexError(f"{kind} block positions {bad} are not integers in [0, {num_blocks}).")
+    if len(set(values)) != len(values):
+        raise SublayerIndexError(f"{kind} block positions {sorted(values)} contain duplicates.")
+    return sorted(values)
+
+
+def _rebind_config(modules: Iterable[nn.Module], old_config, new_config) -> None:
+    for module in modules:
+        if getattr(module, "config", None) is old_config:
+            module.config = new_config
+
+
+def _rebuild(inner: Any, model_class: Any, config: Any, spec: ArchitectureSpec) -> nn.Module:
+    """Builds ``model_class(config)`` on the meta device and moves ``inner``'s modules into it (no copy)."""
+    with torch.device("meta"):
+        target = model_class(config)
+    source_decoder, target_decoder = inner.get_decoder(), target.get_decoder()
+    for name in _DECODER_MODULES:
+        setattr(target_decoder, name, getattr(source_decoder, name))
+    target.lm_head = inner.lm_head
+    names = (spec.attention_attr, spec.mlp_attr, *spec.attention_norms, *spec.mlp_norms)
+    for source_block, target_block in zip(get_decoder_layers(inner), get_decoder_layers(target), strict=True):
+        for name in names:
+            if isinstance(getattr(target_block, name, None), nn.Module):
+                setattr(target_block, name, getattr(source_block, name))
+    left = [n for n, t in [*target.named_parameters(), *target.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise RuntimeError(
+            f"Internal error: {type(target).__name__} has unfilled tensors {left[:5]} after conversion."
+        )
+    _rebind_config(target.modules(), inner.config, target.config)
+    target.generation_config = inner.generation_config
+    target.train(inner.training)
+    return target
+
+
+def pruned_model_class(inner: Any) -> Any:
+    """The ``Pruned<Family>ForCausalLM`` class of a (plain or already pruned) model.
+
+    Raises:
+        UnsupportedArchitectureError: If the family has none.
+    """
+    model_type = PRUNED_MODEL_TYPE_PREFIX + base_model_type(inner.config.model_type)
+    model_class = PRUNED_CAUSAL_LM_CLASSES.get(model_type)
+    if model_class is None:
+        supported = sorted(t[len(PRUNED_MODEL_TYPE_PREFIX) :] for t in PRUNED_CAUSAL_LM_CLASSES)
+        raise UnsupportedArchitectureError(
+            f"Sublayer removal is not available for {inner.config.model_type!r} models (no pruned model class); "
+            f"supported families: {supported}. Block pruning works for every family."
+        )
+    return model_class
+
+
+def _to_pruned(inner: Any, spec: ArchitectureSpec, skipped_attention: list[int], skipped_mlp: list[int]):
+    model_class = pruned_model_class(inner)
+    data = inner.config.to_dict()
+    for key in ("model_type", "architectures", "auto_map"):
+        data.pop(key, None)
+    data.update(skipped_attention=skipped_attention, skipped_mlp=skipped_mlp)
+    config = model_class.config_class.from_dict(data)
+    config.layer_types = block_layer_types(config)
+    config._attn_implementation = inner.config._attn_implementation
+    config._name_or_path = inner.config._name_or_path
+    if getattr(config, "surviving_layers", None) is None:
+        record_block_removal(config, list(range(config.num_hidden_layers)))
+    return _rebuild(inner, model_class, config, spec)
+
+
+def _to_native(inner: Any, spec: ArchitectureSpec) -> nn.Module:
+    data = inner.config.to_dict()
+    base_type = base_model_type(data.pop("model_type"))
+    for key in ("architectures", "auto_map", *SUBLAYER_KEYS):
+        data.pop(key, None)
+    if "layer_types" not in AutoConfig.for_model(base_type).to_dict():
+        data.pop("layer_types", None)
+    config = AutoConfig.for_model(base_type, **data)
+    config._attn_implementation = inner.config._attn_implementation
+    config._name_or_path = inner.config._name_or_path
+    return _rebuild(inner, MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], config, spec)
+
+
+def _drop_in_place(model: nn.Module, spec: ArchitectureSpec, attention: list[int], mlp: list[int]) -> None:
+    layers = get_decoder_layers(model)
+    for position in attention:
+        for name in (spec.attention_attr, *spec.attention_norms):
+            setattr(layers[position], name, None)
+    for position in mlp:
+        for name in (spec.mlp_attr, *spec.mlp_norms):
+            setattr(layers[position], name, None)
+    inner: Any = unwrap_model(model)
+    config = inner.config
+    config.skipped_attention = sorted(set(config.skipped_attention) | set(attention))
+    config.skipped_mlp = sorted(set(config.skipped_mlp) | set(mlp))
+    config.layer_types = block_layer_types(config)
+    for position in attention:
+        setattr(layers[position], "attention_type", NO_ATTENTION_LAYER_TYPE)  # noqa: B010  (an nn.Module attribute)
+
+
+def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Iterable[int] = ()) -> nn.Module:
+    """Removes attention and/or MLP sublayers (and their norms), all-or-nothing.
+
+    Blocks left with neither sublayer are removed as whole blocks. A stock model comes back as a new object of the
+    matching pruned class that shares the input's modules and parameters (use the returned model; the input is
+    consumed). A model that is already sublayer-pruned (possibly wrapped by peft) is modified in place.
+
+    Args:
+        model: A causal LM (stock, or already sublayer-pruned; peft-wrapped only when already sublayer-pruned).
+        attention: Positions (current numbering) of the blocks whose attention sublayer goes.
+        mlp: Positions of the blocks whose MLP sublayer goes.
+
+    Returns:
+        The pruned model.
+
+    Raises:
+        SublayerIndexError: On invalid or already removed positions, an empty request, or removing every attention
+            sublayer (the KV cache and the positions need one); nothing is changed then.
+        UnsupportedArchitectureError: If the family has no pruned model class, or a stock model is wrapped.
+    """
+    spec = get_architecture(model)
+    inner: Any = unwrap_model(model)
+    layers = get_decoder_layers(model)
+    num_blocks = len(layers)
+    attention = _validate_positions(attention, "Attention", num_blocks)
+    mlp = _validate_positions(mlp, "MLP", num_blocks)
+    if not attention and not mlp:
+        raise SublayerIndexError("No sublayer given for removal.")
+    parts = [get_layer_parts(block, spec) for block in layers]
+    gone = [f"attention {i}" for i in attention if parts[i].attention is None]
+    gone += [f"mlp {i}" for i in mlp if parts[i].mlp is None]
+    if gone:
+        raise SublayerIndexError(f"Sublayers {gone} are already removed.")
+    has_attention = [parts[i].attention is not None and i not in attention for i in range(num_blocks)]
+    has_mlp = [parts[i].mlp is not None and i not in mlp for i in range(num_blocks)]
+    if not any(has_attention):
+        raise SublayerIndexError("At least one attention sublayer must remain (the KV cache and positions need one).")
+    empty = [i for i in range(num_blocks) if not has_attention[i] and not has_mlp[i]]
+    kept = [i for i in range(num_blocks) if i not in set(empty)]
+    partial = any(has_attention[i] != has_mlp[i] for i in kept)
+    already_pruned = is_sublayer_pruned(model)
+    if partial and not already_pruned:
+        pruned_model_class(inner)  # raises for families without a pruned class
+        if model is not inner:
+            raise UnsupportedArchitectureError(
+                "Remove sublayers from the plain model before wrapping it (peft, DDP): the model class changes. "
+                "Merge adapters first (`merge_and_unload()`) to prune a fine-tuned model."
+            )
+
+    # Everything below changes the model.
+    if empty:
+        remove_layers(model, empty)
+    new_position = {old: new for new, old in enumerate(kept)}
+    new_attention = [new_position[i] for i in attention if i in new_position]
+    new_mlp = [new_position[i] for i in mlp if i in new_position]
+    if already_pruned:
+        _drop_in_place(model, spec, new_attention, new_mlp)
+        if not partial and model is inner:
+            model = _to_native(inner, spec)
+    elif partial:
+        skipped_attention = [new_position[i] for i in kept if not has_attention[i]]
+        skipped_mlp = [new_position[i] for i in kept if not has_mlp[i]]
+        model = _to_pruned(inner, spec, skipped_attention, skipped_mlp)
+    logger.info(
+        "Removed attention of blocks %s and MLP of blocks %s (positions before removal); %d blocks dropped whole.",
+        attention,
+        mlp,
+        len(empty),
+    )
+    return model

@@ -1,0 +1,75 @@
+"""Forward-only criteria on accelerate-dispatched (CPU / disk offloaded) and bitsandbytes 4-bit models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from criteria_references import naive_perplexities
+
+from optimum_depth import DepthPruningConfig
+from optimum_depth.calibration import CalibrationData
+from optimum_depth.scoring import score_blocks
+
+from tiny_models import make_tiny_model, random_ids
+
+FORWARD_ONLY = ["ppl", "block_influence", "angular", "sleb"]
+
+
+def all_scores(model, ids):
+    results = {}
+    for criterion in FORWARD_ONLY:
+        config = DepthPruningConfig(criterion=criterion, num_layers_to_remove=2, batch_size=2)
+        results[criterion] = score_blocks(model, config, CalibrationData(ids))
+    return results
+
+
+def offloaded(kind: str, tmp_path):
+    from accelerate import cpu_offload, disk_offload, dispatch_model
+
+    model = make_tiny_model("qwen3")
+    if kind == "cpu_offload":
+        return cpu_offload(model, execution_device="cpu")
+    if kind == "disk_offload":
+        return disk_offload(model, str(tmp_path), execution_device="cpu")
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "disk", "lm_head": "disk"}
+    device_map.update({f"model.layers.{i}": ("cpu" if i % 2 else "disk") for i in range(6)})
+    return dispatch_model(model, device_map=device_map, offload_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["device_map", "cpu_offload", "disk_offload"])
+def test_forward_only_criteria_on_offloaded_models(kind, tmp_path):
+    ids = random_ids(4, 12, seed=10)
+    expected = all_scores(make_tiny_model("qwen3"), ids)
+    model = offloaded(kind, tmp_path)
+    assert any(p.device.type == "meta" for p in model.parameters())  # really offloaded
+    for criterion, scores in all_scores(model, ids).items():
+        assert scores.values == pytest.approx(expected[criterion].values, rel=1e-6, abs=1e-7), criterion
+        assert scores.removal_order == expected[criterion].removal_order, criterion
+
+
+@pytest.fixture
+def quantized_model(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    # bitsandbytes' CPU 4-bit kernels need rows of at least one quantisation block (64 values).
+    make_tiny_model("llama", hidden_size=64, intermediate_size=128, head_dim=16).save_pretrained(tmp_path)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=quant, device_map="cpu").eval()
+
+
+def test_forward_only_criteria_on_a_4bit_model(quantized_model):
+    from bitsandbytes.nn import Linear4bit
+
+    assert isinstance(quantized_model.model.layers[0].mlp.up_proj, Linear4bit)
+    ids = random_ids(4, 12, seed=11)
+    results = all_scores(quantized_model, ids)
+    assert results["ppl"].values == pytest.approx(naive_perplexities(quantized_model, ids, 2), rel=1e-5)
+    for scores in results.values():
+        assert len(scores.values) == 6 and all(torch.isfinite(torch.tensor(scores.values)))
+
+
+def test_taylor_refuses_a_4bit_model(quantized_model):
+    config = DepthPruningConfig(criterion="taylor", num_layers_to_remove=1)
+    with pytest.raises(ValueError, match="quantized"):
+        score_blocks(quantized_model, config, CalibrationData(random_ids(2, 8)))

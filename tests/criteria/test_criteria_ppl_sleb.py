@@ -1,0 +1,80 @@
+"""PPL and SLEB against deleting blocks and running the whole model; determinism; protection; targets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from criteria_references import naive_perplexities, naive_removal_nll, naive_sleb
+
+from optimum_depth import DepthPruner, DepthPruningConfig, PruningTargetError
+from optimum_depth.calibration import CalibrationData, prepare_calibration
+from optimum_depth.scoring import count_parameters, score_blocks
+
+from tiny_models import make_tiny_model, random_ids
+
+
+def test_ppl_matches_deleting_each_block(family, tiny_model):
+    ids = random_ids(4, 20, seed=3)
+    config = DepthPruningConfig(criterion="ppl", num_layers_to_remove=2, batch_size=2)
+    scores = score_blocks(tiny_model, config, CalibrationData(ids))
+    expected = naive_perplexities(tiny_model, ids, batch_size=2)
+    assert scores.values == pytest.approx(expected, rel=1e-5)
+    assert scores.extra["dense_perplexity"] == pytest.approx(
+        math.exp(naive_removal_nll(tiny_model, ids, 2, [])), rel=1e-5
+    )
+    plan = DepthPruner(config).plan(scores)
+    assert list(plan.removed_blocks) == sorted(sorted(range(6), key=lambda i: expected[i])[:2])
+
+
+def test_sleb_matches_the_naive_greedy_loop(family, tiny_model):
+    ids = random_ids(4, 20, seed=4)
+    config = DepthPruningConfig(criterion="sleb", num_layers_to_remove=3, batch_size=2)
+    scores = score_blocks(tiny_model, config, CalibrationData(ids))
+    assert scores.removal_order == naive_sleb(tiny_model, ids, batch_size=2, rounds=3)
+    rounds = scores.extra["rounds"]
+    removed = []
+    for step in rounds:  # each round's perplexity is that of the model without all blocks removed so far
+        removed.append(step["removed"])
+        assert step["perplexity"] == pytest.approx(math.exp(naive_removal_nll(tiny_model, ids, 2, removed)), rel=1e-5)
+    assert len(scores.values) == 6
+
+
+def test_sleb_respects_protection_and_scores_every_block():
+    model = make_tiny_model("qwen3")
+    ids = random_ids(3, 20, seed=5)
+    config = DepthPruningConfig(criterion="sleb", num_layers_to_remove=2, protect_first=1, protect_last=2)
+    scores = score_blocks(model, config, CalibrationData(ids))
+    assert scores.removal_order == naive_sleb(model, ids, batch_size=1, rounds=2, protected={0, 4, 5})
+    assert not set(scores.removal_order) & {0, 4, 5}
+    assert scores.values[0] == pytest.approx(math.exp(naive_removal_nll(model, ids, 1, [0])), rel=1e-5)
+
+
+def test_sleb_parameter_target_and_impossible_target():
+    model = make_tiny_model("llama")
+    block = count_parameters(model.model.layers[0])
+    ids = random_ids(2, 16)
+    target = count_parameters(model) - 2 * block - block // 2  # needs three blocks gone
+    config = DepthPruningConfig(criterion="sleb", target_num_params=target)
+    pruner = DepthPruner(config)
+    scores = pruner.score(model, calibration=CalibrationData(ids))
+    assert len(scores.removal_order) == 3
+    assert len(pruner.plan(scores).removed_blocks) == 3
+    too_many = DepthPruningConfig(criterion="sleb", num_layers_to_remove=3, protect_first=2, protect_last=2)
+    with pytest.raises(PruningTargetError):
+        score_blocks(model, too_many, CalibrationData(ids))
+
+
+@pytest.mark.parametrize("criterion", ["ppl", "sleb", "block_influence", "angular", "taylor"])
+def test_same_seed_same_scores(criterion):
+    model = make_tiny_model("llama")
+    config = DepthPruningConfig(criterion=criterion, num_layers_to_remove=2, num_samples=3, seq_len=12, seed=7)
+    first = prepare_calibration("self", model=model, num_samples=3, seq_len=12, seed=7)
+    again = prepare_calibration("self", model=model, num_samples=3, seq_len=12, seed=7)
+    other = prepare_calibration("self", model=model, num_samples=3, seq_len=12, seed=8)
+    a = score_blocks(model, config, first)
+    b = score_blocks(model, config, again)
+    c = score_blocks(model, config, other)
+    assert a.values == b.values
+    assert a.removal_order == b.removal_order
+    assert a.values != c.values

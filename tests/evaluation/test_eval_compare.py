@@ -1,0 +1,79 @@
+"""``evaluate_model`` / ``compare_models``: the sections equal the individual measurements, ratios follow."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from eval_helpers import CharTokenizer
+from task_files import write_task_files
+
+from optimum_depth import remove_layers
+from optimum_depth.evaluation import (
+    NOT_MEASURED,
+    ComparisonResults,
+    PerplexityText,
+    compare_models,
+    evaluate_model,
+    evaluate_perplexity,
+)
+from optimum_depth.scoring import count_parameters
+
+from tiny_models import make_tiny_model
+
+TEXT = PerplexityText("fox", "The quick brown fox jumps over the lazy dog. " * 8)
+
+
+def test_compare_dense_and_pruned():
+    dense = make_tiny_model("llama")
+    pruned = remove_layers(copy.deepcopy(dense), [1, 4])
+    tokenizer = CharTokenizer()
+    comparison = compare_models(
+        dense,
+        pruned,
+        tokenizer,
+        dense_name="tiny",
+        perplexity_datasets=[TEXT],
+        perplexity_kwargs={"seq_len": 16},
+        latency_batch_sizes=(1, 2),
+        latency_new_tokens=(4,),
+        latency_kwargs={"warmup": 1, "repeats": 2},
+    )
+    assert comparison.pruned.model_name == "tiny (pruned)"
+    assert comparison.ideal_speedup == pytest.approx(count_parameters(dense) / count_parameters(pruned))
+    for model, results in ((dense, comparison.dense), (pruned, comparison.pruned)):
+        assert results.perplexity == pytest.approx(evaluate_perplexity(model, tokenizer, [TEXT], seq_len=16)[0])
+        assert [(r.batch_size, r.new_tokens) for r in results.latency] == [(1, 4), (2, 4)]
+    assert comparison.perplexity_ratios()["fox"] == pytest.approx(
+        comparison.pruned.perplexity["fox"] / comparison.dense.perplexity["fox"]
+    )
+    speedups = comparison.speedups()
+    assert [s["speedup"] for s in speedups] == pytest.approx(
+        [d.latency_s / p.latency_s for d, p in zip(comparison.dense.latency, comparison.pruned.latency, strict=True)]
+    )
+    assert ComparisonResults.from_json(comparison.to_json()) == comparison
+    markdown = comparison.to_markdown()
+    assert f"Zero-shot accuracy: {NOT_MEASURED}." in markdown and "| fox |" in markdown
+    with pytest.raises(ValueError, match="distinct names"):
+        compare_models(dense, pruned, tokenizer, dense_name="a", pruned_name="a")
+
+
+def test_evaluate_model_with_zero_shot(stories_path, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(stories_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(stories_path)
+    results = evaluate_model(
+        model,
+        tokenizer,
+        perplexity_datasets=[TEXT],
+        perplexity_kwargs={"seq_len": 16},
+        zero_shot_tasks=["arc_easy"],
+        data_dir=write_task_files(tmp_path),
+    )
+    assert results.model_name == str(stories_path)
+    assert results.num_parameters == count_parameters(model)
+    assert set(results.zero_shot) == {"arc_easy"} and results.zero_shot_settings["evaluated_documents"] == {
+        "arc_easy": 3
+    }
+    assert results.latency == [] and f"Latency: {NOT_MEASURED}." in results.to_markdown()

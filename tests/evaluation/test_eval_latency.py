@@ -1,0 +1,93 @@
+"""Latency protocol: forced output length, interleaving, record arithmetic, peak memory."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+
+import pytest
+import torch
+from eval_helpers import CharTokenizer
+
+from optimum_depth.evaluation import PeakMemoryMonitor, latency, measure_latency
+from optimum_depth.evaluation.latency import make_prompt_ids, timed_generate
+
+from tiny_models import make_tiny_model
+
+
+def test_prompt_ids_are_repeated_and_sized():
+    tokenizer = CharTokenizer()
+    ids = make_prompt_ids(tokenizer, batch_size=3, prompt="abc")
+    assert ids.tolist() == [[1, *tokenizer.encode("abc")]] * 3
+    sized = make_prompt_ids(tokenizer, batch_size=2, prompt="abc", prompt_len=10)
+    expected = ([1, *tokenizer.encode("abc")] * 3)[:10]
+    assert sized.tolist() == [expected, expected]
+    with pytest.raises(ValueError, match="prompt_len"):
+        make_prompt_ids(tokenizer, 1, "abc", prompt_len=0)
+
+
+def test_eos_cannot_stop_generation_early():
+    model = make_tiny_model("llama")
+    model.generation_config.eos_token_id = [t for t in range(128) if t != 5]  # every token but one is an EOS
+    input_ids = make_prompt_ids(CharTokenizer(), 2, "hello")
+    assert timed_generate(model, input_ids, new_tokens=7, pad_token_id=0) > 0
+    output = model.generate(input_ids=input_ids, max_new_tokens=7, do_sample=False, pad_token_id=0)
+    assert output.shape[1] < input_ids.shape[1] + 7  # without the forced length it would have stopped
+
+
+def test_side_by_side_runs_are_interleaved(monkeypatch):
+    dense = make_tiny_model("llama")
+    pruned = copy.deepcopy(dense)
+    calls = []
+    original = latency.timed_generate
+
+    def spy(model, input_ids, new_tokens, pad_token_id):
+        calls.append(("dense" if model is dense else "pruned", input_ids.shape[0], new_tokens))
+        return original(model, input_ids, new_tokens, pad_token_id)
+
+    monkeypatch.setattr(latency, "timed_generate", spy)
+    records, settings = measure_latency(
+        {"dense": dense, "pruned": pruned}, CharTokenizer(), batch_sizes=(1, 2), new_tokens=(3,), warmup=1, repeats=3
+    )
+    # Per grid point: warm-up round (dense, pruned), then timed rounds alternating the order.
+    per_point = ["dense", "pruned", "dense", "pruned", "pruned", "dense", "dense", "pruned"]
+    assert [name for name, *_ in calls] == per_point * 2
+    assert [b for _, b, _ in calls] == [1] * 8 + [2] * 8
+    assert (
+        settings["interleaved_models"] == ["dense", "pruned"] and settings["torch_threads"] == torch.get_num_threads()
+    )
+    for name in ("dense", "pruned"):
+        assert [(r.batch_size, r.new_tokens) for r in records[name]] == [(1, 3), (2, 3)]
+        for record in records[name]:
+            assert len(record.latencies_s) == 3
+            assert record.latency_s == statistics.median(record.latencies_s)
+            assert record.tokens_per_s == pytest.approx(record.batch_size * 3 / record.latency_s)
+            assert record.peak_memory_mb is not None and record.peak_memory_mb > 0
+            assert record.prompt_len == len(CharTokenizer()(latency.DEFAULT_PROMPT)["input_ids"])
+
+
+def test_single_model_and_bad_grids():
+    model = make_tiny_model("qwen3")
+    records, settings = measure_latency(
+        model, CharTokenizer(), new_tokens=(2,), warmup=0, repeats=1, measure_memory=False
+    )
+    assert list(records) == ["model"] and records["model"][0].peak_memory_mb is None
+    assert settings["memory"] is None and settings["interleaved_models"] is None
+    for kwargs in ({"batch_sizes": ()}, {"new_tokens": (0,)}, {"repeats": 0}, {"warmup": -1}):
+        with pytest.raises(ValueError):
+            measure_latency(model, CharTokenizer(), **kwargs)
+    with pytest.raises(ValueError, match="No model"):
+        measure_latency({}, CharTokenizer())
+
+
+def test_peak_memory_monitor_sees_a_large_allocation():
+    with PeakMemoryMonitor("cpu") as baseline:
+        pass
+    with PeakMemoryMonitor("cpu") as monitor:
+        block = torch.ones(64 * 1024 * 1024 // 4 * 4)  # 256 MiB, touched
+        assert block[-1] == 1
+    del block
+    assert monitor.method in ("sampled_process_rss", "unavailable")
+    if monitor.method == "sampled_process_rss":
+        assert baseline.peak_mb is not None and monitor.peak_mb is not None
+        assert monitor.peak_mb - baseline.peak_mb > 200

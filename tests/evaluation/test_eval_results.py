@@ -1,0 +1,109 @@
+"""EvaluationResults / ComparisonResults: JSON round trips, derived ratios, markdown, "not measured" sections."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from optimum_depth.evaluation import NOT_MEASURED, ComparisonResults, EvaluationResults, LatencyRecord
+
+
+def _dense() -> EvaluationResults:
+    return EvaluationResults(
+        model_name="dense",
+        num_parameters=1000,
+        perplexity={"wikitext2": 20.0, "ptb": 40.0},
+        perplexity_settings={"seq_len": 128},
+        zero_shot={"piqa": {"acc": 0.60, "acc_stderr": 0.01, "acc_norm": 0.62}, "boolq": {"acc": 0.50}},
+        latency=[
+            LatencyRecord(1, 128, 8, 2.0, 64.0, 100.0, [2.0, 2.1, 1.9]),
+            LatencyRecord(8, 128, 8, 4.0, 256.0, 200.0, [4.0]),
+        ],
+        latency_settings={"threads": 1},
+    )
+
+
+def _pruned() -> EvaluationResults:
+    return EvaluationResults(
+        model_name="pruned",
+        num_parameters=800,
+        perplexity={"wikitext2": 30.0},
+        zero_shot={"piqa": {"acc": 0.54, "acc_norm": 0.55}, "boolq": {"acc": 0.40}},
+        latency=[LatencyRecord(1, 128, 8, 1.6, 80.0, None, [1.6])],
+    )
+
+
+def test_evaluation_results_json_round_trip(tmp_path):
+    results = _dense()
+    path = tmp_path / "r.json"
+    text = results.to_json(path)
+    assert json.loads(text)["model_name"] == "dense"
+    assert EvaluationResults.from_json(path) == results
+    assert EvaluationResults.from_json(text) == results
+    assert isinstance(EvaluationResults.from_json(text).latency[0], LatencyRecord)
+
+
+def test_derived_values_match_hand_computation():
+    comparison = ComparisonResults(_dense(), _pruned())
+    assert comparison.ideal_speedup == pytest.approx(1000 / 800)
+    (speedup,) = comparison.speedups()  # batch 8 was not measured for the pruned model
+    assert speedup["batch_size"] == 1
+    assert speedup["speedup"] == pytest.approx(2.0 / 1.6)
+    assert speedup["fraction_of_ideal"] == pytest.approx((2.0 / 1.6) / (1000 / 800))
+    assert comparison.perplexity_ratios() == {"wikitext2": pytest.approx(1.5)}
+    assert comparison.zero_shot_retention() == {"piqa": pytest.approx(0.9), "boolq": pytest.approx(0.8)}
+    assert comparison.dense.zero_shot_average("acc") == pytest.approx(0.55)
+    assert comparison.dense.zero_shot_average("acc_norm") == pytest.approx(0.62)
+    assert comparison.dense.zero_shot_average("f1") is None
+
+
+def test_paired_speedup_is_the_median_of_round_ratios():
+    dense = EvaluationResults("d", 100, latency=[LatencyRecord(1, 4, 2, 2.2, 1.0, latencies_s=[2.0, 3.0, 2.2])])
+    pruned = EvaluationResults("p", 80, latency=[LatencyRecord(1, 4, 2, 2.0, 1.0, latencies_s=[1.0, 2.0, 2.0])])
+    (row,) = ComparisonResults(dense, pruned).speedups()
+    assert row["speedup"] == pytest.approx(1.1)
+    assert row["paired_speedup"] == pytest.approx(1.5)  # median of 2.0, 1.5, 1.1
+    assert row["paired_fraction_of_ideal"] == pytest.approx(1.5 / 1.25)
+    assert "| 1.100x | 88.0% | 1.500x | 120.0% |" in ComparisonResults(dense, pruned).to_markdown()
+
+
+def test_comparison_round_trip_recomputes_derived_values():
+    comparison = ComparisonResults(_dense(), _pruned(), extra={"criterion": "magnitude"})
+    data = comparison.to_dict()
+    data["derived"]["ideal_speedup"] = 99.0  # tampered derived values are ignored on load
+    loaded = ComparisonResults.from_dict(data)
+    assert loaded == comparison
+    assert loaded.ideal_speedup == pytest.approx(1.25)
+    assert ComparisonResults.from_json(comparison.to_json()) == comparison
+
+
+def test_markdown_renders_values_and_not_measured():
+    markdown = ComparisonResults(_dense(), _pruned()).to_markdown()
+    assert "| wikitext2 | 20.00 | 30.00 | 1.500 |" in markdown
+    assert f"| ptb | 40.00 | {NOT_MEASURED} | {NOT_MEASURED} |" in markdown
+    assert "| piqa | 60.00 | 54.00 | 62.00 | 55.00 |" in markdown
+    # the repeat counts differ (3 vs 1), so no paired speed-up
+    assert f"| 1 | 8 | 128 | 2.000 | 1.600 | 1.250x | 100.0% | {NOT_MEASURED} | {NOT_MEASURED} |" in markdown
+
+    empty = EvaluationResults("nothing").to_markdown()
+    assert empty.count(NOT_MEASURED) == 4  # parameters, perplexity, zero-shot, latency
+    assert f"{NOT_MEASURED}" in ComparisonResults(EvaluationResults("a"), EvaluationResults("b")).to_markdown()
+    single = _dense().to_markdown()
+    assert "| 1 | 8 | 128 | 2.000 | 64.0 | 100 |" in single
+    assert "| boolq | 50.00 | - |" in single
+
+
+def test_bad_input_raises_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="Unknown EvaluationResults fields"):
+        EvaluationResults.from_dict({"model_name": "x", "perplexty": {}})
+    with pytest.raises(ValueError, match="model_name"):
+        EvaluationResults.from_dict({"perplexity": {}})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        EvaluationResults.from_json("{not json")
+    with pytest.raises(FileNotFoundError):
+        EvaluationResults.from_json(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="missing"):
+        ComparisonResults.from_dict({"dense": _dense().to_dict()})
+    with pytest.raises(ValueError, match="Unknown LatencyRecord fields"):
+        EvaluationResults("x", latency=[{"batch_size": 1, "oops": 2}])  # type: ignore[list-item]
