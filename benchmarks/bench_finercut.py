@@ -14,8 +14,9 @@ one calibration sequence; the naive side uses exactly one per candidate and sequ
 selections agree. The naive side is expensive: ``--naive-steps`` limits it to a prefix of the steps (ours continues
 alone to ``--steps`` and its totals are printed separately).
 
-Run (single-threaded):
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_finercut.py --samples 10 --seq-len 256 --naive-steps 2
+Run (single-threaded; the figures in docs/finercut.md):
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_finercut.py --samples 10 --seq-len 32 --steps 15 --naive-steps 2
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_finercut.py --samples 10 --seq-len 256 --steps 1 --naive-steps 1
 """
 
 from __future__ import annotations
@@ -100,9 +101,13 @@ class NaiveGreedy:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=10, help="calibration sequences (paper: 10)")
-    parser.add_argument("--seq-len", type=int, default=32, help="tokens per sequence (paper: 256; 32 keeps the run short)")
+    parser.add_argument(
+        "--seq-len", type=int, default=32, help="tokens per sequence (paper: 256; 32 keeps the run short)"
+    )
     parser.add_argument("--steps", type=int, default=15, help="removals of our search (25%% of 60 = 15)")
-    parser.add_argument("--naive-steps", type=int, default=2, help="removals the naive reference runs (a prefix of --steps)")
+    parser.add_argument(
+        "--naive-steps", type=int, default=2, help="removals the naive reference runs (a prefix of --steps)"
+    )
     parser.add_argument("--distance", default="js")
     args = parser.parse_args()
     torch.set_num_threads(1)

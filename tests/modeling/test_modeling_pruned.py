@@ -99,7 +99,8 @@ def test_save_and_load_in_process(family, tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == f"pruned_{family}"
     assert config["auto_map"]["AutoModelForCausalLM"].startswith("modeling_pruned.")
-    assert (tmp_path / "modeling_pruned.py").is_file() and (tmp_path / "configuration_pruned.py").is_file()
+    for name in ("modeling_pruned.py", "pruned_decoder.py", "configuration_pruned.py"):
+        assert (tmp_path / name).is_file()
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
     assert type(loaded) is type(pruned)
     assert loaded.config.skipped_attention == [0] and loaded.config.layer_types == pruned.config.layer_types
