@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicCache
 
 from .data import read_documents
+from .modeling.pruned_decoder import CACHE_KWARG
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +120,10 @@ def _self_generated(model, tokenizer, num_samples: int, seq_len: int, seed: int)
     rows = torch.full((num_samples, seq_len), int(start), dtype=torch.long)
     # Plain ancestral sampling with a KV cache, seeded through our own generator (generate() is not seedable
     # without touching the global RNG).
-    past = None
+    cache = DynamicCache(config=config)  # updated in place by every call
     tokens = rows[:, :1].to(device)
     for position in range(1, seq_len):
-        out = model(input_ids=tokens, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=tokens, use_cache=True, **{CACHE_KWARG: cache})
         probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
         tokens_cpu = torch.multinomial(probs, 1, generator=generator)
         rows[:, position] = tokens_cpu[:, 0]

@@ -16,6 +16,7 @@ sublayer-pruned checkpoint together with ``modeling_pruned.py`` (the per-family 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import cast
 
@@ -31,6 +32,9 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_pruned import NO_ATTENTION_LAYER_TYPE
+
+CACHE_KWARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+"""How this transformers version names the KV-cache argument and output field (``cache`` from 5.24 on)."""
 
 MASK_FUNCTIONS = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
 """Attention layer types the pruned decoder supports, and the mask each one gets."""
@@ -123,20 +127,22 @@ class PrunedDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
+        cache = cache if cache is not None else past_key_values
         if self.self_attn is not None and self.input_layernorm is not None:
             residual = hidden_states
             attended, _ = self.self_attn(
                 hidden_states=self.input_layernorm(hidden_states),
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 use_cache=use_cache,
                 position_embeddings=position_embeddings,
+                **{CACHE_KWARG: cache},
                 **kwargs,
             )
             hidden_states = residual + self.residual_dropout(attended)
@@ -177,13 +183,13 @@ class PrunedDecoderModel:
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.embed_tokens = value
 
-    def attention_masks(self, inputs_embeds, attention_mask, past_key_values, position_ids) -> dict:
+    def attention_masks(self, inputs_embeds, attention_mask, cache, position_ids) -> dict:
         """The mask of every attention layer type present, keyed by type."""
         mask_kwargs = {
             "config": self.config,
             "inputs_embeds": inputs_embeds,
             "attention_mask": attention_mask,
-            "past_key_values": past_key_values,
+            CACHE_KWARG: cache,
             "position_ids": position_ids,
         }
         kinds = {k for k in self.config.layer_types if k != NO_ATTENTION_LAYER_TYPE}
@@ -196,27 +202,29 @@ class PrunedDecoderModel:
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        cache = cache if cache is not None else past_key_values
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         layer_types = self.config.layer_types
-        if past_key_values is not None:
-            reserve_attention_free_cache_slots(past_key_values, layer_types)
+        if cache is not None:
+            reserve_attention_free_cache_slots(cache, layer_types)
         if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
         if isinstance(attention_mask, dict):  # prepared by generate()
             masks: dict = attention_mask
         else:
-            masks = self.attention_masks(inputs_embeds, attention_mask, past_key_values, position_ids)
+            masks = self.attention_masks(inputs_embeds, attention_mask, cache, position_ids)
 
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
@@ -226,12 +234,12 @@ class PrunedDecoderModel:
                 attention_mask=masks.get(kind),
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
                 use_cache=use_cache,
                 **kwargs,
             )
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_KWARG: cache})
 
 
 class PrunedCausalLM:
@@ -258,18 +266,19 @@ class PrunedCausalLM:
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache if cache is not None else past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -282,7 +291,7 @@ class PrunedCausalLM:
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
