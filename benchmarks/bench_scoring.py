@@ -3,10 +3,12 @@
 On SmolLM2-135M-Instruct (30 blocks) with 10 x 128 calibration tokens from ``../shared/data/calib``:
 
 * every criterion's wall time, CPU time and peak resident memory, each in its own subprocess;
-* for PPL and SLEB, our engine next to a naive reference implemented here (delete the candidate block(s) from the
-  decoder's layer list and run the whole model, per candidate), in ABBA order (ours, naive, naive, ours) so that
-  both sides see the same machine load: decoder-block forwards (counted with forward hooks on the blocks, the same
-  for both sides), wall and CPU time, and whether the rankings / selections agree.
+* for PPL and SLEB, ours (the cached engine with the best-first early exit, the default), ours without the early exit
+  (``early_exit=False``: the engine alone, exact values for every candidate) and a naive reference implemented here
+  (delete the candidate block(s) from the decoder's layer list and run the whole model, per candidate), in
+  mirrored order (A B C C B A) so that all sides see the same machine load: decoder-block forwards (counted with
+  forward hooks on the blocks, the same for every side), wall and CPU time, and whether the rankings / selections
+  agree. Both criteria target ``--sleb-blocks`` blocks.
 
 Usage (from the repository root)::
 
@@ -166,6 +168,13 @@ def head_over_block_cost(model, calibration, batch_size: int, repeats: int = 5) 
     return head_time / block_time
 
 
+METHODS = {
+    "ours": "engine + best-first early exit (default)",
+    "ours_full": "engine only (early_exit=False)",
+    "naive": "naive full recompute",
+}
+
+
 def run_job(method: str, criterion: str, sleb_blocks: int, batch_size: int) -> dict:
     """Runs one measurement in this process and returns its figures."""
     from optimum_depth import DepthPruningConfig
@@ -181,6 +190,7 @@ def run_job(method: str, criterion: str, sleb_blocks: int, batch_size: int) -> d
         batch_size=batch_size,
         protect_first=0,
         protect_last=0,
+        early_exit=method != "ours_full",
     )
     with torch.no_grad():  # page in memory-mapped weights so that they count in the baseline, not the criterion
         for param in model.parameters():
@@ -189,9 +199,10 @@ def run_job(method: str, criterion: str, sleb_blocks: int, batch_size: int) -> d
     counter = BlockCounter(model.model.layers)
     with PeakMemory() as memory:
         wall, cpu = time.perf_counter(), time.process_time()
-        if method == "ours":
+        if method != "naive":
             scores = score_blocks(model, config, calibration)
             result = {"values": scores.values, "removal_order": scores.removal_order, "extra": scores.extra}
+            result["lower_bounds"] = scores.extra.get("lower_bound_candidates", [])
         elif criterion == "ppl":
             result = naive_ppl(model, calibration.batches(batch_size))
         else:
@@ -199,7 +210,7 @@ def run_job(method: str, criterion: str, sleb_blocks: int, batch_size: int) -> d
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     counter.remove()
     extra = result.pop("extra", {})
-    if method == "ours" and criterion == "ppl":
+    if method == "ours_full" and criterion == "ppl":
         result["head_over_block"] = head_over_block_cost(model, calibration, batch_size)
     num_batches = len(calibration.batches(batch_size))
     if method == "naive":
@@ -231,7 +242,7 @@ def spawn(method: str, criterion: str, args) -> dict:
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     figures = json.loads(output.strip().splitlines()[-1])
     print(
-        f"  {method:5s} {criterion:15s} wall {figures['wall_s']:8.1f}s  cpu {figures['cpu_s']:8.1f}s  "
+        f"  {method:9s} {criterion:15s} wall {figures['wall_s']:8.1f}s  cpu {figures['cpu_s']:8.1f}s  "
         f"peak RSS {figures['peak_rss_mib']:7.0f} MiB (+{figures['rss_increase_mib']:.0f})  "
         f"block forwards {figures['block_forwards']}",
         flush=True,
@@ -243,7 +254,25 @@ def rank(values: list[float]) -> list[int]:
     return sorted(range(len(values)), key=lambda i: (values[i], i))
 
 
-def compare(criterion: str, ours: list[dict], naive: list[dict]) -> dict:
+def compare_ppl(first: dict, reference: dict, wanted: int) -> tuple[bool, str]:
+    """Full ranking (exact values) or, with lower bounds, the selected blocks, their order and the bounds' validity."""
+    lower = set(first.get("lower_bounds", []))
+    exact = [i for i in range(len(first["values"])) if i not in lower]
+    worst = max(abs(first["values"][i] - reference["values"][i]) / reference["values"][i] for i in exact)
+    if not lower:
+        agree = rank(first["values"]) == rank(reference["values"])
+        return agree, f"full ranking identical: {agree}; max relative PPL difference {worst:.2e}"
+    selected, expected = rank(first["values"])[:wanted], rank(reference["values"])[:wanted]
+    sound = all(first["values"][i] <= reference["values"][i] * (1 + 1e-6) for i in lower)
+    agree = selected == expected and sound and worst < 1e-4
+    return agree, (
+        f"the {wanted} lowest blocks and their order identical: {selected == expected} ({selected}); "
+        f"{len(lower)} blocks ruled out early, every bound <= the naive value: {sound}; max relative PPL "
+        f"difference of the exact values {worst:.2e}"
+    )
+
+
+def compare(criterion: str, ours: list[dict], naive: list[dict], wanted: int) -> dict:
     """Ratios of means and agreement of the results."""
 
     def mean(runs, key):
@@ -251,9 +280,7 @@ def compare(criterion: str, ours: list[dict], naive: list[dict]) -> dict:
 
     first, reference = ours[0], naive[0]
     if criterion == "ppl":
-        agree = rank(first["values"]) == rank(reference["values"])
-        worst = max(abs(a - b) / b for a, b in zip(first["values"], reference["values"], strict=True))
-        detail = f"ranking identical: {agree}; max relative PPL difference {worst:.2e}"
+        agree, detail = compare_ppl(first, reference, wanted)
     else:
         agree = first["removal_order"] == reference["removal_order"]
         detail = (
@@ -273,10 +300,10 @@ def compare(criterion: str, ours: list[dict], naive: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sleb-blocks", type=int, default=8, help="blocks SLEB removes (8 = 25%% of 30)")
+    parser.add_argument("--sleb-blocks", type=int, default=8, help="blocks PPL and SLEB remove (8 = 25%% of 30)")
     parser.add_argument("--batch-size", type=int, default=1, help="calibration sequences per forward (both sides)")
     parser.add_argument("--repeats", type=int, default=2, help="ABBA repetitions of the PPL comparison")
-    parser.add_argument("--sleb-repeats", type=int, default=1, help="repetitions of the SLEB comparison")
+    parser.add_argument("--sleb-repeats", type=int, default=1, help="repetitions of the SLEB comparison (0: skip)")
     parser.add_argument("--json", help="also write all figures to this file")
     parser.add_argument("--job", nargs=2, metavar=("METHOD", "CRITERION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -300,18 +327,21 @@ def main() -> None:
     print("Jobs (each in a fresh process):")
     runs: dict[tuple[str, str], list[dict]] = {}
     schedule = [("ours", c) for c in CRITERIA if c not in ("ppl", "sleb")]
+    ppl = [("ours", "ppl"), ("ours_full", "ppl"), ("naive", "ppl")]
     for _ in range(args.repeats):
-        schedule += [("ours", "ppl"), ("naive", "ppl"), ("naive", "ppl"), ("ours", "ppl")]
+        schedule += ppl + ppl[::-1]
     for repeat in range(args.sleb_repeats):
-        pair = [("ours", "sleb"), ("naive", "sleb")]
-        schedule += pair if repeat % 2 == 0 else pair[::-1]
+        sleb = [("ours", "sleb"), ("ours_full", "sleb"), ("naive", "sleb")]
+        schedule += sleb if repeat % 2 == 0 else sleb[::-1]
     for method, criterion in schedule:
         runs.setdefault((method, criterion), []).append(spawn(method, criterion, args))
 
     print("\nPer criterion (ours; mean over runs):")
     print(f"  {'criterion':15s} {'wall s':>8s} {'cpu s':>8s} {'peak RSS MiB':>13s} {'block fwd':>10s}")
     for criterion in CRITERIA:
-        done = runs[("ours", criterion)]
+        done = runs.get(("ours", criterion), [])
+        if not done:
+            continue
         wall = sum(r["wall_s"] for r in done) / len(done)
         cpu = sum(r["cpu_s"] for r in done) / len(done)
         peak = max(r["peak_rss_mib"] for r in done)
@@ -320,26 +350,35 @@ def main() -> None:
     print("\nEngine vs naive full recompute (target: <= 0.55x block forwards, <= 0.6x wall time, same ranking):")
     comparisons = []
     for criterion in ("ppl", "sleb"):
-        result = compare(criterion, runs[("ours", criterion)], runs[("naive", criterion)])
-        comparisons.append(result)
-        ours_count, naive_count = result["block_forwards"]
-        print(
-            f"  {criterion:5s} block forwards {ours_count} vs {naive_count} = {result['block_forward_ratio']:.3f}x; "
-            f"wall {result['wall_ratio']:.3f}x; cpu {result['cpu_ratio']:.3f}x; {result['detail']}"
-        )
-    ratio = sum(r["head_over_block"] for r in runs[("ours", "ppl")]) / len(runs[("ours", "ppl")])
+        for method in ("ours", "ours_full"):
+            if ("naive", criterion) not in runs or (method, criterion) not in runs:
+                continue
+            result = compare(criterion, runs[(method, criterion)], runs[("naive", criterion)], args.sleb_blocks)
+            result["method"] = method
+            comparisons.append(result)
+            ours_count, naive_count = result["block_forwards"]
+            print(
+                f"  {criterion:5s} {METHODS[method]}: block forwards {ours_count} vs {naive_count} = "
+                f"{result['block_forward_ratio']:.3f}x; wall {result['wall_ratio']:.3f}x; cpu {result['cpu_ratio']:.3f}x; "
+                f"{result['detail']}"
+            )
+    ppl_runs = runs.get(("ours_full", "ppl")) or [{"head_over_block": float("nan")}]
+    ratio = sum(r["head_over_block"] for r in ppl_runs) / len(ppl_runs)
     print(
         f"\nOne LM head + loss costs {ratio:.1f} decoder blocks (CPU time, same batch). Every candidate needs one on"
     )
     print(
-        "both sides, so the best wall ratio any exact method reaches is (our blocks + h * our heads) / (naive blocks +"
+        "both sides unless the early exit skips it, so the expected wall ratio is (our blocks + h * our heads) / "
+        "(naive blocks + h * naive heads):"
     )
-    print("h * naive heads):")
     for result in comparisons:
         (ours_blocks, naive_blocks), (ours_heads, naive_heads) = result["block_forwards"], result["head_forwards"]
         floor = (ours_blocks + ratio * ours_heads) / (naive_blocks + ratio * naive_heads)
         result["predicted_cost_ratio"] = floor
-        print(f"  {result['criterion']:5s} heads {ours_heads} vs {naive_heads}; predicted cost ratio {floor:.3f}x")
+        print(
+            f"  {result['criterion']:5s} {result['method']:9s} heads {ours_heads} vs {naive_heads}; predicted cost "
+            f"ratio {floor:.3f}x"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"runs": [r for rs in runs.values() for r in rs], "comparisons": comparisons}, handle, indent=1)

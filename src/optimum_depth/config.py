@@ -73,6 +73,11 @@ class DepthPruningConfig:
         sublayer_search: ``finercut``: ``"greedy"`` (remove one sublayer at a time, re-scoring the rest with the
             earlier removals applied) or ``"one_shot"`` (rank every sublayer once by its removal alone).
         angular_last_token: Angular criterion: measure at the last token only (Gromov et al.) or average all tokens.
+        early_exit: ``ppl``, ``sleb`` and ``finercut`` (greedy): evaluate the candidates best-first and stop each
+            one as soon as its partial sum over the calibration batches proves it cannot be selected. The
+            selection and its order are exactly those of a full evaluation; the values of the candidates cut short
+            are lower bounds (listed in ``LayerScores.extra["lower_bound_candidates"]``). ``False`` evaluates every
+            candidate on every batch (exact values for all, e.g. for a complete chart).
     """
 
     criterion: str = field(default="magnitude", metadata={"help": "Importance criterion name."})
@@ -97,6 +102,7 @@ class DepthPruningConfig:
     distance: str = field(default="js", metadata={"help": f"FinerCut distance, one of {DISTANCES}."})
     sublayer_search: str = field(default="greedy", metadata={"help": f"FinerCut search, one of {SUBLAYER_SEARCHES}."})
     angular_last_token: bool = field(default=True, metadata={"help": "Angular criterion at the last token."})
+    early_exit: bool = field(default=True, metadata={"help": "PPL/SLEB/FinerCut: stop candidates that cannot win."})
     optimum_depth_version: str = field(default=__version__, metadata={"help": "Library version (recorded)."})
 
     def __post_init__(self) -> None:
@@ -123,6 +129,9 @@ class DepthPruningConfig:
             raise ValueError(f"`sublayer_search` must be one of {SUBLAYER_SEARCHES}, got {self.sublayer_search!r}.")
         if self.distance not in DISTANCES:
             raise ValueError(f"`distance` must be one of {DISTANCES}, got {self.distance!r}.")
+        for name in ("angular_last_token", "early_exit"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
         if not (isinstance(self.magnitude_p, (int, float)) and self.magnitude_p > 0):
             raise ValueError(f"`magnitude_p` must be a positive number, got {self.magnitude_p!r}.")
 

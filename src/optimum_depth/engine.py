@@ -293,8 +293,7 @@ class BlockwiseEngine:
         Returns:
             The loss (and the states when asked).
         """
-        if not 0 <= position < self.num_blocks:
-            raise IndexError(f"Block position {position} is out of range for {self.num_blocks} blocks.")
+        self._check_position(position)
         total, count = 0.0, 0
         tails: list[list[torch.Tensor]] | None = [] if keep_states else None
         for batch in self._require_cache():
@@ -304,6 +303,34 @@ class BlockwiseEngine:
             if tails is not None:
                 tails.append(states)
         return RemovalResult(position=position, nll=total, num_tokens=count, tail_states=tails)
+
+    @torch.no_grad()
+    def removal_batch_nll(self, position: int, index: int) -> float:
+        """Summed token NLL of calibration batch ``index`` for the current model without the block at ``position``.
+
+        The per-batch term of :meth:`removal_loss` (whose ``nll`` is the sum of these over the batches, in order),
+        for the best-first early exit (:func:`optimum_depth.best_first.best_first`).
+
+        Args:
+            position: Position in the current block list.
+            index: Calibration batch index.
+
+        Returns:
+            The batch's summed negative log-likelihood (non-negative).
+        """
+        self._check_position(position)
+        batch = self._require_cache()[index]
+        state, _ = self._tail(batch, position, keep=False)
+        return self.sequence_nll(state, batch.input_ids)[0]
+
+    @property
+    def num_tokens(self) -> int:
+        """Predicted tokens over all calibration batches."""
+        return sum(batch[:, 1:].numel() for batch in self.batches)
+
+    def _check_position(self, position: int) -> None:
+        if not 0 <= position < self.num_blocks:
+            raise IndexError(f"Block position {position} is out of range for {self.num_blocks} blocks.")
 
     @torch.no_grad()
     def commit_removal(self, result: RemovalResult | int) -> None:
@@ -318,8 +345,7 @@ class BlockwiseEngine:
         cached = self._require_cache()
         position = result if isinstance(result, int) else result.position
         tails = None if isinstance(result, int) else result.tail_states
-        if not 0 <= position < self.num_blocks:
-            raise IndexError(f"Block position {position} is out of range for {self.num_blocks} blocks.")
+        self._check_position(position)
         if tails is not None and len(tails) != len(cached):
             raise ValueError("The removal result does not come from this engine's calibration batches.")
         for index, batch in enumerate(cached):

@@ -3,18 +3,17 @@
 Greedy (the paper's method): at each step every remaining candidate is scored with the earlier removals applied; the
 one whose removal moves the outputs least goes; repeat until the target.
 
-Exact early exit (``use_bound=True``, the default): a candidate's distance is a sum of non-negative terms over the
-calibration batches, so its partial sum is a lower bound of its total. The step always advances the candidate with
-the smallest partial sum by one batch; the first candidate to complete is the exhaustive argmin (ties go to the
-earlier sublayer in both cases), and every other candidate was evaluated only until its partial sum passed the
-winner's total. Totals are summed in the same batch order as a full evaluation, so they are bit-identical.
+Exact early exit (``use_bound=True``, the default; ``DepthPruningConfig.early_exit``): a candidate's distance is a
+sum of non-negative terms over the calibration batches, so its partial sum is a lower bound of its total; each step
+evaluates its candidates best-first (:mod:`optimum_depth.best_first`, shared with the PPL and SLEB criteria), so the
+winner is the exhaustive argmin (ties go to the earlier sublayer in both cases) and every other candidate is
+evaluated only until its partial sum passes the winner's total.
 
 One-shot: every candidate is evaluated once, alone, on the dense model; removal follows the ascending distance.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 from transformers.utils.logging import is_progress_bar_enabled
 
+from .best_first import best_first
 from .sublayer_engine import SublayerEngine
 from .sublayers import ATTENTION
 
@@ -126,33 +126,21 @@ class GreedySearch:
         return best, totals[best]
 
     def _best_first(self, candidates: list[int]) -> tuple[int, float]:
-        """Always advances the candidate with the smallest partial sum (a lower bound of its total) by one batch.
+        """Best-first evaluation with the exact early exit (:func:`~optimum_depth.best_first.best_first`).
 
-        The first candidate to be popped complete has a total no larger than every other candidate's lower bound,
-        so it is the exhaustive argmin (ties: the earlier sublayer, by the heap order); each candidate is evaluated
-        only until its partial sum exceeds the winner's total. Per candidate, batches are summed in their natural
-        order, so totals are bit-identical to a full evaluation.
+        The first candidate completed has a total no larger than every other candidate's lower bound, so it is the
+        exhaustive argmin (ties: the earlier sublayer); each other candidate is evaluated only until its partial sum
+        exceeds the winner's total. Totals are bit-identical to a full evaluation.
         """
-        num_batches = len(self.engine.batches)
-        heap = [(0.0, candidate, 0) for candidate in candidates]  # (partial sum, candidate, batches done)
-        heapq.heapify(heap)
-        while True:
-            partial, candidate, done = heapq.heappop(heap)
-            if done == num_batches:
-                break
-            partial += self.engine.batch_term(candidate, done)
-            heapq.heappush(heap, (partial, candidate, done + 1))
+        outcome = best_first(candidates, len(self.engine.batches), self.engine.batch_term, lambda done: bool(done))
         self.evaluations += len(candidates)
-        self.values[candidate] = self.engine.mean(partial)
-        self.lower.discard(candidate)
-        for other_partial, other, other_done in heap:
-            self.values[other] = self.engine.mean(other_partial)
-            if other_done < num_batches:
-                self.cut_short += 1
-                self.lower.add(other)
-            else:
-                self.lower.discard(other)
-        return candidate, partial
+        self.cut_short += outcome.cut_short
+        for candidate in candidates:
+            self.values[candidate] = self.engine.mean(outcome.sums[candidate])
+        self.lower.difference_update(candidates)
+        self.lower.update(outcome.lower_bounds)
+        winner = outcome.completed[0]
+        return winner, outcome.sums[winner]
 
     def result(self) -> SearchResult:
         """The search so far."""

@@ -79,3 +79,17 @@ def register_criterion(criterion: Criterion) -> Criterion:
         raise ValueError(f"A criterion named {criterion.name!r} is already registered.")
     CRITERIA[criterion.name] = criterion
     return criterion
+
+
+def target_reached(context: ScoringContext, chosen: list[int], sizes: list[int], total: int) -> bool:
+    """Whether removing the candidates ``chosen`` meets the context's target.
+
+    Args:
+        context: Gives the target: ``num_to_remove``, or the config's ``target_num_params``.
+        chosen: Candidate positions to remove.
+        sizes: Parameters of each candidate.
+        total: Parameters of the whole model.
+    """
+    if context.num_to_remove is not None:
+        return len(chosen) >= context.num_to_remove
+    return total - sum(sizes[i] for i in chosen) <= int(context.config.target_num_params or 0)

@@ -42,7 +42,7 @@ def finercut_criterion(context: ScoringContext) -> CriterionResult:
     if config.sublayer_search == "one_shot":
         result = one_shot_search(engine, protected)
     else:
-        result = greedy_search(engine, protected, _stop_rule(engine, context))
+        result = greedy_search(engine, protected, _stop_rule(engine, context), use_bound=config.early_exit)
     batches = len(engine.batches)
     extra = {
         "distance": config.distance,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+from ..architectures import get_decoder_layers
+from ..best_first import best_first
 from ..engine import BlockwiseEngine, progress_bar
-from .base import Criterion, CriterionResult, ScoringContext, register_criterion
+from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
 def perplexity_criterion(context: ScoringContext) -> CriterionResult:
@@ -13,12 +17,17 @@ def perplexity_criterion(context: ScoringContext) -> CriterionResult:
     perplexity of the model M without block n on the calibration tokens. Removing an unimportant block barely changes
     the perplexity, so the lowest perplexity is the least important block (higher value = more important).
 
-    Every block is scored (protected ones too, so the chart is complete). With the :class:`BlockwiseEngine` the
-    blocks before the candidate are never recomputed: candidate ``n`` costs ``L - 1 - n`` block forwards per batch
-    instead of ``L - 1``.
+    With the :class:`BlockwiseEngine` the blocks before the candidate are never recomputed: candidate ``n`` costs
+    ``L - 1 - n`` block forwards per batch instead of ``L - 1``.
+
+    With ``config.early_exit`` (default) the blocks are evaluated best-first (:func:`~optimum_depth.best_first.
+    best_first`): the summed NLL over the calibration batches only grows, so once the blocks the target removes
+    are known exactly, every other block is evaluated only until its partial NLL exceeds theirs. The blocks the
+    target removes and their values are exactly those of a full evaluation; the other blocks' values are lower
+    bounds (``extra["lower_bound_candidates"]``). ``early_exit=False`` scores every block on every batch.
 
     Args:
-        context: Model, calibration data and config (``batch_size``).
+        context: Model, calibration data, config (``batch_size``, ``early_exit``), target and protection.
 
     Returns:
         The perplexity per block; ``extra`` holds the dense perplexity and the forward counts.
@@ -28,17 +37,49 @@ def perplexity_criterion(context: ScoringContext) -> CriterionResult:
     engine = BlockwiseEngine(context.model, context.calibration, batch_size=context.config.batch_size)
     engine.capture()
     dense = engine.dense_loss()
-    values = [
-        engine.removal_loss(position).perplexity
-        for position in progress_bar(range(engine.num_blocks), desc="ppl: scoring blocks")
-    ]
+    positions = list(range(engine.num_blocks))
+    lower: list[int] = []
+    if context.config.early_exit:
+        nlls, lower = _best_first_nlls(context, engine, positions)
+        values = [math.exp(nlls[p] / engine.num_tokens) for p in positions]
+    else:
+        values = [
+            engine.removal_loss(position).perplexity
+            for position in progress_bar(positions, desc="ppl: scoring blocks")
+        ]
     extra = {
         "quantity": "calibration perplexity without the block",
         "dense_perplexity": dense.perplexity,
+        "early_exit": context.config.early_exit,
+        "lower_bound_candidates": lower,
         "block_forwards": engine.block_forwards,
         "head_forwards": engine.head_forwards,
     }
     return CriterionResult(values=values, extra=extra)
+
+
+def _best_first_nlls(
+    context: ScoringContext, engine: BlockwiseEngine, positions: list[int]
+) -> tuple[dict[int, float], list[int]]:
+    """Summed NLL per block (partial for the blocks ruled out), completing the target's blocks exactly."""
+    from ..scoring import count_parameters  # scoring imports the criteria registry
+
+    sizes = [count_parameters(block) for block in get_decoder_layers(context.model)]
+    total = count_parameters(context.model)
+    num_batches = len(engine.batches)
+
+    def enough(completed: list[int]) -> bool:
+        chosen = [p for p in completed if p not in context.protected]
+        return target_reached(context, chosen, sizes, total)
+
+    with progress_bar(None, desc="ppl: scoring blocks (best-first)", total=len(positions) * num_batches) as bar:
+
+        def term(position: int, index: int) -> float:
+            bar.update(1)
+            return engine.removal_batch_nll(position, index)
+
+        outcome = best_first(positions, num_batches, term, enough)
+    return outcome.sums, outcome.lower_bounds
 
 
 PPL = register_criterion(Criterion("ppl", perplexity_criterion, needs_calibration=True, forward_only=True))

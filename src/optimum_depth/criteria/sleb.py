@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from ..architectures import get_decoder_layers
+from ..best_first import best_first
 from ..config import PruningTargetError
 from ..engine import BlockwiseEngine, RemovalResult, progress_bar
-from .base import Criterion, CriterionResult, ScoringContext, register_criterion
+from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
 def _number_of_rounds(context: ScoringContext, engine: BlockwiseEngine) -> int:
@@ -18,13 +21,7 @@ def _number_of_rounds(context: ScoringContext, engine: BlockwiseEngine) -> int:
                 f"SLEB cannot remove {context.num_to_remove} blocks: only {limit} of {engine.num_blocks} are removable."
             )
         return context.num_to_remove
-    return limit  # parameter budget: stopped early by `_budget_met`
-
-
-def _budget_met(context: ScoringContext, removed: list[int], sizes: list[int], total: int) -> bool:
-    if context.num_to_remove is not None:
-        return len(removed) >= context.num_to_remove
-    return total - sum(sizes[i] for i in removed) <= int(context.config.target_num_params or 0)
+    return limit  # parameter budget: stopped early by `target_reached`
 
 
 def sleb_criterion(context: ScoringContext) -> CriterionResult:
@@ -39,7 +36,12 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
     ones; protected blocks are never removed and are scored once, in the first round). Higher = more important.
 
     The :class:`BlockwiseEngine` keeps the states entering each block: a candidate costs only the blocks after it,
-    and the winning candidate's computed states become the next round's cache, so no prefix is ever recomputed.
+    and no prefix is ever recomputed. With ``config.early_exit`` (default) each round evaluates its candidates
+    best-first (:func:`~optimum_depth.best_first.best_first`): the summed NLL over the calibration batches only
+    grows, so a candidate is evaluated only until its partial NLL exceeds the round winner's total. The winner (and
+    so the removal order) is exactly the exhaustive round's; the values of candidates cut short are lower bounds
+    (``extra["lower_bound_candidates"]``). Without it, every candidate runs on every batch and the winner's computed
+    states become the next round's cache.
 
     Args:
         context: Model, calibration data, config, target and protection.
@@ -58,27 +60,21 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
     engine.capture()
     dense = engine.dense_loss()
     values: dict[int, float] = {}
+    lower: set[int] = set()
     order: list[int] = []
     history = []
+    round_ = _best_first_round if context.config.early_exit else _exhaustive_round
     for round_index in range(rounds):
-        if _budget_met(context, order, sizes, total):
+        if target_reached(context, order, sizes, total):
             break
-        best: RemovalResult | None = None
         positions = [
             p for p in range(engine.num_blocks) if round_index == 0 or engine.block_ids[p] not in context.protected
         ]
-        for position in progress_bar(positions, desc=f"sleb: round {round_index + 1}/{rounds}"):
-            is_candidate = engine.block_ids[position] not in context.protected
-            result = engine.removal_loss(position, keep_states=is_candidate)
-            values[engine.block_ids[position]] = result.perplexity
-            if is_candidate and (best is None or result.nll < best.nll):
-                best = result
-        if best is None:
-            raise PruningTargetError("SLEB found no removable block left.")
-        order.append(engine.block_ids[best.position])
-        history.append({"removed": order[-1], "perplexity": best.perplexity})
-        engine.commit_removal(best)
-    if not _budget_met(context, order, sizes, total):
+        desc = f"sleb: round {round_index + 1}/{rounds}"
+        removed, nll = round_(context, engine, positions, values, lower, desc)
+        order.append(removed)
+        history.append({"removed": order[-1], "perplexity": math.exp(nll / engine.num_tokens)})
+    if not target_reached(context, order, sizes, total):
         raise PruningTargetError(
             f"SLEB removed {len(order)} blocks without reaching target_num_params={context.config.target_num_params}."
         )
@@ -86,10 +82,71 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
         "quantity": "calibration perplexity without the block, in the round it was last scored",
         "dense_perplexity": dense.perplexity,
         "rounds": history,
+        "early_exit": context.config.early_exit,
+        "lower_bound_candidates": sorted(lower),
         "block_forwards": engine.block_forwards,
         "head_forwards": engine.head_forwards,
     }
     return CriterionResult(values=[values[i] for i in range(len(sizes))], removal_order=order, extra=extra)
+
+
+def _exhaustive_round(
+    context: ScoringContext,
+    engine: BlockwiseEngine,
+    positions: list[int],
+    values: dict[int, float],
+    lower: set[int],
+    desc: str,
+) -> tuple[int, float]:
+    """Evaluates every candidate on every batch and removes the best; returns its original index and summed NLL."""
+    best: RemovalResult | None = None
+    for position in progress_bar(positions, desc=desc):
+        is_candidate = engine.block_ids[position] not in context.protected
+        result = engine.removal_loss(position, keep_states=is_candidate)
+        values[engine.block_ids[position]] = result.perplexity
+        if is_candidate and (best is None or result.nll < best.nll):
+            best = result
+    if best is None:
+        raise PruningTargetError("SLEB found no removable block left.")
+    removed = engine.block_ids[best.position]
+    engine.commit_removal(best)
+    return removed, best.nll
+
+
+def _best_first_round(
+    context: ScoringContext,
+    engine: BlockwiseEngine,
+    positions: list[int],
+    values: dict[int, float],
+    lower: set[int],
+    desc: str,
+) -> tuple[int, float]:
+    """Best-first round (candidates stop once they cannot win); returns the winner's original index and summed NLL."""
+    num_batches = len(engine.batches)
+
+    def removable(position: int) -> bool:
+        return engine.block_ids[position] not in context.protected
+
+    with progress_bar(None, desc=desc, total=len(positions) * num_batches) as bar:
+
+        def term(position: int, index: int) -> float:
+            bar.update(1)
+            return engine.removal_batch_nll(position, index)
+
+        outcome = best_first(positions, num_batches, term, lambda done: any(map(removable, done)))
+    winners = [p for p in outcome.completed if removable(p)]
+    if not winners:
+        raise PruningTargetError("SLEB found no removable block left.")
+    for position in positions:
+        block = engine.block_ids[position]
+        values[block] = math.exp(outcome.sums[position] / engine.num_tokens)
+        if position in outcome.lower_bounds:
+            lower.add(block)
+        else:
+            lower.discard(block)
+    removed = engine.block_ids[winners[0]]
+    engine.commit_removal(winners[0])  # recomputes the winner's suffix (its states were not kept)
+    return removed, outcome.sums[winners[0]]
 
 
 SLEB = register_criterion(Criterion("sleb", sleb_criterion, needs_calibration=True, forward_only=True))
