@@ -1,20 +1,26 @@
-"""Prune a causal LM during recovery training and save a native, merged checkpoint.
+"""Prune a causal LM, recover it with LoRA inside ``Trainer`` and save a native, merged checkpoint.
 
 LoRA / full: the model is wrapped for training, then ``DepthPruningCallback`` prunes it inside ``Trainer`` (one-shot
-before the first optimizer step, or iteratively) and training recovers it. QLoRA: the model is pruned in full
-precision first (criteria read weights or gradients), saved, reloaded in 4 bits, then trained. Either way the LoRA
-adapters are merged and a plain ``from_pretrained``-loadable checkpoint is written to ``<output-dir>/merged``.
+before the first optimizer step by default, or ``--schedule iterative``) and training recovers it. QLoRA: the model is
+pruned in full precision first (criteria read weights or gradients), saved, reloaded in 4 bits, then trained. Either
+way the LoRA adapters are merged and a plain ``from_pretrained``-loadable checkpoint is written to
+``<output-dir>/merged`` (``config.recovery`` records the recipe, the steps and the number of processes).
 
-Single process:
-    python examples/recover_lora.py --model ../shared/models/stories260K --max-steps 20 --output-dir /tmp/rec
+Default model (SmolLM2-135M-Instruct), Mag+ (first 4 / last 2 blocks protected), 25% of the blocks, Alpaca data:
+    python examples/recover_lora.py --output-dir /tmp/rec
 
-Two processes (DDP over gloo on CPU, or NCCL on GPUs):
-    accelerate launch --config_file examples/accelerate_config_2proc_cpu.yaml examples/recover_lora.py \
-        --model ../shared/models/stories260K --max-steps 20 --output-dir /tmp/rec
-    # equivalently: accelerate launch --multi_gpu --num_processes 2 examples/recover_lora.py ...
+Reduced run (5-block TinyStories model, 4 optimizer steps of 2 x 64 tokens):
+    python examples/recover_lora.py --model ../shared/models/stories260K --protect-first 1 --protect-last 1 \
+        --max-steps 4 --batch-size 2 --grad-accum 1 --block-size 64 --max-examples 40 --output-dir /tmp/rec
 
-Resume an interrupted run (same arguments plus):
+Two processes (DDP over gloo on CPU, or NCCL on GPUs), same options:
+    accelerate launch --multi_gpu --num_processes 2 examples/recover_lora.py --output-dir /tmp/rec ...
+    # equivalently: accelerate launch --config_file examples/accelerate_config_2proc_cpu.yaml examples/recover_lora.py ...
+
+Resume an interrupted run (same arguments plus ``--save-steps N`` in the first run):
     --resume-from-checkpoint /tmp/rec/checkpoints/checkpoint-10
+
+Iterative pruning in a plain ``Trainer`` without the recipes: examples/iterative_pruning.py.
 """
 
 from __future__ import annotations
@@ -24,11 +30,11 @@ import logging
 import os
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_depth import DepthPruner, DepthPruningConfig, save_pruned_model
 from optimum_depth.callbacks import DepthPruningCallback
 from optimum_depth.data import default_data_dir
+from optimum_depth.model_zoo import load_model_and_tokenizer
 from optimum_depth.recovery import (
     RecoveryConfig,
     build_recovery_dataset,
@@ -46,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     data_dir = default_data_dir()
     default_data = str(data_dir / "alpaca" / "alpaca_small_antelofski.json") if data_dir else None
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="Model directory (default: SmolLM2-135M-Instruct, cached).")
+    parser.add_argument("--model", default=None, help="Path, Hub id or .gguf (default: SmolLM2-135M-Instruct).")
     parser.add_argument("--data", default=default_data, help="Alpaca JSON/JSONL, or raw text file/directory.")
     parser.add_argument("--calibration", default=None, help="Calibration source (default: the training data).")
     parser.add_argument("--criterion", default="magnitude")
@@ -69,20 +75,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def load(args: argparse.Namespace):
-    if args.model is None:
-        from optimum_depth.model_zoo import load_model_and_tokenizer
-
-        return load_model_and_tokenizer()
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    return model, AutoTokenizer.from_pretrained(args.model)
-
-
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model, tokenizer = load(args)
+    model, tokenizer = load_model_and_tokenizer(args.model)
     pruning = DepthPruningConfig(
         criterion=args.criterion,
         pruning_ratio=args.pruning_ratio,
@@ -130,7 +127,12 @@ def main() -> None:
             os.path.join(args.output_dir, "merged"),
             tokenizer=tokenizer,
             full_precision_base=full_precision_base,
-            recovery={**recovery.to_dict(), "data": str(args.data), "steps": trainer.state.global_step},
+            recovery={
+                **recovery.to_dict(),
+                "data": str(args.data),
+                "steps": trainer.state.global_step,
+                "world_size": trainer.args.world_size,
+            },
         )
         logger.info("Merged checkpoint: %s (loads with AutoModelForCausalLM.from_pretrained)", merged)
     trainer.accelerator.wait_for_everyone()
