@@ -1,6 +1,6 @@
 """Run by tests/test_callbacks_ddp.py under ``accelerate launch --multi_gpu --num_processes 2``: iterative pruning
-during DDP training of a tiny model (plain or with LoRA adapters); every rank writes its final structure and a
-digest of its weights."""
+during DDP training of a tiny model (plain or with LoRA adapters), of blocks or, with ``finercut``, of sublayers; every
+rank writes its final structure and a digest of its weights."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from optimum_depth import DepthPruningConfig  # noqa: E402
 from optimum_depth.architectures import unwrap_model  # noqa: E402
 from optimum_depth.callbacks import DepthPruningCallback  # noqa: E402
 from optimum_depth.optimizer_surgery import optimizer_parameters  # noqa: E402
+from optimum_depth.sublayers import list_sublayers  # noqa: E402
 
 from tiny_models import make_tiny_model, random_ids  # noqa: E402
 
@@ -43,6 +44,7 @@ def main(out_dir: str, criterion: str, wrapping: str) -> None:
 
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])).train()
     config = DepthPruningConfig(
+        granularity="sublayer" if criterion == "finercut" else "block",
         criterion=criterion,
         num_layers_to_remove=2,
         schedule="iterative",
@@ -77,6 +79,8 @@ def main(out_dir: str, criterion: str, wrapping: str) -> None:
         "world_size": args.world_size,
         "wrapper": type(trainer.model_wrapped).__name__,
         "surviving_layers": unwrap_model(model).config.surviving_layers,
+        "model_class": type(unwrap_model(model)).__name__,
+        "sublayers": [s.name for s in list_sublayers(model)],
         "weights_sha256": digest.hexdigest(),
         "optimizer_params": len(optimizer_parameters(trainer.optimizer)),
         "trainable_params": sum(1 for p in model.parameters() if p.requires_grad),

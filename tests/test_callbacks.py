@@ -12,7 +12,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import TrainerControl, TrainerState
 
-from optimum_depth import DepthPruningConfig, PruningTargetError, remove_layers
+from optimum_depth import DepthPruningConfig, PruningTargetError, UnsupportedArchitectureError, remove_layers
 from optimum_depth.callbacks import DepthPruningCallback
 from optimum_depth.distributed import UnsupportedParallelismError
 from optimum_depth.resume import prepare_model_for_resume, read_pruning_state
@@ -432,7 +432,13 @@ def test_schedules():
     assert PruningEvent.from_dict(PruningEvent(3, 1).to_dict()) == PruningEvent(3, 1)
 
 
-def test_sublayer_granularity_is_refused_at_construction():
-    config = DepthPruningConfig(granularity="sublayer", criterion="finercut", pruning_ratio=0.25)
-    with pytest.raises(ValueError, match="whole blocks"):
-        DepthPruningCallback(config)
+def test_sublayer_granularity_is_accepted_and_checked_in_on_train_begin(tmp_path):
+    # Sublayer pruning inside Trainer is covered in tests/test_callbacks_sublayer.py; here: a family without a pruned
+    # model class is refused when training starts, before anything changes.
+    config = DepthPruningConfig(granularity="sublayer", criterion="finercut", num_layers_to_remove=2)
+    callback = DepthPruningCallback(config, calibration=random_ids(2, 8))
+    model = make_tiny_model("gemma2")
+    state = TrainerState(max_steps=4)
+    with pytest.raises(UnsupportedArchitectureError, match="supported families"):
+        callback.on_train_begin(training_args(tmp_path), state, TrainerControl(), model=model, optimizer=None)
+    assert type(model).__name__ == "Gemma2ForCausalLM" and callback.pruning_schedule is None

@@ -21,7 +21,10 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("criterion", "wrapping"), [("magnitude", "none"), ("taylor", "none"), ("taylor", "lora")])
+@pytest.mark.parametrize(
+    ("criterion", "wrapping"),
+    [("magnitude", "none"), ("taylor", "none"), ("taylor", "lora"), ("finercut", "none"), ("finercut", "lora")],
+)
 def test_two_process_ddp_ranks_prune_identically(tmp_path, criterion, wrapping):
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [
@@ -36,8 +39,12 @@ def test_two_process_ddp_ranks_prune_identically(tmp_path, criterion, wrapping):
     for report in reports:
         assert report["world_size"] == 2
         assert report["wrapper"] == "DistributedDataParallel"
-        assert len(report["surviving_layers"]) == 4
+        if criterion == "finercut":  # 2 of 12 sublayers removed, the model converted in place under DDP
+            assert len(report["sublayers"]) == 10 and report["model_class"] == "PrunedLlamaForCausalLM"
+        else:
+            assert len(report["surviving_layers"]) == 4
         assert report["optimizer_params"] == report["trainable_params"]
         assert [e["step"] for e in report["events"]] == [0, 3]
     assert reports[0]["surviving_layers"] == reports[1]["surviving_layers"]
+    assert reports[0]["sublayers"] == reports[1]["sublayers"]
     assert reports[0]["weights_sha256"] == reports[1]["weights_sha256"]

@@ -1,8 +1,11 @@
 """``DepthPruningCallback``: depth pruning inside ``transformers.Trainer`` (one-shot or iterative).
 
-Each pruning event scores the *current* model on the calibration data, removes the chosen blocks with
-:class:`~optimum_depth.pruner.DepthPruner`, drops their parameters from the optimizer (param groups and state), and
-logs the event. Events happen in ``on_train_begin`` (step 0: after the optimizer exists, before its first step)
+Each pruning event scores the *current* model on the calibration data, removes the chosen blocks (or, with
+``granularity="sublayer"``, attention/MLP sublayers) with :class:`~optimum_depth.pruner.DepthPruner`, drops their
+parameters from the optimizer (param groups and state), and logs the event. Sublayer events first give a stock model
+its ``Pruned<Family>ForCausalLM`` class *in place* (:func:`~optimum_depth.sublayer_surgery.convert_to_pruned_class`):
+the model object, its modules and surviving parameters stay the same objects, so the Trainer, its optimizer and any
+peft or DDP wrapper keep working. Events happen in ``on_train_begin`` (step 0: after the optimizer exists, before its first step)
 and in ``on_step_end`` right after the optimizer step that reaches an event's step, so a checkpoint saved at that
 step already has the pruned structure. Under multi-process DDP rank 0 decides and broadcasts the plan.
 """
@@ -36,6 +39,8 @@ from .pruning_schedule import PruningEvent, build_pruning_schedule, event_config
 from .resume import CALLBACK_STATE_KEY, model_structure
 from .scores import LayerScores
 from .scoring import count_parameters, resolve_calibration
+from .sublayer_surgery import convert_to_pruned_class
+from .sublayers import list_sublayers
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +54,10 @@ def _calibration_from_state(calibration: Any) -> Any:
     return calibration
 
 
-def _num_blocks(model) -> int:
+def _num_candidates(model, granularity: str) -> int:
+    """Blocks, or attention/MLP sublayers still present."""
+    if granularity == "sublayer":
+        return len(list_sublayers(model))
     return sum(1 for _ in iter_layer_parts(model))
 
 
@@ -66,17 +74,27 @@ def _event_record(index: int, plan: PruningPlan, scores: LayerScores, model) -> 
         "pruning/num_params": count_parameters(unwrap_model(model)),
         "pruning/removed_layers": list(plan.removed_blocks),
     }
+    if plan.granularity == "sublayer":
+        record["pruning/removed_attention"] = list(plan.removed_attention)
+        record["pruning/removed_mlp"] = list(plan.removed_mlp)
+        record["pruning/num_sublayers"] = len(list_sublayers(model))
     for position, value in enumerate(scores.values):
-        record[f"pruning/score/{scores.layer_indices[position]}"] = float(value)
+        if scores.sublayers is None:
+            record[f"pruning/score/{scores.layer_indices[position]}"] = float(value)
+        else:  # e.g. pruning/score/attention_3 (original block numbering)
+            record[f"pruning/score/{scores.sublayers[position]}_{scores.layer_indices[position]}"] = float(value)
     return record
 
 
 class DepthPruningCallback(TrainerCallback, ExportableState):
-    """Prunes decoder blocks during ``Trainer.train``, once or in several events.
+    """Prunes decoder blocks (or attention/MLP sublayers) during ``Trainer.train``, once or in several events.
 
     Args:
         config: What to remove and when (``schedule="one_shot"`` or ``"iterative"`` with ``layers_per_step`` and
-            ``prune_every_n_steps``, or ``prune_at_steps``). A dict (as stored in checkpoints) is accepted.
+            ``prune_every_n_steps``, or ``prune_at_steps``). A dict (as stored in checkpoints) is accepted. With
+            ``granularity="sublayer"`` (``criterion="finercut"``) the candidates are the attention and MLP sublayers
+            and the counts of the schedule count sublayers; the family needs a pruned model class (Llama, Mistral,
+            Qwen2, Qwen3, Phi-3, SmolLM3), which ``on_train_begin`` checks.
         calibration: Calibration source for data-driven criteria (anything :func:`prepare_calibration` takes);
             ``None`` uses ``config.calibration_dataset``. Once resolved, the token ids are stored with each
             checkpoint so that a resumed run rescores on exactly the same data.
@@ -91,6 +109,8 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         >>> trainer = Trainer(model, args, train_dataset=train)  # doctest: +SKIP
         >>> trainer.add_callback(DepthPruningCallback(config, calibration=texts, tokenizer=tok, trainer=trainer))
         >>> trainer.train()  # doctest: +SKIP
+        >>> finercut = DepthPruningConfig(granularity="sublayer", criterion="finercut", pruning_ratio=0.25,
+        ...                               schedule="iterative", layers_per_step=4, prune_every_n_steps=100)
         ```
     """
 
@@ -105,12 +125,6 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
             config = DepthPruningConfig.from_dict(config)
         if not isinstance(config, DepthPruningConfig):
             raise TypeError(f"`config` must be a DepthPruningConfig, got {type(config).__name__}.")
-        if config.granularity != "block":
-            raise ValueError(
-                "DepthPruningCallback removes whole blocks (granularity='block'). Removing sublayers turns a stock "
-                "model into a Pruned<Family>ForCausalLM object, which a running Trainer (and its DDP wrapper) cannot "
-                "switch to: prune sublayers with DepthPruner before training, then recover the pruned model."
-            )
         self.config = config
         self.calibration = _calibration_from_state(calibration)
         self.tokenizer = tokenizer
@@ -203,13 +217,13 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
                     "`prepare_model_for_resume(model, checkpoint)` before `trainer.train(resume_from_checkpoint=...)`."
                 )
             return
-        num_candidates = _num_blocks(model)
+        num_candidates = _num_candidates(model, self.config.granularity)
         events = build_pruning_schedule(self.config, num_candidates, max_steps=state.max_steps or None)
         total = sum(e.num_to_remove for e in events if e.num_to_remove is not None)
         whole = (
             self.config if self.config.schedule == "one_shot" else event_config(self.config, PruningEvent(0, total))
         )
-        DepthPruner(whole).check(model)
+        DepthPruner(whole).check(self._scored_model(model))
         self.pruning_schedule = [e.to_dict() for e in events]
         self.initial_structure = self.structure = model_structure(model)
         logger.info("Depth pruning schedule: %s", self.pruning_schedule)
@@ -219,11 +233,21 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         while self.events_done < len(events) and events[self.events_done].step <= state.global_step:
             self._run_event(args, state, model, optimizer, self.events_done, events[self.events_done])
 
+    def _scored_model(self, model):
+        """What is checked and scored: the model, or for sublayers the causal LM under a peft wrapper.
+
+        ``DepthPruner`` refuses sublayer pruning of a peft-wrapped *stock* model (its class would change under the
+        wrapper). The callback converts the causal LM inside the wrapper in place, which the wrapper does not notice,
+        so it checks and scores that causal LM directly (the injected adapters are part of its forward).
+        """
+        return unwrap_model(model) if self.config.granularity == "sublayer" else model
+
     def _run_event(self, args, state, model, optimizer, index: int, event: PruningEvent) -> None:
         pruner = DepthPruner(event_config(self.config, event))
+        scored = self._scored_model(model)
 
         def decide() -> tuple[LayerScores, PruningPlan]:
-            scores = pruner.score(model, calibration=self._calibration_data(model))
+            scores = pruner.score(scored, calibration=self._calibration_data(model))
             return scores, pruner.plan(scores)
 
         scores, plan = decide_on_main_rank(
@@ -233,7 +257,10 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         )
         pruner.last_scores = scores
         before = {id(p): p for p in model.parameters()}
-        pruner.apply(model, plan)
+        if plan.granularity == "sublayer":
+            convert_to_pruned_class(model)  # in place: the Trainer keeps this very model object
+        if pruner.apply(model, plan) is not model:
+            raise RuntimeError("Internal error: pruning replaced the model object the Trainer holds.")
         remaining = {id(p) for p in model.parameters()}
         removed = [p for key, p in before.items() if key not in remaining]
         del before
@@ -257,11 +284,17 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
             }
         )
         self._log(state, _event_record(index, plan, scores, model))
+        sublayers = (
+            f", attention of {list(plan.removed_attention)}, MLP of {list(plan.removed_mlp)}"
+            if plan.granularity == "sublayer"
+            else ""
+        )
         logger.info(
-            "Pruning event %d at step %d removed blocks %s; %d blocks remain%s.",
+            "Pruning event %d at step %d removed blocks %s%s; %d blocks remain%s.",
             index + 1,
             state.global_step,
             list(plan.removed_blocks),
+            sublayers,
             unwrap_model(model).config.num_hidden_layers,
             f" (world size {world_size()})" if world_size() > 1 else "",
         )

@@ -3,7 +3,8 @@
 ``Trainer.train(resume_from_checkpoint=...)`` loads the checkpoint's weights and optimizer state into the model it
 was given, so that model must already have the pruned structure. :func:`prepare_model_for_resume` reads the pruning
 events that :class:`~optimum_depth.callbacks.DepthPruningCallback` stored in the checkpoint's ``trainer_state.json``
-and replays their plans (original block numbering) on the model.
+and replays their plans (original block numbering; block or sublayer plans) on the model, in place, exactly as the
+live run applied them, so parameter order (hence the optimizer state layout) matches the checkpoint's.
 """
 
 from __future__ import annotations
@@ -97,10 +98,13 @@ def replay_events(model: nn.Module, config: DepthPruningConfig, events: list[dic
         events: Entries of the callback's ``event_log``.
     """
     from .pruner import DepthPruner
+    from .sublayer_surgery import convert_to_pruned_class
 
     for entry in events:
         plan = PruningPlan.from_dict(entry["plan"])
         event = PruningEvent(step=int(entry["step"]), num_to_remove=entry.get("num_to_remove"))
+        if plan.granularity == "sublayer":
+            convert_to_pruned_class(model)  # in place, like the live run (keeps the model object and its wrapper)
         DepthPruner(event_config(config, event)).apply(model, plan)
         pruning = getattr(unwrap_model(model).config, "pruning", None)
         if isinstance(pruning, dict):  # the live run recorded where its calibration came from
@@ -112,7 +116,8 @@ def prepare_model_for_resume(model: nn.Module, checkpoint: str | os.PathLike) ->
 
     Call it on the same starting model as the original run (e.g. ``from_pretrained`` of the same checkpoint, with
     the same peft wrapping), then ``trainer.train(resume_from_checkpoint=checkpoint)``. A model that already has
-    the checkpoint's structure is returned unchanged.
+    the checkpoint's structure is returned unchanged. Sublayer events convert the model to its
+    ``Pruned<Family>ForCausalLM`` class in place (the returned object is ``model``, wrappers stay valid).
 
     Args:
         model: The starting model, possibly wrapped by peft.

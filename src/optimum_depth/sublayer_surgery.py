@@ -1,10 +1,21 @@
 """Sublayer surgery: remove attention / MLP sublayers (with their norms) and give the model a class that runs it.
 
-A stock model that loses a sublayer becomes the matching ``Pruned<Family>ForCausalLM`` of
-:mod:`optimum_depth.modeling.modeling_pruned`: a new model object built around the very same modules (nothing is
-copied, the parameters are shared), whose config records ``skipped_attention`` / ``skipped_mlp`` and marks
-attention-free blocks in ``layer_types``. A block that ends up with neither sublayer is removed as a block with
-:func:`optimum_depth.surgery.remove_layers`; a model left with no partial block goes back to its native class.
+A model that loses a sublayer needs the matching ``Pruned<Family>ForCausalLM`` of
+:mod:`optimum_depth.modeling.modeling_pruned`, whose config records ``skipped_attention`` / ``skipped_mlp`` and marks
+attention-free blocks in ``layer_types``. There are two ways to get there, neither copies a weight:
+
+* :func:`remove_sublayers` on a stock model returns a *new* model object of the pruned class built around the very
+  same modules (the input is consumed; it still sees its modules but must not be used any more).
+* :func:`convert_to_pruned_class` converts a stock model *in place*: the model object, its decoder and its blocks keep
+  their identity and only change class (each block becomes a ``PrunedDecoderLayer`` that keeps the family's attention,
+  MLP and norm modules, registered in their original order, so ``parameters()`` keeps its order), the model gets the
+  pruned config and every submodule's ``config`` reference is rebound to it. An optimizer, a peft wrapper or a DDP
+  wrapper built on the model stays valid: this is how :class:`~optimum_depth.callbacks.DepthPruningCallback` removes
+  sublayers inside a running ``Trainer``.
+
+A model that already has a pruned class is always pruned in place. A block that ends up with neither sublayer is
+removed as a block with :func:`optimum_depth.surgery.remove_layers`; a model left with no partial block goes back to
+its native class, in place (same object) when it already had a pruned class.
 """
 
 from __future__ import annotations
@@ -35,15 +46,16 @@ from .surgery import remove_layers
 
 logger = logging.getLogger(__name__)
 
+_DECODER_MODULES = ("embed_tokens", "norm", "rotary_emb")
+
 __all__ = [
     "SublayerIndexError",
+    "convert_to_pruned_class",
     "is_sublayer_pruned",
     "pruned_model_class",
     "remove_sublayers",
     "supports_sublayer_pruning",
 ]
-
-_DECODER_MODULES = ("embed_tokens", "norm", "rotary_emb")
 
 
 class SublayerIndexError(ValueError):
@@ -73,10 +85,118 @@ def _validate_positions(values: Iterable[int], kind: str, num_blocks: int) -> li
     return sorted(values)
 
 
+_MODEL_PLAN_ATTRIBUTES = (
+    "_no_split_modules",
+    "_fsdp_plan",
+    "_tp_plan",
+    "_ep_plan",
+    "_pp_plan",
+    "all_tied_weights_keys",
+    "_keep_in_fp32_modules",
+    "_keep_in_fp32_modules_strict",
+    "_skip_keys_device_placement",
+    "_keys_to_ignore_on_load_unexpected",
+    "_keys_to_ignore_on_load_missing",
+    "_keys_to_ignore_on_save",
+)
+"""Per-instance attributes ``PreTrainedModel.post_init`` derives from the class; taken from the new class's template."""
+
+
 def _rebind_config(modules: Iterable[nn.Module], old_config, new_config) -> None:
+    """Points every ``config`` attribute that is ``old_config`` (set on the module itself) to ``new_config``."""
     for module in modules:
-        if getattr(module, "config", None) is old_config:
+        if vars(module).get("config") is old_config:
             module.config = new_config
+
+
+def _holds_tensors(module: nn.Module | None) -> bool:
+    return module is not None and any(True for _ in [*module.parameters(), *module.buffers()])
+
+
+def _morph_problems(obj: nn.Module, template: nn.Module, dropped: Iterable[str] = ()) -> list[str]:
+    """Submodules holding tensors that :func:`_morph` would have to adopt from ``template`` or drop from ``obj``."""
+    dropped = set(dropped)
+    problems = [
+        f"{type(obj).__name__}.{name} (absent from {type(template).__name__})"
+        for name, child in obj._modules.items()
+        if name not in dropped and name not in template._modules and _holds_tensors(child)
+    ]
+    problems += [
+        f"{type(template).__name__}.{name} (absent from {type(obj).__name__})"
+        for name, child in template._modules.items()
+        if name not in obj._modules and _holds_tensors(child)
+    ]
+    return problems
+
+
+def _morph(obj: nn.Module, template: nn.Module, overwrite: Iterable[str] = ()) -> None:
+    """Turns ``obj`` into an instance of ``type(template)`` in place, keeping its identity and its submodules.
+
+    Submodules ``obj`` already has stay (same objects, same registration order, so ``parameters()`` keeps its order).
+    Tensor-free submodules only ``template`` has (dropouts, ``nn.Identity``) are adopted, tensor-free ones only
+    ``obj`` has are dropped (checked beforehand with :func:`_morph_problems`); plain attributes ``obj`` lacks are
+    copied, and those named in ``overwrite`` replaced.
+    """
+    for name in [n for n in obj._modules if n not in template._modules]:
+        del obj._modules[name]
+    for name, child in template._modules.items():
+        if name not in obj._modules:
+            if child is not None:
+                child.train(obj.training)
+            obj._modules[name] = child
+    overwrite = set(overwrite)
+    own = vars(obj)
+    registered = {*obj._modules, *obj._parameters, *obj._buffers}
+    for name, value in vars(template).items():
+        if name not in registered and (name not in own or name in overwrite):
+            own[name] = value
+    obj.__class__ = type(template)
+
+
+def _convert_in_place(inner: Any, model_class: Any, config: Any, spec: ArchitectureSpec) -> nn.Module:
+    """Gives ``inner`` the class ``model_class`` and the config ``config`` in place (nothing is copied).
+
+    The top-level model, its decoder and every block keep their identity (only ``__class__`` changes), and so do
+    every surviving module and parameter; sublayers that ``model_class(config)`` does not have (``skipped_*``) are
+    set to ``None``. A template built on the meta device supplies the class, its tensor-free modules and attributes.
+    Every ``config`` reference to the old config is rebound to ``config``. So a running ``Trainer``, its optimizer,
+    a DDP or peft wrapper around ``inner`` keep working with the converted model.
+
+    Raises:
+        RuntimeError: If the model holds modules the class does not know (checked before anything changes).
+    """
+    with torch.device("meta"):
+        template = model_class(config)  # also registers the class's output-capturing spec with transformers
+    old_config = inner.config
+    sublayer_names = (spec.attention_attr, spec.mlp_attr, *spec.attention_norms, *spec.mlp_norms)
+    layers, template_layers = get_decoder_layers(inner), get_decoder_layers(template)
+    if len(layers) != len(template_layers):
+        raise RuntimeError(f"Internal error: {len(layers)} blocks but the config has {len(template_layers)}.")
+    decoder, template_decoder = inner.get_decoder(), template.get_decoder()
+    dropped = [
+        [n for n in sublayer_names if n in block._modules and getattr(template_block, n, None) is None]
+        for block, template_block in zip(layers, template_layers, strict=True)
+    ]
+    problems = [p for b, t, d in zip(layers, template_layers, dropped, strict=True) for p in _morph_problems(b, t, d)]
+    problems += _morph_problems(decoder, template_decoder) + _morph_problems(inner, template)
+    if problems:
+        raise RuntimeError(
+            f"Cannot convert {type(inner).__name__} to {model_class.__name__} in place: modules holding weights "
+            f"would be lost or missing: {problems[:5]}."
+        )
+    # Everything below changes the model.
+    for block, template_block, names in zip(layers, template_layers, dropped, strict=True):
+        for name in names:
+            setattr(block, name, None)  # a removed sublayer (and its norm)
+        _morph(block, template_block, overwrite=("attention_type",))
+    _morph(decoder, template_decoder, overwrite=_MODEL_PLAN_ATTRIBUTES)
+    _morph(inner, template, overwrite=_MODEL_PLAN_ATTRIBUTES)
+    _rebind_config(inner.modules(), old_config, config)
+    inner.config = config
+    left = [n for n, t in [*inner.named_parameters(), *inner.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise RuntimeError(f"Internal error: {type(inner).__name__} has meta tensors {left[:5]} after conversion.")
+    return inner
 
 
 def _rebuild(inner: Any, model_class: Any, config: Any, spec: ArchitectureSpec) -> nn.Module:
@@ -120,7 +240,9 @@ def pruned_model_class(inner: Any) -> Any:
     return model_class
 
 
-def _to_pruned(inner: Any, spec: ArchitectureSpec, skipped_attention: list[int], skipped_mlp: list[int]):
+def _to_pruned(
+    inner: Any, spec: ArchitectureSpec, skipped_attention: list[int], skipped_mlp: list[int], in_place: bool
+) -> nn.Module:
     model_class = pruned_model_class(inner)
     data = inner.config.to_dict()
     for key in ("model_type", "architectures", "auto_map"):
@@ -132,6 +254,8 @@ def _to_pruned(inner: Any, spec: ArchitectureSpec, skipped_attention: list[int],
     config._name_or_path = inner.config._name_or_path
     if getattr(config, "surviving_layers", None) is None:
         record_block_removal(config, list(range(config.num_hidden_layers)))
+    if in_place:
+        return _convert_in_place(inner, model_class, config, spec)
     return _rebuild(inner, model_class, config, spec)
 
 
@@ -145,7 +269,7 @@ def _to_native(inner: Any, spec: ArchitectureSpec) -> nn.Module:
     config = AutoConfig.for_model(base_type, **data)
     config._attn_implementation = inner.config._attn_implementation
     config._name_or_path = inner.config._name_or_path
-    return _rebuild(inner, MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], config, spec)
+    return _convert_in_place(inner, MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], config, spec)
 
 
 def _drop_in_place(model: nn.Module, spec: ArchitectureSpec, attention: list[int], mlp: list[int]) -> None:
@@ -165,12 +289,50 @@ def _drop_in_place(model: nn.Module, spec: ArchitectureSpec, attention: list[int
         setattr(layers[position], "attention_type", NO_ATTENTION_LAYER_TYPE)  # noqa: B010  (an nn.Module attribute)
 
 
+def convert_to_pruned_class(model: nn.Module) -> nn.Module:
+    """Gives a stock model its ``Pruned<Family>ForCausalLM`` class in place, with no sublayer removed yet.
+
+    The model object, its decoder and blocks keep their identity, and every module and parameter stays the same
+    object (see the module docstring); outputs are unchanged. Afterwards :func:`remove_sublayers` (and
+    ``DepthPruner.apply`` with a sublayer plan) prunes the model in place, so this is how sublayers are removed from
+    a model that something else holds on to: a running ``Trainer`` and its optimizer, a peft or DDP wrapper.
+
+    Args:
+        model: A causal LM of a family with a pruned class, possibly wrapped (peft, DDP); the wrapped base model is
+            converted. A model that already has a pruned class is returned unchanged.
+
+    Returns:
+        ``model`` itself.
+
+    Raises:
+        UnsupportedArchitectureError: If the family has no pruned model class (nothing is changed then).
+
+    Example:
+        ```python
+        >>> peft_model = get_peft_model(model, lora_config)  # doctest: +SKIP
+        >>> convert_to_pruned_class(peft_model)  # doctest: +SKIP
+        >>> remove_sublayers(peft_model, attention=[3])  # doctest: +SKIP
+        ```
+    """
+    spec = get_architecture(model)
+    inner: Any = unwrap_model(model)
+    if is_sublayer_pruned(inner):
+        return model
+    pruned_model_class(inner)
+    _to_pruned(inner, spec, [], [], in_place=True)
+    logger.info(
+        "Converted the %s model in place to %s.", base_model_type(inner.config.model_type), type(inner).__name__
+    )
+    return model
+
+
 def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Iterable[int] = ()) -> nn.Module:
     """Removes attention and/or MLP sublayers (and their norms), all-or-nothing.
 
     Blocks left with neither sublayer are removed as whole blocks. A stock model comes back as a new object of the
     matching pruned class that shares the input's modules and parameters (use the returned model; the input is
-    consumed). A model that is already sublayer-pruned (possibly wrapped by peft) is modified in place.
+    consumed), unless it was first given its pruned class with :func:`convert_to_pruned_class`. A model that already
+    has a pruned class (possibly wrapped by peft) is modified in place, also when it goes back to its native class.
 
     Args:
         model: A causal LM (stock, or already sublayer-pruned; peft-wrapped only when already sublayer-pruned).
@@ -178,12 +340,13 @@ def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Itera
         mlp: Positions of the blocks whose MLP sublayer goes.
 
     Returns:
-        The pruned model.
+        The pruned model (``model`` itself unless a stock model was converted to its pruned class).
 
     Raises:
         SublayerIndexError: On invalid or already removed positions, an empty request, or removing every attention
             sublayer (the KV cache and the positions need one); nothing is changed then.
-        UnsupportedArchitectureError: If the family has no pruned model class, or a stock model is wrapped.
+        UnsupportedArchitectureError: If the family has no pruned model class, or a stock model is wrapped (see
+            :func:`convert_to_pruned_class`).
     """
     spec = get_architecture(model)
     inner: Any = unwrap_model(model)
@@ -211,7 +374,8 @@ def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Itera
         if model is not inner:
             raise UnsupportedArchitectureError(
                 "Remove sublayers from the plain model before wrapping it (peft, DDP): the model class changes. "
-                "Merge adapters first (`merge_and_unload()`) to prune a fine-tuned model."
+                "To prune the wrapped model, first convert it in place with `convert_to_pruned_class(model)` (the "
+                "wrapper keeps working; DepthPruningCallback does this), or merge the adapters (`merge_and_unload()`)."
             )
 
     # Everything below changes the model.
@@ -222,12 +386,12 @@ def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Itera
     new_mlp = [new_position[i] for i in mlp if i in new_position]
     if already_pruned:
         _drop_in_place(model, spec, new_attention, new_mlp)
-        if not partial and model is inner:
-            model = _to_native(inner, spec)
+        if not partial:
+            _to_native(inner, spec)
     elif partial:
         skipped_attention = [new_position[i] for i in kept if not has_attention[i]]
         skipped_mlp = [new_position[i] for i in kept if not has_mlp[i]]
-        model = _to_pruned(inner, spec, skipped_attention, skipped_mlp)
+        model = _to_pruned(inner, spec, skipped_attention, skipped_mlp, in_place=False)
     logger.info(
         "Removed attention of blocks %s and MLP of blocks %s (positions before removal); %d blocks dropped whole.",
         attention,
