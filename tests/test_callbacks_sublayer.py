@@ -127,6 +127,8 @@ def test_one_shot_prunes_sublayers_before_first_step_and_keeps_training(tmp_path
 
     history = losses(trainer.state.log_history)
     assert sum(history[-5:]) / 5 < 0.8 * sum(history[:5]) / 5
+    rates = [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e]
+    assert rates == pytest.approx([3e-3 * (1 - t / 30) for t in range(30)])  # the schedule of an unpruned run
 
     # Surviving parameters are the very tensors the run started with; removed ones are freed.
     del trainer, callback, probe
@@ -138,6 +140,24 @@ def test_one_shot_prunes_sublayers_before_first_step_and_keeps_training(tmp_path
         else:
             assert ref() is None, name
     assert len(survivors) < len(original)
+
+
+def test_one_shot_parameter_budget(tmp_path):
+    model = make_tiny_model("llama").train()
+    total = sum(p.numel() for p in model.parameters())
+    block = model.model.layers[2]
+    largest = sum(p.numel() for m in (block.mlp, block.post_attention_layernorm) for p in m.parameters())
+    budget = total - largest - 1  # removing one sublayer (the largest: an MLP and its norm) is not enough
+    trainer = Trainer(
+        model,
+        training_args(tmp_path, max_steps=2),
+        train_dataset=CountingDataset(),
+        callbacks=[DepthPruningCallback(sublayer_config(target_num_params=budget), calibration=CALIBRATION)],
+    )
+    trainer.train()
+    assert sum(p.numel() for p in model.parameters()) <= budget
+    (event,) = pruning_entries(trainer.state.log_history)
+    assert event["pruning/num_removed"] >= 2
 
 
 def test_iterative_sublayer_schedule_reaches_target_with_rescoring(tmp_path):
@@ -162,6 +182,8 @@ def test_iterative_sublayer_schedule_reaches_target_with_rescoring(tmp_path):
     assert [len([k for k in e if k.startswith("pruning/score/")]) for e in events] == [12, 10, 8]
     assert len(list_sublayers(model)) == 7
     assert len(trainer.optimizer.state) == sum(1 for p in model.parameters() if p.requires_grad)
+    history = losses(trainer.state.log_history)
+    assert sum(history[-3:]) < sum(history[:3])  # training goes on between and after the events
     with torch.no_grad():
         assert torch.isfinite(model.eval()(random_ids(1, 8)).logits).all()
 

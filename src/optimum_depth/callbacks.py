@@ -5,9 +5,9 @@ Each pruning event scores the *current* model on the calibration data, removes t
 parameters from the optimizer (param groups and state), and logs the event. Sublayer events first give a stock model
 its ``Pruned<Family>ForCausalLM`` class *in place* (:func:`~optimum_depth.sublayer_surgery.convert_to_pruned_class`):
 the model object, its modules and surviving parameters stay the same objects, so the Trainer, its optimizer and any
-peft or DDP wrapper keep working. Events happen in ``on_train_begin`` (step 0: after the optimizer exists, before its first step)
-and in ``on_step_end`` right after the optimizer step that reaches an event's step, so a checkpoint saved at that
-step already has the pruned structure. Under multi-process DDP rank 0 decides and broadcasts the plan.
+peft or DDP wrapper keep working. Events happen in ``on_train_begin`` (step 0: after the optimizer exists, before
+its first step) and in ``on_step_end`` right after the optimizer step that reaches an event's step, so a checkpoint
+saved at that step already has the pruned structure. Under multi-process DDP rank 0 decides and broadcasts the plan.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         >>> trainer.train()  # doctest: +SKIP
         >>> finercut = DepthPruningConfig(granularity="sublayer", criterion="finercut", pruning_ratio=0.25,
         ...                               schedule="iterative", layers_per_step=4, prune_every_n_steps=100)
+        >>> callback = DepthPruningCallback(finercut, calibration=texts, tokenizer=tok)  # sublayers, in place
         ```
     """
 
