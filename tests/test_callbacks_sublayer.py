@@ -220,7 +220,15 @@ def test_peft_lora_model_is_sublayer_pruned_in_place(tmp_path):
     reloaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
     ids = random_ids(2, 12)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(ids).logits, model.eval()(ids).logits)
+        expected = model.eval()(ids).logits
+        torch.testing.assert_close(reloaded(ids).logits, expected)
+
+    # Merged and saved, it reloads as a pruned checkpoint with the adapted outputs.
+    path = save_pruned_model(model.merge_and_unload(), tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    assert isinstance(merged, PrunedLlamaForCausalLM)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, expected, rtol=1e-4, atol=1e-4)
 
 
 def run_resumable(tmp_path, name: str, max_steps: int, resume: str | None = None, restore_flag: bool = False):
@@ -317,6 +325,21 @@ def test_bad_sublayer_requests_fail_in_on_train_begin_before_anything_changes(
     assert trainer.state.global_step == 0
     got = model.state_dict()
     assert got.keys() == before.keys() and all(torch.equal(before[k], got[k]) for k in before)
+
+
+def test_a_model_that_cannot_be_converted_in_place_fails_in_on_train_begin(tmp_path):
+    model = make_tiny_model("llama").train()
+    model.model.layers[3].extra = torch.nn.Linear(4, 4)  # weights the pruned block class has no place for
+    config = sublayer_config(num_layers_to_remove=2, schedule="iterative", layers_per_step=1, prune_at_steps=[2, 3])
+    trainer = Trainer(
+        model,
+        training_args(tmp_path, max_steps=4),
+        train_dataset=CountingDataset(),
+        callbacks=[DepthPruningCallback(config, calibration=CALIBRATION)],
+    )
+    with pytest.raises(RuntimeError, match="in place"):
+        trainer.train()
+    assert trainer.state.global_step == 0 and type(model).__name__ == "LlamaForCausalLM"
 
 
 def test_peft_wrapped_conversion_keeps_the_wrapper_working():

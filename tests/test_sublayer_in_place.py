@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from optimum_depth import UnsupportedArchitectureError, remove_layers
-from optimum_depth.sublayer_surgery import convert_to_pruned_class, remove_sublayers
+from optimum_depth.sublayer_surgery import check_conversion_to_pruned_class, convert_to_pruned_class, remove_sublayers
 
 from tiny_models import make_tiny_model, random_ids
 
@@ -39,6 +39,7 @@ def test_conversion_keeps_every_object_and_the_outputs(family):
     model(ids, labels=ids).loss.backward()
     optimizer.step()
     assert convert_to_pruned_class(model) is model  # already converted: unchanged
+    check_conversion_to_pruned_class(model)
 
 
 @pytest.mark.parametrize("family", PRUNABLE_FAMILIES)
@@ -71,6 +72,8 @@ def test_in_place_removal_equals_the_rebuilt_model_and_goes_back_to_native(famil
 def test_unsupported_family_is_refused_unchanged():
     model = make_tiny_model("gemma2")
     with pytest.raises(UnsupportedArchitectureError, match="supported families"):
+        check_conversion_to_pruned_class(model)
+    with pytest.raises(UnsupportedArchitectureError, match="supported families"):
         convert_to_pruned_class(model)
     assert type(model).__name__ == "Gemma2ForCausalLM" and model.config.model_type == "gemma2"
 
@@ -79,6 +82,8 @@ def test_a_block_holding_unknown_weights_is_refused_before_anything_changes():
     model = make_tiny_model("llama")
     model.model.layers[2].extra = torch.nn.Linear(4, 4)  # e.g. something a user attached
     blocks = [type(b) for b in model.model.layers]
+    with pytest.raises(RuntimeError, match="in place"):
+        check_conversion_to_pruned_class(model)
     with pytest.raises(RuntimeError, match="in place"):
         convert_to_pruned_class(model)
     assert [type(b) for b in model.model.layers] == blocks and type(model).__name__ == "LlamaForCausalLM"

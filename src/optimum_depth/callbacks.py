@@ -39,7 +39,7 @@ from .pruning_schedule import PruningEvent, build_pruning_schedule, event_config
 from .resume import CALLBACK_STATE_KEY, model_structure
 from .scores import LayerScores
 from .scoring import count_parameters, resolve_calibration
-from .sublayer_surgery import convert_to_pruned_class
+from .sublayer_surgery import check_conversion_to_pruned_class, convert_to_pruned_class
 from .sublayers import list_sublayers
 
 logger = logging.getLogger(__name__)
@@ -225,6 +225,8 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
             self.config if self.config.schedule == "one_shot" else event_config(self.config, PruningEvent(0, total))
         )
         DepthPruner(whole).check(self._scored_model(model))
+        if self.config.granularity == "sublayer":
+            check_conversion_to_pruned_class(model)  # what the first event will do in place
         self.pruning_schedule = [e.to_dict() for e in events]
         self.initial_structure = self.structure = model_structure(model)
         logger.info("Depth pruning schedule: %s", self.pruning_schedule)

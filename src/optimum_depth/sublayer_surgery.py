@@ -50,6 +50,7 @@ _DECODER_MODULES = ("embed_tokens", "norm", "rotary_emb")
 
 __all__ = [
     "SublayerIndexError",
+    "check_conversion_to_pruned_class",
     "convert_to_pruned_class",
     "is_sublayer_pruned",
     "pruned_model_class",
@@ -153,7 +154,9 @@ def _morph(obj: nn.Module, template: nn.Module, overwrite: Iterable[str] = ()) -
     obj.__class__ = type(template)
 
 
-def _convert_in_place(inner: Any, model_class: Any, config: Any, spec: ArchitectureSpec) -> nn.Module:
+def _convert_in_place(
+    inner: Any, model_class: Any, config: Any, spec: ArchitectureSpec, dry_run: bool = False
+) -> nn.Module:
     """Gives ``inner`` the class ``model_class`` and the config ``config`` in place (nothing is copied).
 
     The top-level model, its decoder and every block keep their identity (only ``__class__`` changes), and so do
@@ -161,6 +164,8 @@ def _convert_in_place(inner: Any, model_class: Any, config: Any, spec: Architect
     set to ``None``. A template built on the meta device supplies the class, its tensor-free modules and attributes.
     Every ``config`` reference to the old config is rebound to ``config``. So a running ``Trainer``, its optimizer,
     a DDP or peft wrapper around ``inner`` keep working with the converted model.
+
+    With ``dry_run=True`` only the checks run (nothing changes).
 
     Raises:
         RuntimeError: If the model holds modules the class does not know (checked before anything changes).
@@ -184,6 +189,8 @@ def _convert_in_place(inner: Any, model_class: Any, config: Any, spec: Architect
             f"Cannot convert {type(inner).__name__} to {model_class.__name__} in place: modules holding weights "
             f"would be lost or missing: {problems[:5]}."
         )
+    if dry_run:
+        return inner
     # Everything below changes the model.
     for block, template_block, names in zip(layers, template_layers, dropped, strict=True):
         for name in names:
@@ -241,7 +248,12 @@ def pruned_model_class(inner: Any) -> Any:
 
 
 def _to_pruned(
-    inner: Any, spec: ArchitectureSpec, skipped_attention: list[int], skipped_mlp: list[int], in_place: bool
+    inner: Any,
+    spec: ArchitectureSpec,
+    skipped_attention: list[int],
+    skipped_mlp: list[int],
+    in_place: bool,
+    dry_run: bool = False,
 ) -> nn.Module:
     model_class = pruned_model_class(inner)
     data = inner.config.to_dict()
@@ -255,7 +267,7 @@ def _to_pruned(
     if getattr(config, "surviving_layers", None) is None:
         record_block_removal(config, list(range(config.num_hidden_layers)))
     if in_place:
-        return _convert_in_place(inner, model_class, config, spec)
+        return _convert_in_place(inner, model_class, config, spec, dry_run=dry_run)
     return _rebuild(inner, model_class, config, spec)
 
 
@@ -306,6 +318,8 @@ def convert_to_pruned_class(model: nn.Module) -> nn.Module:
 
     Raises:
         UnsupportedArchitectureError: If the family has no pruned model class (nothing is changed then).
+        RuntimeError: If the model holds weights the pruned class has no place for, e.g. a module attached to a
+            block (nothing is changed then; :func:`check_conversion_to_pruned_class` runs the same checks).
 
     Example:
         ```python
@@ -324,6 +338,23 @@ def convert_to_pruned_class(model: nn.Module) -> nn.Module:
         "Converted the %s model in place to %s.", base_model_type(inner.config.model_type), type(inner).__name__
     )
     return model
+
+
+def check_conversion_to_pruned_class(model: nn.Module) -> None:
+    """Runs every check of :func:`convert_to_pruned_class` without changing anything.
+
+    Args:
+        model: A causal LM, possibly wrapped.
+
+    Raises:
+        UnsupportedArchitectureError: If the family has no pruned model class.
+        RuntimeError: If the model holds weights the pruned class has no place for.
+    """
+    spec = get_architecture(model)
+    inner: Any = unwrap_model(model)
+    if not is_sublayer_pruned(inner):
+        pruned_model_class(inner)
+        _to_pruned(inner, spec, [], [], in_place=True, dry_run=True)
 
 
 def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Iterable[int] = ()) -> nn.Module:
