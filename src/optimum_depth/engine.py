@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +34,14 @@ from transformers.utils.logging import is_progress_bar_enabled
 
 from .architectures import UnsupportedArchitectureError, get_architecture, get_decoder_layers, unwrap_model
 from .calibration import CalibrationData
+from .head_bounds import bound_tokens, head_supports_bounds, subset_nll_lower_bound
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BlockCall", "BlockwiseEngine", "CapturedBatch", "RemovalResult", "progress_bar"]
+
+DEFAULT_BOUND_SIZE = 128
+"""Dense-model tokens per position in the vocabulary subset of the cheap NLL bound (plus the target)."""
 
 FINAL_NORM_ATTR = "norm"
 """Attribute of the decoder holding the final norm (the same in every supported family)."""
@@ -153,6 +157,12 @@ class BlockwiseEngine:
         """Decoder-block forwards run so far (one block on one calibration batch), capture included."""
         self.head_forwards = 0
         """Final norm + LM head + loss evaluations run so far (one per calibration batch)."""
+        self.bound_evaluations = 0
+        """Cheap NLL lower bounds computed (:meth:`removal_batch_bound`)."""
+        self.bound_size = DEFAULT_BOUND_SIZE
+        """Reference tokens per position in the cheap bound's vocabulary subset."""
+        self._bound_tokens: list[torch.Tensor] | None = None
+        self._pending: dict[tuple[int, int], torch.Tensor] = {}
 
     @property
     def num_blocks(self) -> int:
@@ -253,6 +263,10 @@ class BlockwiseEngine:
         Returns:
             The summed negative log-likelihood and the number of predicted tokens.
         """
+        nll, tokens, _ = self._head(hidden, input_ids)
+        return nll, tokens
+
+    def _head(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> tuple[float, int, torch.Tensor]:
         self.head_forwards += 1
         logits = self.lm_head(self.final_norm(hidden[:, :-1]))
         if self.softcap is not None:
@@ -260,16 +274,24 @@ class BlockwiseEngine:
         logits = logits.float()
         labels = input_ids[:, 1:].to(logits.device)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
-        return float(nll), labels.numel()
+        return float(nll), labels.numel(), logits
 
     @torch.no_grad()
     def dense_loss(self) -> RemovalResult:
         """Calibration loss of the current model (nothing removed), from the cached last-block outputs."""
         total, count = 0.0, 0
+        tokens_for_bounds = []
         for batch in self._require_cache():
-            nll, tokens = self.sequence_nll(batch.hidden[-1], batch.input_ids)
+            nll, tokens, logits = self._head(batch.hidden[-1], batch.input_ids)
             total, count = total + nll, count + tokens
+            tokens_for_bounds.append(bound_tokens(logits, batch.input_ids[:, 1:], self.bound_size))
+        self._bound_tokens = tokens_for_bounds
         return RemovalResult(position=-1, nll=total, num_tokens=count)
+
+    @property
+    def supports_bounds(self) -> bool:
+        """Whether :meth:`removal_batch_bound` is available (a plain LM head, and :meth:`dense_loss` was run)."""
+        return self._bound_tokens is not None and head_supports_bounds(self.lm_head)
 
     def _tail(self, batch: CapturedBatch, position: int, keep: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         state = batch.hidden[position]
@@ -320,8 +342,37 @@ class BlockwiseEngine:
         """
         self._check_position(position)
         batch = self._require_cache()[index]
-        state, _ = self._tail(batch, position, keep=False)
+        state = self._pending.pop((position, index), None)
+        if state is None:
+            state, _ = self._tail(batch, position, keep=False)
         return self.sequence_nll(state, batch.input_ids)[0]
+
+    @torch.no_grad()
+    def removal_batch_bound(self, position: int, index: int) -> float:
+        """A cheap lower bound of :meth:`removal_batch_nll` (same arguments), without the full LM head.
+
+        Runs the blocks after ``position`` and bounds the batch NLL with the head rows of each position's most
+        likely dense tokens plus the target (:func:`~optimum_depth.head_bounds.subset_nll_lower_bound`). The
+        final state is kept, so a later :meth:`removal_batch_nll` of the same batch only runs the head.
+
+        Raises:
+            RuntimeError: If bounds are unavailable (see :attr:`supports_bounds`).
+        """
+        if not self.supports_bounds or self._bound_tokens is None:
+            raise RuntimeError("Cheap bounds need a plain LM head and `dense_loss()` first.")
+        self._check_position(position)
+        batch = self._require_cache()[index]
+        state, _ = self._tail(batch, position, keep=False)
+        self._pending[(position, index)] = state
+        self.bound_evaluations += 1
+        normed = self.final_norm(state[:, :-1])
+        labels = batch.input_ids[:, 1:]
+        weight = cast(torch.Tensor, self.lm_head.weight)
+        return subset_nll_lower_bound(normed, weight, self._bound_tokens[index], labels, self.softcap)
+
+    def release_pending(self) -> None:
+        """Drops the final states kept by :meth:`removal_batch_bound`."""
+        self._pending.clear()
 
     @property
     def num_tokens(self) -> int:
@@ -343,6 +394,7 @@ class BlockwiseEngine:
                 states become the new cached suffix), or a bare position (the suffix is then recomputed).
         """
         cached = self._require_cache()
+        self.release_pending()  # positions shift
         position = result if isinstance(result, int) else result.position
         tails = None if isinstance(result, int) else result.tail_states
         self._check_position(position)

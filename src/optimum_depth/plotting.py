@@ -26,6 +26,9 @@ def plot_layer_scores(
 ) -> str:
     """Bar chart of importance per candidate: grey protected, red selected for removal, blue kept.
 
+    Candidates whose value is only a lower bound (ruled out early by the best-first early exit,
+    ``scores.extra["lower_bound_candidates"]``) are hatched: their true value is at least the bar's height.
+
     Args:
         scores: The scores to draw.
         path: Output PNG path.
@@ -44,12 +47,17 @@ def plot_layer_scores(
     ]
     labels = [scores.candidate_name(i).replace("block ", "") for i in range(len(scores.values))]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(labels)), 3.5))
-    ax.bar(range(len(labels)), scores.values, color=colors)
+    bars = ax.bar(range(len(labels)), scores.values, color=colors)
+    lower = set(scores.extra.get("lower_bound_candidates") or [])
+    for index in lower:
+        bars[index].set_hatch("//")
+        bars[index].set_alpha(0.55)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=90, fontsize=7)
     ax.set_xlabel("original block" if scores.sublayers is None else "sublayer")
     ax.set_ylabel(f"importance ({scores.criterion})")
-    ax.set_title(title or f"{scores.criterion}: red = removed, grey = protected")
+    legend = "red = removed, grey = protected" + (", hatched = lower bound" if lower else "")
+    ax.set_title(title or f"{scores.criterion}: {legend}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

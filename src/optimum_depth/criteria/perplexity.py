@@ -22,7 +22,9 @@ def perplexity_criterion(context: ScoringContext) -> CriterionResult:
 
     With ``config.early_exit`` (default) the blocks are evaluated best-first (:func:`~optimum_depth.best_first.
     best_first`): the summed NLL over the calibration batches only grows, so once the blocks the target removes
-    are known exactly, every other block is evaluated only until its partial NLL exceeds theirs. The blocks the
+    are known exactly, every other block is evaluated only until a lower bound of its NLL exceeds theirs. The
+    bound of a batch whose blocks have run comes from a few rows of the LM head (the dense model's most likely
+    tokens, :mod:`optimum_depth.head_bounds`), so most candidates never need the full head. The blocks the
     target removes and their values are exactly those of a full evaluation; the other blocks' values are lower
     bounds (``extra["lower_bound_candidates"]``). ``early_exit=False`` scores every block on every batch.
 
@@ -54,6 +56,7 @@ def perplexity_criterion(context: ScoringContext) -> CriterionResult:
         "lower_bound_candidates": lower,
         "block_forwards": engine.block_forwards,
         "head_forwards": engine.head_forwards,
+        "bound_evaluations": engine.bound_evaluations,
     }
     return CriterionResult(values=values, extra=extra)
 
@@ -78,7 +81,9 @@ def _best_first_nlls(
             bar.update(1)
             return engine.removal_batch_nll(position, index)
 
-        outcome = best_first(positions, num_batches, term, enough)
+        bound = engine.removal_batch_bound if engine.supports_bounds else None
+        outcome = best_first(positions, num_batches, term, enough, bound=bound)
+    engine.release_pending()
     return outcome.sums, outcome.lower_bounds
 
 

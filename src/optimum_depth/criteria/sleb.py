@@ -38,7 +38,9 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
     The :class:`BlockwiseEngine` keeps the states entering each block: a candidate costs only the blocks after it,
     and no prefix is ever recomputed. With ``config.early_exit`` (default) each round evaluates its candidates
     best-first (:func:`~optimum_depth.best_first.best_first`): the summed NLL over the calibration batches only
-    grows, so a candidate is evaluated only until its partial NLL exceeds the round winner's total. The winner (and
+    grows, so a candidate is evaluated only until a lower bound of its NLL exceeds the round winner's total (per
+    batch: 0 before its blocks run, then a bound from a few LM-head rows, :mod:`optimum_depth.head_bounds`, then
+    the exact NLL). The winner (and
     so the removal order) is exactly the exhaustive round's; the values of candidates cut short are lower bounds
     (``extra["lower_bound_candidates"]``). Without it, every candidate runs on every batch and the winner's computed
     states become the next round's cache.
@@ -86,6 +88,7 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
         "lower_bound_candidates": sorted(lower),
         "block_forwards": engine.block_forwards,
         "head_forwards": engine.head_forwards,
+        "bound_evaluations": engine.bound_evaluations,
     }
     return CriterionResult(values=[values[i] for i in range(len(sizes))], removal_order=order, extra=extra)
 
@@ -133,7 +136,8 @@ def _best_first_round(
             bar.update(1)
             return engine.removal_batch_nll(position, index)
 
-        outcome = best_first(positions, num_batches, term, lambda done: any(map(removable, done)))
+        bound = engine.removal_batch_bound if engine.supports_bounds else None
+        outcome = best_first(positions, num_batches, term, lambda done: any(map(removable, done)), bound=bound)
     winners = [p for p in outcome.completed if removable(p)]
     if not winners:
         raise PruningTargetError("SLEB found no removable block left.")

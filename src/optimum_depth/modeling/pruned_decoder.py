@@ -239,7 +239,7 @@ class PrunedDecoderModel:
                 **kwargs,
             )
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_KWARG: cache})
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_KWARG: cache})  # type: ignore[arg-type]
 
 
 class PrunedCausalLM:
