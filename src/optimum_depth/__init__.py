@@ -34,7 +34,7 @@ from .saving import save_pruned_model
 from .scores import LayerScores
 from .sparsity import SparsityConfig, SparsityResult, sparsify
 from .sublayer_plot import plot_sublayer_map
-from .sublayer_surgery import SublayerIndexError, remove_sublayers
+from .sublayer_surgery import SublayerIndexError, convert_to_pruned_class, remove_sublayers
 from .surgery import LayerIndexError, remove_layers
 from .version import __version__
 
@@ -71,6 +71,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "__version__",
     "build_model_card",
+    "convert_to_pruned_class",
     "get_architecture",
     "get_decoder_layers",
     "prepare_calibration",

@@ -151,7 +151,12 @@ class GreedySearch:
 
 
 def greedy_search(
-    engine: SublayerEngine, protected: set[int], stop: StopRule, use_bound: bool = True, desc: str = "FinerCut"
+    engine: SublayerEngine,
+    protected: set[int],
+    stop: StopRule,
+    use_bound: bool = True,
+    desc: str = "FinerCut",
+    expected_removals: int | None = None,
 ) -> SearchResult:
     """Runs :class:`GreedySearch` until ``stop(removal_order)`` holds or no candidate is left.
 
@@ -161,12 +166,14 @@ def greedy_search(
         stop: Ends the search (checked before each step).
         use_bound: Cut evaluations short once they cannot win.
         desc: Progress-bar label.
+        expected_removals: Removals the stop rule asks for, if known (the progress bar's total).
 
     Returns:
         The removal order and the distances.
     """
     search = GreedySearch(engine, protected, use_bound)
-    with tqdm(desc=desc, unit="removal", leave=False, disable=not is_progress_bar_enabled()) as bar:
+    bar = tqdm(desc=desc, total=expected_removals, unit="removal", leave=False, disable=not is_progress_bar_enabled())
+    with bar:
         while not stop(search.order) and search.step() is not None:
             bar.update(1)
     return search.result()

@@ -42,7 +42,10 @@ def finercut_criterion(context: ScoringContext) -> CriterionResult:
     if config.sublayer_search == "one_shot":
         result = one_shot_search(engine, protected)
     else:
-        result = greedy_search(engine, protected, _stop_rule(engine, context), use_bound=config.early_exit)
+        stop = _stop_rule(engine, context)
+        result = greedy_search(
+            engine, protected, stop, use_bound=config.early_exit, expected_removals=context.num_to_remove
+        )
     batches = len(engine.batches)
     extra = {
         "distance": config.distance,
