@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import TrainerControl, TrainerState
 
 from optimum_depth import DepthPruningConfig, PruningTargetError, UnsupportedArchitectureError, remove_layers
@@ -18,22 +18,7 @@ from optimum_depth.distributed import UnsupportedParallelismError
 from optimum_depth.resume import prepare_model_for_resume, read_pruning_state
 
 from tiny_models import make_tiny_model, random_ids
-
-VOCAB = 128
-
-
-class CountingDataset(torch.utils.data.Dataset):
-    """A learnable toy task: each sequence counts up by one from a random start (mod the usable vocabulary)."""
-
-    def __init__(self, size: int = 64, length: int = 16, seed: int = 0):
-        starts = torch.randint(0, VOCAB - 3, (size, 1), generator=torch.Generator().manual_seed(seed))
-        self.ids = (starts + torch.arange(length)) % (VOCAB - 3) + 3
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[index], "labels": self.ids[index]}
+from trainer_helpers import CountingDataset, losses, optimizer_problems, pruning_entries, resumable_args, training_args
 
 
 class ConsistencyProbe(TrainerCallback):
@@ -45,45 +30,13 @@ class ConsistencyProbe(TrainerCallback):
 
     def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         self.layers_at_step.append(model.config.num_hidden_layers)
-        trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        held = [p for group in optimizer.param_groups for p in group["params"]]
-        if {id(p) for p in held} != trainable or len(held) != len(trainable):
-            self.problems.append(f"step {state.global_step}: optimizer params differ from the trainable params")
-        stale = [p for p in optimizer.state if id(p) not in trainable]
-        if stale:
-            self.problems.append(f"step {state.global_step}: {len(stale)} stale optimizer states")
-
-
-def training_args(tmp_path, **overrides) -> TrainingArguments:
-    kwargs = dict(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        report_to=[],
-        max_steps=12,
-        per_device_train_batch_size=8,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        data_seed=0,
-    )
-    kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+        self.problems += optimizer_problems(model, optimizer, state.global_step)
 
 
 def block_config(**overrides) -> DepthPruningConfig:
     kwargs = dict(criterion="magnitude", protect_first=1, protect_last=1)
     kwargs.update(overrides)
     return DepthPruningConfig(**kwargs)
-
-
-def pruning_entries(log_history: list[dict]) -> list[dict]:
-    return [entry for entry in log_history if "pruning/event" in entry]
-
-
-def losses(log_history: list[dict]) -> list[float]:
-    return [entry["loss"] for entry in log_history if "loss" in entry]
 
 
 def test_one_shot_prunes_before_first_step_and_keeps_training(tmp_path):
@@ -224,14 +177,7 @@ def run_resumable(tmp_path, name: str, max_steps: int, resume: str | None = None
     if resume is not None:
         prepare_model_for_resume(model, resume)
     config = block_config(num_layers_to_remove=2, schedule="iterative", layers_per_step=1, prune_at_steps=[0, 4])
-    args = training_args(
-        tmp_path,
-        output_dir=str(tmp_path / name),
-        max_steps=max_steps,
-        save_strategy="steps",
-        save_steps=2,
-        restore_callback_states_from_checkpoint=restore_flag,
-    )
+    args = resumable_args(tmp_path, name, max_steps, restore_flag)
     trainer = Trainer(model, args, train_dataset=CountingDataset(), callbacks=[DepthPruningCallback(config)])
     trainer.train(resume_from_checkpoint=resume)
     return model, trainer

@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 
 from optimum_depth import DepthPruningConfig, PruningTargetError, UnsupportedArchitectureError
 from optimum_depth.architectures import unwrap_model
@@ -22,23 +22,9 @@ from optimum_depth.sublayer_surgery import convert_to_pruned_class
 from optimum_depth.sublayers import list_sublayers
 
 from tiny_models import make_tiny_model, random_ids
+from trainer_helpers import CountingDataset, losses, optimizer_problems, pruning_entries, resumable_args, training_args
 
-VOCAB = 128
 CALIBRATION = random_ids(4, 16, seed=3)
-
-
-class CountingDataset(torch.utils.data.Dataset):
-    """The toy task of tests/test_callbacks.py: each sequence counts up by one from a random start."""
-
-    def __init__(self, size: int = 64, length: int = 16, seed: int = 0):
-        starts = torch.randint(0, VOCAB - 3, (size, 1), generator=torch.Generator().manual_seed(seed))
-        self.ids = (starts + torch.arange(length)) % (VOCAB - 3) + 3
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[index], "labels": self.ids[index]}
 
 
 class SublayerProbe(TrainerCallback):
@@ -55,31 +41,7 @@ class SublayerProbe(TrainerCallback):
         if id(model) != self.model_id:
             self.problems.append(f"step {state.global_step}: the Trainer's model object changed")
         self.sublayers_at_step.append(len(list_sublayers(model)))
-        trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        held = [p for group in optimizer.param_groups for p in group["params"]]
-        if {id(p) for p in held} != trainable or len(held) != len(trainable):
-            self.problems.append(f"step {state.global_step}: optimizer params differ from the trainable params")
-        stale = [p for p in optimizer.state if id(p) not in trainable]
-        if stale:
-            self.problems.append(f"step {state.global_step}: {len(stale)} stale optimizer states")
-
-
-def training_args(tmp_path, **overrides) -> TrainingArguments:
-    kwargs = dict(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        report_to=[],
-        max_steps=12,
-        per_device_train_batch_size=8,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        data_seed=0,
-    )
-    kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+        self.problems += optimizer_problems(model, optimizer, state.global_step)
 
 
 def sublayer_config(**overrides) -> DepthPruningConfig:
@@ -88,14 +50,6 @@ def sublayer_config(**overrides) -> DepthPruningConfig:
     )
     kwargs.update(overrides)
     return DepthPruningConfig(**kwargs)
-
-
-def pruning_entries(log_history: list[dict]) -> list[dict]:
-    return [entry for entry in log_history if "pruning/event" in entry]
-
-
-def losses(log_history: list[dict]) -> list[float]:
-    return [entry["loss"] for entry in log_history if "loss" in entry]
 
 
 def present(model) -> set[tuple[int, str]]:
@@ -236,14 +190,7 @@ def run_resumable(tmp_path, name: str, max_steps: int, resume: str | None = None
     if resume is not None:
         assert prepare_model_for_resume(model, resume) is model
     config = sublayer_config(num_layers_to_remove=4, schedule="iterative", layers_per_step=2, prune_at_steps=[0, 4])
-    args = training_args(
-        tmp_path,
-        output_dir=str(tmp_path / name),
-        max_steps=max_steps,
-        save_strategy="steps",
-        save_steps=2,
-        restore_callback_states_from_checkpoint=restore_flag,
-    )
+    args = resumable_args(tmp_path, name, max_steps, restore_flag)
     callback = DepthPruningCallback(config, calibration=CALIBRATION)
     trainer = Trainer(model, args, train_dataset=CountingDataset(), callbacks=[callback])
     trainer.train(resume_from_checkpoint=resume)
