@@ -1,0 +1,254 @@
+"""The paper-table generator (benchmarks/paper_tables): parsing results files, rejecting malformed ones, "not run".
+
+Results files are written by hand into ``tmp_path``; no model is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.paper_tables import make_tables, results_format, tables  # noqa: E402
+from benchmarks.paper_tables.results_format import ResultsFormatError  # noqa: E402
+from benchmarks.paper_tables.runner import PlannedRun, run_all  # noqa: E402
+
+TASKS = tables.ZERO_SHOT_TASKS
+
+
+def make_run(run_id: str, method: str, **metrics: Any) -> dict[str, Any]:
+    """A valid table-1 run with the given metrics."""
+    return {
+        "format": results_format.FORMAT,
+        "table": "table1",
+        "run_id": run_id,
+        "model": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "num_blocks": 30, "dtype": "float32"},
+        "method": {"name": method, "num_blocks_kept": 30 if method == "dense" else 24},
+        "settings": {
+            "calibration": {"num_samples": 10, "seq_len": 128, "seed": 0},
+            "evaluation": {"zero_shot_limit": 20, "ppl_seq_len": 128, "ppl_max_windows": 64},
+        },
+        "metrics": metrics,
+        "timings": {"total_s": 120.0},
+        "versions": {"torch": "2.13.0"},
+        "command": "python -m benchmarks.paper_tables.table1_block_criteria",
+        "started_at": "2026-12-01T09:00:00+00:00",
+        "finished_at": "2026-12-01T09:02:00+00:00",
+    }
+
+
+def zero_shot(accuracies: list[float]) -> dict[str, dict[str, float]]:
+    return {task: {"acc": acc, "acc_stderr": 0.1} for task, acc in zip(TASKS, accuracies, strict=True)}
+
+
+DENSE = make_run(
+    "dense",
+    "dense",
+    num_parameters=134_515_008,
+    perplexity={"wikitext2": 56.19, "ptb": 90.5},
+    zero_shot=zero_shot([0.30, 0.70, 0.40, 0.50, 0.45, 0.25, 0.20]),
+)
+MAG = make_run(
+    "magnitude-r0.20",
+    "magnitude",
+    num_parameters=113_270_784,
+    perplexity={"wikitext2": 120.456, "ptb": 200.0},
+    zero_shot=zero_shot([0.40, 0.60, 0.30, 0.50, 0.40, 0.25, 0.15]),
+    latency={
+        "batch_size": 1,
+        "new_tokens": 32,
+        "latency_s": 1.0,
+        "dense_latency_s": 1.15,
+        "speedup": 1.15,
+        "ideal_speedup": 1.1875,
+    },
+)
+
+
+def write(directory: Path, run: dict[str, Any], name: str | None = None) -> Path:
+    path = directory / run["table"] / f"{name or run['run_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run), encoding="utf-8")
+    return path
+
+
+def rows_by_id(results_dir: Path) -> dict[str, list[str]]:
+    spec = tables.table1_spec()
+    runs = results_format.load_runs(results_dir).get("table1", {})
+    return dict(zip(spec.row_ids(), tables.table_rows(spec, runs), strict=True))
+
+
+def test_parses_runs_into_table_rows(tmp_path):
+    write(tmp_path, DENSE)
+    write(tmp_path, MAG)
+    rows = rows_by_id(tmp_path)
+    headers = [*tables.table1_spec().label_headers, *(c.header for c in tables.table1_spec().columns)]
+    assert headers == [
+        "Criterion",
+        "Removed",
+        "Blocks",
+        "Params",
+        "WikiText-2 PPL",
+        "PTB PPL",
+        "7-task avg acc (%)",
+        "Speed-up (batch 1)",
+        "of ideal",
+        "Run time",
+    ]
+    assert rows["dense"] == ["Dense", "-", "30/30", "134.5M", "56.19", "90.50", "40.0", "1.00 (ref.)", "-", "2.0 min"]
+    # mean of 40, 60, 30, 50, 40, 25, 15 = 37.14; 1.15 / 1.1875 = 96.8%
+    assert rows["magnitude-r0.20"] == [
+        "Mag+ (Shortened LLaMA)",
+        "20% of blocks",
+        "24/30",
+        "113.3M",
+        "120.46",
+        "200.00",
+        "37.1",
+        "1.15x",
+        "97%",
+        "2.0 min",
+    ]
+
+
+def test_missing_runs_render_not_run(tmp_path):
+    write(tmp_path, DENSE)
+    rows = rows_by_id(tmp_path)
+    spec = tables.table1_spec()
+    assert len(rows) == 13  # dense + 6 criteria x 2 ratios
+    for run_id in spec.row_ids()[1:]:
+        assert rows[run_id][2:] == [tables.NOT_RUN] * len(spec.columns)
+    assert rows["sleb-r0.35"][:2] == ["SLEB", "35% of blocks"]
+    markdown = tables.render_section(spec, results_format.load_runs(tmp_path)["table1"])
+    assert "Runs: 1 of 13 (12 not run)." in markdown
+    assert (
+        "Settings of every run: zero-shot: first 20 documents per task; perplexity: first 64 windows of 128 tokens; "
+        "calibration: 10 x 128 tokens, seed 0." in markdown
+    )
+    not_run_lines = [line for line in markdown.splitlines() if line.endswith(" not run | not run |")]
+    assert len(not_run_lines) == 12 * 2  # main table and per-task table
+    # a table with no results at all: every row not run, no invented figure
+    spec3 = tables.table3_spec()
+    section = tables.render_section(spec3, {})
+    assert "No runner yet." in section and "**Not run** (0 of 7 planned runs: `dense`, `finercut-p0.20`," in section
+    assert "|" not in section  # no table, so no cell that could look like a figure
+    assert all(row[2:] == [tables.NOT_RUN] * len(spec3.columns) for row in tables.table_rows(spec3, {}))
+
+
+def test_missing_metric_renders_not_measured(tmp_path):
+    partial = make_run("taylor-r0.35", "taylor", num_parameters=99_000_000, perplexity={"wikitext2": 300.0})
+    partial["metrics"]["zero_shot"] = {"piqa": {"acc": 0.5}, "boolq": {"acc": 0.7, "acc_stderr": None}}
+    write(tmp_path, partial)
+    row = rows_by_id(tmp_path)["taylor-r0.35"]
+    assert row[4:9] == ["300.00", "not measured", "60.0 (2/7 tasks)", "not measured", "not measured"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.pop("metrics"), "missing keys ['metrics']"),
+        (lambda r: r.update(format="something-else/9"), "`format` is 'something-else/9'"),
+        (lambda r: r["metrics"]["perplexity"].update(ptb="high"), "`metrics.perplexity.ptb` must be a finite number"),
+        (
+            lambda r: r["metrics"]["zero_shot"]["piqa"].update(acc=60.0),
+            "`metrics.zero_shot.piqa.acc` must be a fraction",
+        ),
+        (lambda r: r["metrics"]["zero_shot"]["piqa"].pop("acc"), "`metrics.zero_shot.piqa` has no `acc`"),
+        (lambda r: r["metrics"]["latency"].pop("speedup"), "`metrics.latency` lacks ['speedup']"),
+        (lambda r: r["metrics"].update(num_parameters=-5), "`metrics.num_parameters` must be a positive integer"),
+        (lambda r: r.update(run_id=""), "`run_id` must be a non-empty string"),
+        (lambda r: r["timings"].update(total_s="long"), "`timings.total_s` must be a finite number"),
+    ],
+)
+def test_rejects_malformed_files(tmp_path, mutate, message):
+    run = copy.deepcopy(MAG)
+    mutate(run)
+    path = write(tmp_path, run, name="bad")
+    with pytest.raises(ResultsFormatError) as info:
+        results_format.load_runs(tmp_path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)  # the error names the file
+
+
+def test_rejects_invalid_json_duplicates_and_unknown_rows(tmp_path):
+    bad = tmp_path / "table1" / "broken.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ResultsFormatError, match="not valid JSON"):
+        results_format.load_runs(tmp_path)
+    bad.unlink()
+
+    write(tmp_path, MAG)
+    write(tmp_path, MAG, name="copy")
+    with pytest.raises(ResultsFormatError, match="is also in"):
+        results_format.load_runs(tmp_path)
+    (tmp_path / "table1" / "copy.json").unlink()
+
+    typo = make_run("magnitud-r0.20", "magnitude", num_parameters=1)
+    write(tmp_path, typo)
+    with pytest.raises(ResultsFormatError, match=r"run ids \['magnitud-r0.20'\] that the table has no row for"):
+        make_tables.generate(tmp_path)
+    (tmp_path / "table1" / "magnitud-r0.20.json").unlink()
+
+    other = dict(MAG, table="table9")
+    write(tmp_path, other)
+    with pytest.raises(ResultsFormatError, match=r"unknown tables \['table9'\]"):
+        make_tables.generate(tmp_path)
+
+
+def test_results_md_generation_keeps_prose(tmp_path):
+    results_dir = tmp_path / "results"
+    write(results_dir, DENSE)
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# Title\n\nHand-written intro.\n", encoding="utf-8")
+    args = ["--results-dir", str(results_dir), "--output", str(output)]
+    assert make_tables.main(args) == 0
+    first = output.read_text(encoding="utf-8")
+    assert first.startswith("# Title\n\nHand-written intro.\n")
+    assert "| Dense | - | 30/30 | 134.5M | 56.19 | 90.50 | 40.0 |" in first
+    assert "`calibration.num_samples`: `10`" in first  # shared settings are listed
+    output.write_text(first + "\n## Discussion\n\nMore prose.\n", encoding="utf-8")
+    assert make_tables.main([*args, "--check"]) == 0
+    write(results_dir, MAG)
+    assert make_tables.main([*args, "--check"]) == 1  # stale: a new run appeared
+    assert make_tables.main(args) == 0
+    second = output.read_text(encoding="utf-8")
+    assert second.count(make_tables.BEGIN) == 1 and second.endswith("## Discussion\n\nMore prose.\n")
+    assert "| Mag+ (Shortened LLaMA) | 20% of blocks | 24/30 | 113.3M | 120.46 |" in second
+    with pytest.raises(ValueError, match="broken generated block"):
+        make_tables.splice(make_tables.BEGIN + " only the start", "x")
+
+
+def test_run_all_writes_validated_files_and_resumes(tmp_path):
+    calls = []
+
+    def compute(run: dict[str, Any]):
+        def inner() -> dict[str, Any]:
+            calls.append(run["run_id"])
+            record = copy.deepcopy(run)
+            record["timings"] = {}
+            return record
+
+        return inner
+
+    planned = [PlannedRun("dense", compute(DENSE)), PlannedRun("magnitude-r0.20", compute(MAG))]
+    assert run_all("table1", planned, tmp_path, "cmd") == ["dense", "magnitude-r0.20"]
+    stored = results_format.read_run(tmp_path / "table1" / "dense.json")
+    assert stored["command"] == "cmd" and stored["timings"]["total_s"] >= 0
+    assert run_all("table1", planned, tmp_path, "cmd") == []  # resumed: both exist
+    assert calls == ["dense", "magnitude-r0.20"]
+    assert not list((tmp_path / "table1").glob("*.lock"))
+    # a lock held by a live process (this one) makes the run skipped; a file lost mid-run is recomputed
+    (tmp_path / "table1" / "dense.json").unlink()
+    lock = tmp_path / "table1" / "dense.json.lock"
+    lock.write_text(str(__import__("os").getpid()))
+    assert run_all("table1", planned, tmp_path, "cmd") == []
+    lock.write_text("999999999")  # a dead pid: taken over
+    assert run_all("table1", planned, tmp_path, "cmd") == ["dense"]
