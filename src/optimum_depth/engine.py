@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, cast
@@ -38,7 +38,7 @@ from .head_bounds import bound_tokens, head_supports_bounds, subset_nll_lower_bo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BlockCall", "BlockwiseEngine", "CapturedBatch", "RemovalResult", "progress_bar"]
+__all__ = ["BlockCall", "BlockwiseEngine", "CapturedBatch", "RemovalResult", "counted", "progress_bar"]
 
 DEFAULT_BOUND_SIZE = 128
 """Dense-model tokens per position in the vocabulary subset of the cheap NLL bound (plus the target)."""
@@ -50,6 +50,19 @@ FINAL_NORM_ATTR = "norm"
 def progress_bar(iterable, desc: str, total: int | None = None):
     """A ``tqdm`` bar that follows transformers' global progress-bar switch (``disable_progress_bar()``)."""
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=not is_progress_bar_enabled())
+
+
+def counted(fn: Callable[[int, int], float], bar) -> Callable[[int, int], float]:
+    """``fn`` that also advances ``bar`` by one per call (candidate-batch evaluations of the best-first search).
+
+    The bar's total is the number of candidate-batches, an upper bound: the early exit usually ends before it.
+    """
+
+    def wrapped(candidate: int, index: int) -> float:
+        bar.update(1)
+        return fn(candidate, index)
+
+    return wrapped
 
 
 @dataclass

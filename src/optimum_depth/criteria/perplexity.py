@@ -6,7 +6,7 @@ import math
 
 from ..architectures import get_decoder_layers
 from ..best_first import best_first
-from ..engine import BlockwiseEngine, progress_bar
+from ..engine import BlockwiseEngine, counted, progress_bar
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
@@ -76,12 +76,8 @@ def _best_first_nlls(
         return target_reached(context, chosen, sizes, total)
 
     with progress_bar(None, desc="ppl: scoring blocks (best-first)", total=len(positions) * num_batches) as bar:
-
-        def term(position: int, index: int) -> float:
-            bar.update(1)
-            return engine.removal_batch_nll(position, index)
-
-        bound = engine.removal_batch_bound if engine.supports_bounds else None
+        bound = counted(engine.removal_batch_bound, bar) if engine.supports_bounds else None
+        term = engine.removal_batch_nll if bound is not None else counted(engine.removal_batch_nll, bar)
         outcome = best_first(positions, num_batches, term, enough, bound=bound)
     engine.release_pending()
     return outcome.sums, outcome.lower_bounds

@@ -7,7 +7,7 @@ import math
 from ..architectures import get_decoder_layers
 from ..best_first import best_first
 from ..config import PruningTargetError
-from ..engine import BlockwiseEngine, RemovalResult, progress_bar
+from ..engine import BlockwiseEngine, RemovalResult, counted, progress_bar
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
@@ -131,12 +131,8 @@ def _best_first_round(
         return engine.block_ids[position] not in context.protected
 
     with progress_bar(None, desc=desc, total=len(positions) * num_batches) as bar:
-
-        def term(position: int, index: int) -> float:
-            bar.update(1)
-            return engine.removal_batch_nll(position, index)
-
-        bound = engine.removal_batch_bound if engine.supports_bounds else None
+        bound = counted(engine.removal_batch_bound, bar) if engine.supports_bounds else None
+        term = engine.removal_batch_nll if bound is not None else counted(engine.removal_batch_nll, bar)
         outcome = best_first(positions, num_batches, term, lambda done: any(map(removable, done)), bound=bound)
     winners = [p for p in outcome.completed if removable(p)]
     if not winners:
