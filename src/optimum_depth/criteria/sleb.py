@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from ..architectures import get_decoder_layers
 from ..best_first import best_first
 from ..config import PruningTargetError
-from ..engine import BlockwiseEngine, RemovalResult, counted, progress_bar
+from ..engine import BlockwiseEngine, counted, progress_bar
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
@@ -61,11 +62,10 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
     rounds = _number_of_rounds(context, engine)
     engine.capture()
     dense = engine.dense_loss()
-    values: dict[int, float] = {}
-    lower: set[int] = set()
+    state = _Rounds(context, engine)
     order: list[int] = []
     history = []
-    round_ = _best_first_round if context.config.early_exit else _exhaustive_round
+    round_ = state.best_first if context.config.early_exit else state.exhaustive
     for round_index in range(rounds):
         if target_reached(context, order, sizes, total):
             break
@@ -73,7 +73,7 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
             p for p in range(engine.num_blocks) if round_index == 0 or engine.block_ids[p] not in context.protected
         ]
         desc = f"sleb: round {round_index + 1}/{rounds}"
-        removed, nll = round_(context, engine, positions, values, lower, desc)
+        removed, nll = round_(positions, desc)
         order.append(removed)
         history.append({"removed": order[-1], "perplexity": math.exp(nll / engine.num_tokens)})
     if not target_reached(context, order, sizes, total):
@@ -85,68 +85,63 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
         "dense_perplexity": dense.perplexity,
         "rounds": history,
         "early_exit": context.config.early_exit,
-        "lower_bound_candidates": sorted(lower),
+        "lower_bound_candidates": sorted(state.lower),
         "block_forwards": engine.block_forwards,
         "head_forwards": engine.head_forwards,
         "bound_evaluations": engine.bound_evaluations,
     }
-    return CriterionResult(values=[values[i] for i in range(len(sizes))], removal_order=order, extra=extra)
+    return CriterionResult(values=[state.values[i] for i in range(len(sizes))], removal_order=order, extra=extra)
 
 
-def _exhaustive_round(
-    context: ScoringContext,
-    engine: BlockwiseEngine,
-    positions: list[int],
-    values: dict[int, float],
-    lower: set[int],
-    desc: str,
-) -> tuple[int, float]:
-    """Evaluates every candidate on every batch and removes the best; returns its original index and summed NLL."""
-    best: RemovalResult | None = None
-    for position in progress_bar(positions, desc=desc):
-        is_candidate = engine.block_ids[position] not in context.protected
-        result = engine.removal_loss(position, keep_states=is_candidate)
-        values[engine.block_ids[position]] = result.perplexity
-        if is_candidate and (best is None or result.nll < best.nll):
-            best = result
-    if best is None:
-        raise PruningTargetError("SLEB found no removable block left.")
-    removed = engine.block_ids[best.position]
-    engine.commit_removal(best)
-    return removed, best.nll
+@dataclass
+class _Rounds:
+    """SLEB's rounds on one engine: what every round reads and updates (values, lower-bound blocks)."""
 
+    context: ScoringContext
+    engine: BlockwiseEngine
+    values: dict[int, float] = field(default_factory=dict)
+    lower: set[int] = field(default_factory=set)
 
-def _best_first_round(
-    context: ScoringContext,
-    engine: BlockwiseEngine,
-    positions: list[int],
-    values: dict[int, float],
-    lower: set[int],
-    desc: str,
-) -> tuple[int, float]:
-    """Best-first round (candidates stop once they cannot win); returns the winner's original index and summed NLL."""
-    num_batches = len(engine.batches)
+    def removable(self, position: int) -> bool:
+        return self.engine.block_ids[position] not in self.context.protected
 
-    def removable(position: int) -> bool:
-        return engine.block_ids[position] not in context.protected
+    def any_removable(self, positions: list[int]) -> bool:
+        return any(map(self.removable, positions))
 
-    with progress_bar(None, desc=desc, total=len(positions) * num_batches) as bar:
-        bound = counted(engine.removal_batch_bound, bar) if engine.supports_bounds else None
-        term = engine.removal_batch_nll if bound is not None else counted(engine.removal_batch_nll, bar)
-        outcome = best_first(positions, num_batches, term, lambda done: any(map(removable, done)), bound=bound)
-    winners = [p for p in outcome.completed if removable(p)]
-    if not winners:
-        raise PruningTargetError("SLEB found no removable block left.")
-    for position in positions:
-        block = engine.block_ids[position]
-        values[block] = math.exp(outcome.sums[position] / engine.num_tokens)
-        if position in outcome.lower_bounds:
-            lower.add(block)
-        else:
-            lower.discard(block)
-    removed = engine.block_ids[winners[0]]
-    engine.commit_removal(winners[0])  # recomputes the winner's suffix (its states were not kept)
-    return removed, outcome.sums[winners[0]]
+    def exhaustive(self, positions: list[int], desc: str) -> tuple[int, float]:
+        """Evaluates every candidate on every batch and removes the best; returns its original index and NLL."""
+        engine, best = self.engine, None
+        for position in progress_bar(positions, desc=desc):
+            result = engine.removal_loss(position, keep_states=self.removable(position))
+            self.values[engine.block_ids[position]] = result.perplexity
+            if self.removable(position) and (best is None or result.nll < best.nll):
+                best = result
+        if best is None:
+            raise PruningTargetError("SLEB found no removable block left.")
+        removed = engine.block_ids[best.position]
+        engine.commit_removal(best)
+        return removed, best.nll
+
+    def best_first(self, positions: list[int], desc: str) -> tuple[int, float]:
+        """Best-first round (candidates stop once they cannot win); returns the winner's original index and NLL."""
+        engine, num_batches = self.engine, len(self.engine.batches)
+        with progress_bar(None, desc=desc, total=len(positions) * num_batches) as bar:
+            bound = counted(engine.removal_batch_bound, bar) if engine.supports_bounds else None
+            term = engine.removal_batch_nll if bound is not None else counted(engine.removal_batch_nll, bar)
+            outcome = best_first(positions, num_batches, term, self.any_removable, bound=bound)
+        winners = [p for p in outcome.completed if self.removable(p)]
+        if not winners:
+            raise PruningTargetError("SLEB found no removable block left.")
+        for position in positions:
+            block = engine.block_ids[position]
+            self.values[block] = math.exp(outcome.sums[position] / engine.num_tokens)
+            if position in outcome.lower_bounds:
+                self.lower.add(block)
+            else:
+                self.lower.discard(block)
+        removed = engine.block_ids[winners[0]]
+        engine.commit_removal(winners[0])  # recomputes the winner's suffix (its states were not kept)
+        return removed, outcome.sums[winners[0]]
 
 
 SLEB = register_criterion(Criterion("sleb", sleb_criterion, needs_calibration=True, forward_only=True))
