@@ -98,12 +98,26 @@ def test_parses_runs_into_table_rows(tmp_path):
         "WikiText-2 PPL",
         "PTB PPL",
         "7-task avg acc (%)",
+        "6 tasks w/o BoolQ",
         "Speed-up (batch 1)",
         "of ideal",
         "Run time",
     ]
-    assert rows["dense"] == ["Dense", "-", "30/30", "134.5M", "56.19", "90.50", "40.0", "1.00 (ref.)", "-", "2.0 min"]
-    # mean of 40, 60, 30, 50, 40, 25, 15 = 37.14; 1.15 / 1.1875 = 96.8%
+    # 6 tasks w/o BoolQ: (70 + 40 + 50 + 45 + 25 + 20) / 6 = 41.67
+    assert rows["dense"] == [
+        "Dense",
+        "-",
+        "30/30",
+        "134.5M",
+        "56.19",
+        "90.50",
+        "40.0",
+        "41.7",
+        "1.00 (ref.)",
+        "-",
+        "2.0 min",
+    ]
+    # mean of 40, 60, 30, 50, 40, 25, 15 = 37.14 (w/o BoolQ: 36.67); 1.15 / 1.1875 = 96.8%
     assert rows["magnitude-r0.20"] == [
         "Mag+ (Shortened LLaMA)",
         "20% of blocks",
@@ -112,6 +126,7 @@ def test_parses_runs_into_table_rows(tmp_path):
         "120.46",
         "200.00",
         "37.1",
+        "36.7",
         "1.15x",
         "97%",
         "2.0 min",
@@ -147,7 +162,14 @@ def test_missing_metric_renders_not_measured(tmp_path):
     partial["metrics"]["zero_shot"] = {"piqa": {"acc": 0.5}, "boolq": {"acc": 0.7, "acc_stderr": None}}
     write(tmp_path, partial)
     row = rows_by_id(tmp_path)["taylor-r0.35"]
-    assert row[4:9] == ["300.00", "not measured", "60.0 (2/7 tasks)", "not measured", "not measured"]
+    assert row[4:10] == [
+        "300.00",
+        "not measured",
+        "60.0 (2/7 tasks)",
+        "50.0 (1/6 tasks)",
+        "not measured",
+        "not measured",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -214,6 +236,7 @@ def test_results_md_generation_keeps_prose(tmp_path):
     assert first.startswith("# Title\n\nHand-written intro.\n")
     assert "| Dense | - | 30/30 | 134.5M | 56.19 | 90.50 | 40.0 |" in first
     assert "`calibration.num_samples`: `10`" in first  # shared settings are listed
+    assert "- versions: torch 2.13.0" in first
     output.write_text(first + "\n## Discussion\n\nMore prose.\n", encoding="utf-8")
     assert make_tables.main([*args, "--check"]) == 0
     write(results_dir, MAG)

@@ -99,20 +99,27 @@ def perplexity_cell(corpus: str) -> Callable[[Run], str]:
     return cell
 
 
-def zero_shot_average(run: Run, metric: str = "acc") -> tuple[float | None, int]:
-    """Mean ``metric`` over the seven tasks measured in ``run`` (as a fraction), and how many tasks it covers."""
+def zero_shot_average(
+    run: Run, metric: str = "acc", tasks: tuple[str, ...] = ZERO_SHOT_TASKS
+) -> tuple[float | None, int]:
+    """Mean ``metric`` over the ``tasks`` measured in ``run`` (as a fraction), and how many tasks it covers."""
     zero_shot = _metrics(run).get("zero_shot") or {}
-    values = [zero_shot[t][metric] for t in ZERO_SHOT_TASKS if metric in zero_shot.get(t, {})]
+    values = [zero_shot[t][metric] for t in tasks if zero_shot.get(t, {}).get(metric) is not None]
     return (statistics.fmean(values) if values else None), len(values)
 
 
-def zero_shot_average_cell(run: Run) -> str:
-    """The 7-task mean accuracy in percent; flags an average over fewer tasks."""
-    average, count = zero_shot_average(run)
+def zero_shot_average_cell(run: Run, tasks: tuple[str, ...] = ZERO_SHOT_TASKS) -> str:
+    """The mean accuracy over ``tasks`` in percent; flags an average over fewer tasks than asked."""
+    average, count = zero_shot_average(run, tasks=tasks)
     if average is None:
         return NOT_MEASURED
     text = f"{100 * average:.1f}"
-    return text if count == len(ZERO_SHOT_TASKS) else f"{text} ({count}/{len(ZERO_SHOT_TASKS)} tasks)"
+    return text if count == len(tasks) else f"{text} ({count}/{len(tasks)} tasks)"
+
+
+def without_boolq_cell(run: Run) -> str:
+    """The mean accuracy over the six tasks other than BoolQ (whose subset swings with the yes/no bias)."""
+    return zero_shot_average_cell(run, tuple(t for t in ZERO_SHOT_TASKS if t != "boolq"))
 
 
 def task_cell(task: str, metric: str = "acc") -> Callable[[Run], str]:
@@ -158,6 +165,7 @@ QUALITY_COLUMNS = (
     Column("WikiText-2 PPL", perplexity_cell("wikitext2")),
     Column("PTB PPL", perplexity_cell("ptb")),
     Column("7-task avg acc (%)", zero_shot_average_cell),
+    Column("6 tasks w/o BoolQ", without_boolq_cell),
     Column("Speed-up (batch 1)", speedup_cell),
     Column("of ideal", ideal_fraction_cell),
 )
@@ -256,7 +264,7 @@ def table5_spec() -> TableSpec:
         title="Table 5: unstructured sparsity (BESA, Wanda, magnitude) and depth + BESA",
         label_headers=("Method", "Target"),
         rows=rows,
-        columns=QUALITY_COLUMNS[:4],
+        columns=QUALITY_COLUMNS[:5],
     )
 
 
@@ -315,9 +323,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: json.dumps(value, sort_keys=True)}
 
 
-def settings_summary(runs: Mapping[str, Run]) -> tuple[dict[str, str], list[str]]:
-    """The ``settings`` shared by every run (flattened ``a.b`` keys -> JSON values), and the keys that differ."""
-    flats = [_flatten(run.get("settings") or {}) for run in runs.values()]
+def settings_summary(runs: Mapping[str, Run], field: str = "settings") -> tuple[dict[str, str], list[str]]:
+    """The ``field`` values shared by every run (flattened ``a.b`` keys -> JSON values), and the keys that differ."""
+    flats = [_flatten(run.get(field) or {}) for run in runs.values()]
     if not flats:
         return {}, []
     keys = sorted(set().union(*flats))
@@ -362,9 +370,9 @@ def render_section(spec: TableSpec, runs: Mapping[str, Run]) -> str:
         planned = ", ".join(f"`{run_id}`" for run_id in spec.row_ids())
         return "\n".join([*lines, f"**Not run** (0 of {len(spec.rows)} planned runs: {planned}).", ""])
     common, differing = settings_summary({k: runs[k] for k in done})
-    lines += [f"Runs: {len(done)} of {len(spec.rows)} ({len(spec.rows) - len(done)} not run)."]
+    lines += [f"Runs: {len(done)} of {len(spec.rows)} ({len(spec.rows) - len(done)} not run).", ""]
     line = settings_line(common)
-    lines += ([line] if line else []) + [""]
+    lines += [line, ""] if line else []
     lines += [render_table(spec, runs), ""]
     if spec.detail_columns:
         lines += ["Zero-shot accuracy per task (%):", "", render_table(spec, runs, spec.detail_columns), ""]
@@ -372,6 +380,10 @@ def render_section(spec: TableSpec, runs: Mapping[str, Run]) -> str:
     lines += [f"- `{key}`: `{value}`" for key, value in common.items()]
     if differing:
         lines += [f"- differ between runs: {', '.join(f'`{k}`' for k in differing)}"]
+    common_versions, differing_versions = settings_summary({k: runs[k] for k in done}, "versions")
+    lines += [f"- versions: {', '.join(f'{k} {json.loads(v)}' for k, v in common_versions.items())}"]
+    if differing_versions:
+        lines += [f"- versions differ between runs: {', '.join(differing_versions)}"]
     lines += ["", "</details>", ""]
     provenance = [
         [run_id, runs[run_id]["finished_at"], time_cell(runs[run_id]), f"`{runs[run_id]['command']}`"]
