@@ -364,9 +364,11 @@ class BlockwiseEngine:
     def removal_batch_bound(self, position: int, index: int) -> float:
         """A cheap lower bound of :meth:`removal_batch_nll` (same arguments), without the full LM head.
 
-        Runs the blocks after ``position`` and bounds the batch NLL with the head rows of each position's most
-        likely dense tokens plus the target (:func:`~optimum_depth.head_bounds.subset_nll_lower_bound`). The
-        final state is kept, so a later :meth:`removal_batch_nll` of the same batch only runs the head.
+        Runs the blocks after ``position`` and bounds the batch NLL with the head rows of a vocabulary subset: the
+        union of the dense model's top :attr:`bound_size` tokens at every position of the batch, plus the targets
+        (:func:`~optimum_depth.head_bounds.subset_nll_lower_bound`). The final state is kept (one
+        ``batch x seq_len x hidden`` tensor per candidate-batch, until :meth:`removal_batch_nll` or
+        :meth:`release_pending`), so a later :meth:`removal_batch_nll` of the same batch only runs the head.
 
         Raises:
             RuntimeError: If bounds are unavailable (see :attr:`supports_bounds`).
