@@ -265,6 +265,7 @@ def test_run_all_writes_validated_files_and_resumes(tmp_path):
     assert run_all("table1", planned, tmp_path, "cmd") == ["dense", "magnitude-r0.20"]
     stored = results_format.read_run(tmp_path / "table1" / "dense.json")
     assert stored["command"] == "cmd" and stored["timings"]["total_s"] >= 0
+    assert stored["started_at"] != DENSE["started_at"] and stored["started_at"] <= stored["finished_at"]
     assert run_all("table1", planned, tmp_path, "cmd") == []  # resumed: both exist
     assert calls == ["dense", "magnitude-r0.20"]
     assert not list((tmp_path / "table1").glob("*.lock"))

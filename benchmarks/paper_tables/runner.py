@@ -307,9 +307,11 @@ def run_all(table: str, runs: list[PlannedRun], results_dir: Path, command: str,
                 continue
             if path.exists() and not force:  # finished by another process meanwhile
                 continue
-            print(f"[{table}] {planned.run_id}: running ({utc_now()})", flush=True)
+            started_at = utc_now()
+            print(f"[{table}] {planned.run_id}: running ({started_at})", flush=True)
             start = time.perf_counter()
             record = planned.compute()
+            record["started_at"] = started_at  # the compute function's record may be created after pruning
             record["timings"]["total_s"] = time.perf_counter() - start
             record["command"] = command
             record["finished_at"] = utc_now()
