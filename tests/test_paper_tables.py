@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,16 @@ def test_run_all_writes_validated_files_and_resumes(tmp_path):
     assert run_all("table1", planned, tmp_path, "cmd") == []
     lock.write_text("999999999")  # a dead pid: taken over
     assert run_all("table1", planned, tmp_path, "cmd") == ["dense"]
+
+
+def test_tracked_only_skips_uncommitted_runs(tmp_path):
+    results_dir = tmp_path / "results"
+    committed, uncommitted = write(results_dir, DENSE), write(results_dir, MAG)
+    assert set(results_format.load_runs(results_dir)["table1"]) == {"dense", "magnitude-r0.20"}
+    only = {committed.resolve()}
+    assert set(results_format.load_runs(results_dir, only)["table1"]) == {"dense"}
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", str(committed)], check=True)
+    assert make_tables.tracked_files(results_dir) == only
+    generated = make_tables.generate(results_dir, tracked_only=True)
+    assert "Runs: 1 of 13 (12 not run)." in generated and uncommitted.exists()

@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m benchmarks.paper_tables.make_tables            # rewrites the generated part of RESULTS.md
     python -m benchmarks.paper_tables.make_tables --check    # exits 1 if RESULTS.md is not up to date
+    python -m benchmarks.paper_tables.make_tables --tracked-only   # only results files committed to git
 
 Only the text between the two markers below is generated; the prose around it (settings discussion, comparison with
 the papers) is kept as written. Every figure comes from a results file; missing runs render as "not run".
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,13 +29,31 @@ DEFAULT_OUTPUT = ROOT / "benchmarks" / "RESULTS.md"
 DEFAULT_HEADER = "# Paper comparisons on SmolLM2-135M-Instruct\n\n"
 
 
-def generate(results_dir: str | os.PathLike) -> str:
+def tracked_files(results_dir: str | os.PathLike) -> set[Path]:
+    """The files under ``results_dir`` that git tracks (resolved paths).
+
+    Raises:
+        RuntimeError: If git cannot list them (not a checkout, git missing).
+    """
+    directory = Path(results_dir).resolve()
+    result = subprocess.run(["git", "ls-files", "-z", "."], cwd=directory, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"`git ls-files` failed in {directory}: {result.stderr.strip()}")
+    return {(directory / name).resolve() for name in result.stdout.split("\0") if name}
+
+
+def generate(results_dir: str | os.PathLike, tracked_only: bool = False) -> str:
     """The generated markdown (all tables) for the results under ``results_dir``, markers included.
+
+    Args:
+        results_dir: The results directory.
+        tracked_only: Use only the results files committed to git (ignores runs other sessions are still writing).
 
     Raises:
         ResultsFormatError: If a results file is malformed or does not fit a table.
     """
-    return f"{BEGIN}\n\n{render_all(load_runs(results_dir))}\n{END}"
+    only = tracked_files(results_dir) if tracked_only else None
+    return f"{BEGIN}\n\n{render_all(load_runs(results_dir, only))}\n{END}"
 
 
 def splice(document: str, generated: str) -> str:
@@ -56,10 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=str(DEFAULT_RESULTS_DIR))
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--check", action="store_true", help="Do not write; exit 1 if the output is stale.")
+    parser.add_argument(
+        "--tracked-only", action="store_true", help="Use only results files tracked by git (skip uncommitted runs)."
+    )
     args = parser.parse_args(argv)
     output = Path(args.output)
     document = output.read_text(encoding="utf-8") if output.exists() else DEFAULT_HEADER
-    updated = splice(document, generate(args.results_dir))
+    updated = splice(document, generate(args.results_dir, tracked_only=args.tracked_only))
     if args.check:
         stale = updated != document
         print(f"{output} is {'stale' if stale else 'up to date'}.")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +152,14 @@ def read_run(path: str | os.PathLike) -> dict[str, Any]:
     return validate_run(data, str(path))
 
 
-def load_runs(results_dir: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]]:
+def load_runs(
+    results_dir: str | os.PathLike, only: Collection[Path] | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Reads every ``*.json`` run under ``results_dir`` (recursively).
+
+    Args:
+        results_dir: The results directory.
+        only: If given, read only these files (resolved paths), e.g. the ones committed to git.
 
     Returns:
         table -> run_id -> run.
@@ -163,6 +170,8 @@ def load_runs(results_dir: str | os.PathLike) -> dict[str, dict[str, dict[str, A
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     origin: dict[tuple[str, str], Path] = {}
     for path in sorted(Path(results_dir).rglob("*.json")):
+        if only is not None and path.resolve() not in only:
+            continue
         run = read_run(path)
         key = (run["table"], run["run_id"])
         if key in origin:
