@@ -290,3 +290,19 @@ def test_tracked_only_skips_uncommitted_runs(tmp_path):
     assert make_tables.tracked_files(results_dir) == only
     generated = make_tables.generate(results_dir, tracked_only=True)
     assert "Runs: 1 of 13 (12 not run)." in generated and uncommitted.exists()
+
+
+def test_table5_runner_ids_are_the_rows_of_its_table_and_zeros_render():
+    from benchmarks.paper_tables import table5_sparsity
+
+    spec = tables.table5_spec()
+    expected = [table5_sparsity.run_id(m, 0.5) for m in table5_sparsity.METHODS]
+    expected.append(table5_sparsity.run_id("besa", 0.5, depth=True))
+    assert spec.row_ids() == ["dense", *expected]
+    run = make_run("besa-s0.50", "besa-s0.50", num_parameters=134_515_008, perplexity={"wikitext2": 80.0})
+    run["table"] = "table5"
+    run["method"]["achieved_sparsity"] = 0.49996
+    rows = tables.table_rows(spec, {"besa-s0.50": run})
+    besa = next(row for row in rows if row[0] == "BESA")
+    assert besa[2] == "50.0%" and "80.00" in besa
+    assert next(row for row in rows if row[0] == "Wanda")[2] == tables.NOT_RUN

@@ -160,6 +160,12 @@ def time_cell(run: Run) -> str:
     return NOT_MEASURED if total is None else f"{total / 60:.1f} min"
 
 
+def sparsity_cell(run: Run) -> str:
+    """Achieved fraction of zero weights in the sparsified linear layers (``-`` for unsparsified runs)."""
+    achieved = (run.get("method") or {}).get("achieved_sparsity")
+    return "-" if achieved is None else f"{100 * achieved:.1f}%"
+
+
 QUALITY_COLUMNS = (
     Column("Params", params_cell),
     Column("WikiText-2 PPL", perplexity_cell("wikitext2")),
@@ -264,7 +270,9 @@ def table5_spec() -> TableSpec:
         title="Table 5: unstructured sparsity (BESA, Wanda, magnitude) and depth + BESA",
         label_headers=("Method", "Target"),
         rows=rows,
-        columns=QUALITY_COLUMNS[:5],
+        columns=(Column("Zeros", sparsity_cell), *QUALITY_COLUMNS, Column("Run time", time_cell)),
+        command="python -m benchmarks.paper_tables.table5_sparsity",
+        detail_columns=TASK_COLUMNS,
     )
 
 
