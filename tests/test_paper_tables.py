@@ -306,3 +306,16 @@ def test_table5_runner_ids_are_the_rows_of_its_table_and_zeros_render():
     besa = next(row for row in rows if row[0] == "BESA")
     assert besa[2] == "50.0%" and "80.00" in besa
     assert next(row for row in rows if row[0] == "Wanda")[2] == tables.NOT_RUN
+
+
+def test_table4_runner_ids_and_schedules():
+    import argparse
+
+    from benchmarks.paper_tables import table4_schedules as table4
+
+    ids = [table4.run_id(schedule, criterion) for criterion in table4.CRITERIA for schedule in table4.SCHEDULES]
+    assert tables.table4_spec().row_ids() == ["dense", *ids]
+    args = argparse.Namespace(num_samples=10, seq_len=128, seed=0, steps=32, events=4)
+    iterative = table4.pruning_config("iterative", "taylor", args)
+    assert iterative.prune_at_steps == [0, 6, 12, 18] and iterative.pruning_ratio == 0.35
+    assert table4.pruning_config("one_shot", "ppl", args).schedule == "one_shot"

@@ -114,9 +114,9 @@ def sparsity_run(dense, tokenizer, method: str, depth: bool, args: argparse.Name
     return record
 
 
-def dense_run(dense, tokenizer, base: dict[str, Any], evaluation: EvalSettings) -> dict[str, Any]:
-    """The dense baseline's record (perplexity, zero-shot, parameters)."""
-    record = new_record(TABLE, "dense", base["model"], {"name": "dense"}, base["settings"])
+def dense_run(dense, tokenizer, base: dict[str, Any], evaluation: EvalSettings, table: str = TABLE) -> dict[str, Any]:
+    """The dense baseline's record of ``table`` (perplexity, zero-shot, parameters)."""
+    record = new_record(table, "dense", base["model"], {"name": "dense"}, base["settings"])
     metrics, details, timings = evaluate_quality(dense, tokenizer, evaluation)
     record["metrics"] = {"num_parameters": count_parameters(dense), **metrics}
     record["details"] = details

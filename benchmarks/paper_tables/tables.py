@@ -252,7 +252,9 @@ def table4_spec() -> TableSpec:
         title="Table 4: one-shot vs iterative pruning at 35% of the blocks",
         label_headers=("Criterion", "Schedule"),
         rows=tuple(rows),
-        columns=QUALITY_COLUMNS,
+        columns=(Column("Blocks", blocks_cell), *QUALITY_COLUMNS, Column("Run time", time_cell)),
+        command="python -m benchmarks.paper_tables.table4_schedules",
+        detail_columns=TASK_COLUMNS,
     )
 
 
