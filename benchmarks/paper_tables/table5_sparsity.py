@@ -116,7 +116,8 @@ def sparsity_run(dense, tokenizer, method: str, depth: bool, args: argparse.Name
 
 def dense_run(dense, tokenizer, base: dict[str, Any], evaluation: EvalSettings, table: str = TABLE) -> dict[str, Any]:
     """The dense baseline's record of ``table`` (perplexity, zero-shot, parameters)."""
-    record = new_record(table, "dense", base["model"], {"name": "dense"}, base["settings"])
+    method = {"name": "dense", "num_blocks_kept": base["model"]["num_blocks"]}
+    record = new_record(table, "dense", base["model"], method, base["settings"])
     metrics, details, timings = evaluate_quality(dense, tokenizer, evaluation)
     record["metrics"] = {"num_parameters": count_parameters(dense), **metrics}
     record["details"] = details

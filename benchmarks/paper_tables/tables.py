@@ -85,8 +85,9 @@ def params_cell(run: Run) -> str:
 
 
 def blocks_cell(run: Run) -> str:
-    """Blocks kept out of the model's blocks, e.g. ``24/30``."""
-    kept, total = run.get("method", {}).get("num_blocks_kept"), run.get("model", {}).get("num_blocks")
+    """Blocks kept out of the model's blocks, e.g. ``24/30`` (the dense reference keeps them all)."""
+    total = run.get("model", {}).get("num_blocks")
+    kept = total if _is_reference(run) else run.get("method", {}).get("num_blocks_kept")
     return NOT_MEASURED if kept is None or total is None else f"{kept}/{total}"
 
 
