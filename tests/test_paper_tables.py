@@ -319,3 +319,22 @@ def test_table4_runner_ids_and_schedules():
     iterative = table4.pruning_config("iterative", "taylor", args)
     assert iterative.prune_at_steps == [0, 6, 12, 18] and iterative.pruning_ratio == 0.35
     assert table4.pruning_config("one_shot", "ppl", args).schedule == "one_shot"
+
+
+def test_table2_runner_ids_and_recipes():
+    import argparse
+
+    from benchmarks.paper_tables import table2_recovery as table2
+
+    ids = [
+        tables.block_run_id(criterion, ratio, f"-{recovery}")
+        for recovery in table2.RECOVERIES
+        for ratio in tables.BLOCK_RATIOS
+        for criterion in tables.CRITERIA
+    ]
+    assert tables.table2_spec().row_ids() == ["dense", *ids]
+    args = argparse.Namespace(steps=32, batch_size=4, lora_lr=1e-3, cpt_lr=1e-4)
+    lora, cpt = table2.recovery_config("lora", args), table2.recovery_config("cpt", args)
+    assert (lora.method, lora.resolved_learning_rate) == ("lora", 1e-3)
+    assert (cpt.method, cpt.resolved_learning_rate) == ("full", 1e-4)
+    assert lora.max_steps == cpt.max_steps == 32

@@ -333,3 +333,34 @@ def settings_dict(settings: EvalSettings) -> dict[str, Any]:
     data = asdict(settings)
     data["ppl_datasets"] = list(settings.ppl_datasets)
     return data
+
+
+def train_and_merge(model, tokenizer, train, recovery, callbacks_for=None) -> tuple[Any, float, list[dict[str, Any]]]:
+    """Trains ``model`` with :func:`optimum_depth.recovery.build_recovery_trainer` and merges LoRA adapters.
+
+    Args:
+        model: The model to train (consumed).
+        tokenizer: Its tokenizer.
+        train: The packed training dataset.
+        recovery: A ``RecoveryConfig``.
+        callbacks_for: Optional ``trainer -> [callbacks]`` (e.g. a ``DepthPruningCallback`` given the trainer).
+
+    Returns:
+        ``(merged model in eval mode, training wall seconds, the Trainer's log history)``.
+    """
+    import tempfile
+
+    from optimum_depth.recovery import build_recovery_trainer
+
+    with tempfile.TemporaryDirectory(prefix="paper-tables-") as tmp:
+        trainer = build_recovery_trainer(
+            model, train, recovery, output_dir=tmp, tokenizer=tokenizer, logging_steps=4, save_strategy="no"
+        )
+        for callback in callbacks_for(trainer) if callbacks_for is not None else []:
+            trainer.add_callback(callback)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        trained = trainer.model
+        merged = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
+    return merged.eval(), seconds, list(trainer.state.log_history)

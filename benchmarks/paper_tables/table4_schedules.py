@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from optimum_depth import DepthPruningCallback, DepthPruningConfig
 from optimum_depth.model_zoo import load_model_and_tokenizer
-from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset, build_recovery_trainer
+from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset
 from optimum_depth.scoring import count_parameters
 
 from .runner import (
@@ -41,6 +39,7 @@ from .runner import (
     run_all,
     set_threads,
     settings_dict,
+    train_and_merge,
 )
 from .table1_block_criteria import model_info
 from .table5_sparsity import dense_run
@@ -102,18 +101,15 @@ def schedule_run(dense, tokenizer, train, schedule: str, criterion: str, args, b
         gradient_accumulation_steps=1,
         warmup_steps=0,
     )
-    model = copy.deepcopy(dense)
-    with tempfile.TemporaryDirectory(prefix="table4-") as tmp:
-        trainer = build_recovery_trainer(
-            model, train, recovery, output_dir=tmp, tokenizer=tokenizer, logging_steps=4, save_strategy="no"
-        )
-        callback = DepthPruningCallback(pruning, calibration=args.calibration, tokenizer=tokenizer, trainer=trainer)
-        trainer.add_callback(callback)
-        start = time.perf_counter()
-        trainer.train()
-        train_s = time.perf_counter() - start
-        history = trainer.state.log_history
-        merged = trainer.model.merge_and_unload().eval()
+    merged, train_s, history = train_and_merge(
+        copy.deepcopy(dense),
+        tokenizer,
+        train,
+        recovery,
+        lambda trainer: [
+            DepthPruningCallback(pruning, calibration=args.calibration, tokenizer=tokenizer, trainer=trainer)
+        ],
+    )
     events = [{"step": e["step"], "removed": e["pruning/removed_layers"]} for e in history if "pruning/event" in e]
     losses = [e["loss"] for e in history if "loss" in e]
     print(f"  {run_id(schedule, criterion)}: events {events} ({train_s:.0f} s)", flush=True)

@@ -220,7 +220,9 @@ def table2_spec() -> TableSpec:
         title="Table 2: block criteria after LoRA recovery and after continued pretraining",
         label_headers=("Criterion", "Removed", "Recovery"),
         rows=tuple(rows),
-        columns=(Column("Blocks", blocks_cell), *QUALITY_COLUMNS),
+        columns=(Column("Blocks", blocks_cell), *QUALITY_COLUMNS, Column("Run time", time_cell)),
+        command="python -m benchmarks.paper_tables.table2_recovery",
+        detail_columns=TASK_COLUMNS,
     )
 
 
