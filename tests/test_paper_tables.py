@@ -338,3 +338,21 @@ def test_table2_runner_ids_and_recipes():
     assert (lora.method, lora.resolved_learning_rate) == ("lora", 1e-3)
     assert (cpt.method, cpt.resolved_learning_rate) == ("full", 1e-4)
     assert lora.max_steps == cpt.max_steps == 32
+
+
+def test_fill_evaluation_composes_the_record(monkeypatch):
+    import torch
+
+    from benchmarks.paper_tables import runner
+
+    quality = ({"perplexity": {"wikitext2": 10.0}}, {"perplexity_settings": {"seq_len": 128}}, {"perplexity_s": 1.0})
+    monkeypatch.setattr(runner, "evaluate_quality", lambda model, tokenizer, settings: quality)
+    monkeypatch.setattr(runner, "measure_speedup", lambda d, m, t, s: ({"speedup": 1.2}, {"repeats": 3}, 2.0))
+    model = torch.nn.Linear(3, 2)
+    record = {"timings": {}}
+    runner.fill_evaluation(record, model, None, runner.EvalSettings())
+    assert record["metrics"] == {"num_parameters": 8, "perplexity": {"wikitext2": 10.0}} and "latency" not in record["metrics"]
+    runner.fill_evaluation(record := {"timings": {"x": 0.5}}, model, None, runner.EvalSettings(), dense=model)
+    assert record["metrics"]["latency"] == {"speedup": 1.2}
+    assert record["details"] == {"perplexity_settings": {"seq_len": 128}, "latency_settings": {"repeats": 3}}
+    assert record["timings"] == {"x": 0.5, "perplexity_s": 1.0, "latency_s": 2.0}

@@ -364,3 +364,30 @@ def train_and_merge(model, tokenizer, train, recovery, callbacks_for=None) -> tu
         trained = trainer.model
         merged = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
     return merged.eval(), seconds, list(trainer.state.log_history)
+
+
+def fill_evaluation(record: dict[str, Any], model, tokenizer, settings: EvalSettings, dense=None) -> dict[str, Any]:
+    """Evaluates ``model`` into ``record``: parameters, perplexity, zero-shot and, given ``dense``, the speed-up.
+
+    Sets ``metrics`` and ``details`` and adds to ``timings``; callers add their own details and timings afterwards.
+
+    Returns:
+        ``record``.
+    """
+    metrics, details, timings = evaluate_quality(model, tokenizer, settings)
+    record["metrics"] = {"num_parameters": count_parameters(model), **metrics}
+    record["details"] = details
+    record["timings"].update(timings)
+    if dense is not None:
+        latency, latency_settings, latency_s = measure_speedup(dense, model, tokenizer, settings)
+        record["metrics"]["latency"] = latency
+        record["details"]["latency_settings"] = latency_settings
+        record["timings"]["latency_s"] = latency_s
+    return record
+
+
+def dense_run(table: str, dense, tokenizer, base: dict[str, Any], settings: EvalSettings) -> dict[str, Any]:
+    """The dense baseline's record of ``table`` (perplexity, zero-shot, parameters; every block kept)."""
+    method = {"name": "dense", "num_blocks_kept": int(dense.config.num_hidden_layers)}
+    record = new_record(table, "dense", base["model"], method, base["settings"])
+    return fill_evaluation(record, dense, tokenizer, settings)

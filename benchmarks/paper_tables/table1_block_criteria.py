@@ -31,9 +31,9 @@ from .runner import (
     EvalSettings,
     PlannedRun,
     command_line,
-    evaluate_quality,
+    dense_run,
+    fill_evaluation,
     machine_settings,
-    measure_speedup,
     new_record,
     run_all,
     set_threads,
@@ -89,17 +89,6 @@ def scores_summary(pruner: DepthPruner) -> dict[str, Any]:
     }
 
 
-def dense_run(dense, tokenizer, base: dict[str, Any], evaluation: EvalSettings) -> dict[str, Any]:
-    """The dense baseline's record (perplexity, zero-shot, parameters)."""
-    method = {"name": "dense", "num_blocks_kept": int(dense.config.num_hidden_layers)}
-    record = new_record(TABLE, "dense", base["model"], method, base["settings"])
-    metrics, details, timings = evaluate_quality(dense, tokenizer, evaluation)
-    record["metrics"] = {"num_parameters": count_parameters(dense), **metrics}
-    record["details"] = details
-    record["timings"].update(timings)
-    return record
-
-
 def pruned_run(
     dense, tokenizer, criterion: str, ratio: float, args: argparse.Namespace, base: dict[str, Any]
 ) -> dict[str, Any]:
@@ -132,11 +121,9 @@ def pruned_run(
         "config": config.to_dict(),
     }
     record = new_record(TABLE, block_run_id(criterion, ratio), base["model"], method, base["settings"])
-    metrics, details, timings = evaluate_quality(pruned, tokenizer, evaluation)
-    latency, latency_settings, latency_s = measure_speedup(dense, pruned, tokenizer, evaluation)
-    record["metrics"] = {"num_parameters": count_parameters(pruned), **metrics, "latency": latency}
-    record["details"] = {**details, "latency_settings": latency_settings, "scores": scores_summary(pruner)}
-    record["timings"].update({"pruning_s": pruning_s, **timings, "latency_s": latency_s})
+    fill_evaluation(record, pruned, tokenizer, evaluation, dense=dense)
+    record["details"]["scores"] = scores_summary(pruner)
+    record["timings"]["pruning_s"] = pruning_s
     return record
 
 
@@ -159,7 +146,9 @@ def main(argv: list[str] | None = None) -> list[str]:
     }
     base = {"model": model_info(dense), "settings": settings}
     print(f"table 1: {base['model']['name']}, {threads} thread(s), settings {settings}", flush=True)
-    runs = [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(dense, tokenizer, base, evaluation))]
+    runs = (
+        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
+    )
     for ratio in args.ratios:
         for criterion in args.criteria:
             runs.append(

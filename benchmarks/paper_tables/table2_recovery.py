@@ -28,16 +28,15 @@ from typing import Any
 from optimum_depth import remove_layers
 from optimum_depth.model_zoo import load_model_and_tokenizer
 from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset
-from optimum_depth.scoring import count_parameters
 
 from .results_format import read_run, run_path
 from .runner import (
     EvalSettings,
     PlannedRun,
     command_line,
-    evaluate_quality,
+    dense_run,
+    fill_evaluation,
     machine_settings,
-    measure_speedup,
     new_record,
     run_all,
     set_threads,
@@ -45,7 +44,6 @@ from .runner import (
     train_and_merge,
 )
 from .table1_block_criteria import model_info
-from .table5_sparsity import dense_run
 from .tables import BLOCK_RATIOS, CRITERIA, block_run_id
 
 TABLE = "table2"
@@ -112,11 +110,9 @@ def recovered_run(dense, tokenizer, data, criterion: str, ratio: float, recovery
     }
     evaluation = EvalSettings.from_args(args)
     record = new_record(TABLE, run, base["model"], method, base["settings"])
-    metrics, details, timings = evaluate_quality(merged, tokenizer, evaluation)
-    latency, latency_settings, latency_s = measure_speedup(dense, merged, tokenizer, evaluation)
-    record["metrics"] = {"num_parameters": count_parameters(merged), **metrics, "latency": latency}
-    record["details"] = {**details, "latency_settings": latency_settings, "losses": losses}
-    record["timings"].update({"train_s": train_s, **timings, "latency_s": latency_s})
+    fill_evaluation(record, merged, tokenizer, evaluation, dense=dense)
+    record["details"]["losses"] = losses
+    record["timings"]["train_s"] = train_s
     return record
 
 
@@ -145,7 +141,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     base = {"model": model_info(dense), "settings": settings}
     print(f"table 2: {base['model']['name']}, {threads} thread(s), settings {settings}", flush=True)
     runs = (
-        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(dense, tokenizer, base, evaluation, TABLE))]
+        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
     )
     for recovery in args.recoveries:
         for ratio in BLOCK_RATIOS:

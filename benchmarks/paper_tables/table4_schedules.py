@@ -26,15 +26,14 @@ from typing import Any
 from optimum_depth import DepthPruningCallback, DepthPruningConfig
 from optimum_depth.model_zoo import load_model_and_tokenizer
 from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset
-from optimum_depth.scoring import count_parameters
 
 from .runner import (
     EvalSettings,
     PlannedRun,
     command_line,
-    evaluate_quality,
+    dense_run,
+    fill_evaluation,
     machine_settings,
-    measure_speedup,
     new_record,
     run_all,
     set_threads,
@@ -42,7 +41,6 @@ from .runner import (
     train_and_merge,
 )
 from .table1_block_criteria import model_info
-from .table5_sparsity import dense_run
 
 TABLE = "table4"
 MODULE = "benchmarks.paper_tables.table4_schedules"
@@ -125,11 +123,9 @@ def schedule_run(dense, tokenizer, train, schedule: str, criterion: str, args, b
         "config": pruning.to_dict(),
     }
     record = new_record(TABLE, run_id(schedule, criterion), base["model"], method, base["settings"])
-    metrics, details, timings = evaluate_quality(merged, tokenizer, evaluation)
-    latency, latency_settings, latency_s = measure_speedup(dense, merged, tokenizer, evaluation)
-    record["metrics"] = {"num_parameters": count_parameters(merged), **metrics, "latency": latency}
-    record["details"] = {**details, "latency_settings": latency_settings, "losses": losses}
-    record["timings"].update({"train_s": train_s, **timings, "latency_s": latency_s})
+    fill_evaluation(record, merged, tokenizer, evaluation, dense=dense)
+    record["details"]["losses"] = losses
+    record["timings"]["train_s"] = train_s
     return record
 
 
@@ -163,7 +159,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     base = {"model": model_info(dense), "settings": settings}
     print(f"table 4: {base['model']['name']}, {threads} thread(s), settings {settings}", flush=True)
     runs = (
-        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(dense, tokenizer, base, evaluation, TABLE))]
+        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
     )
     for criterion in CRITERIA:
         for schedule in SCHEDULES:

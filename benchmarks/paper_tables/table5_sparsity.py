@@ -24,15 +24,14 @@ from typing import Any
 
 from optimum_depth import DepthPruningConfig, SparsityConfig, sparsify
 from optimum_depth.model_zoo import load_model_and_tokenizer
-from optimum_depth.scoring import count_parameters
 
 from .runner import (
     EvalSettings,
     PlannedRun,
     command_line,
-    evaluate_quality,
+    dense_run,
+    fill_evaluation,
     machine_settings,
-    measure_speedup,
     new_record,
     run_all,
     set_threads,
@@ -102,26 +101,9 @@ def sparsity_run(dense, tokenizer, method: str, depth: bool, args: argparse.Name
         "config": config.to_dict(),
     }
     record = new_record(TABLE, run_id(method, args.sparsity, depth), base["model"], method_record, base["settings"])
-    metrics, details, timings = evaluate_quality(model, tokenizer, evaluation)
-    record["metrics"] = {"num_parameters": count_parameters(model), **metrics}
-    record["details"] = {**details, "sparsity": result.record()}
-    record["timings"].update({"sparsify_s": sparsify_s, **timings})
-    if depth:
-        latency, latency_settings, latency_s = measure_speedup(dense, model, tokenizer, evaluation)
-        record["metrics"]["latency"] = latency
-        record["details"]["latency_settings"] = latency_settings
-        record["timings"]["latency_s"] = latency_s
-    return record
-
-
-def dense_run(dense, tokenizer, base: dict[str, Any], evaluation: EvalSettings, table: str = TABLE) -> dict[str, Any]:
-    """The dense baseline's record of ``table`` (perplexity, zero-shot, parameters)."""
-    method = {"name": "dense", "num_blocks_kept": base["model"]["num_blocks"]}
-    record = new_record(table, "dense", base["model"], method, base["settings"])
-    metrics, details, timings = evaluate_quality(dense, tokenizer, evaluation)
-    record["metrics"] = {"num_parameters": count_parameters(dense), **metrics}
-    record["details"] = details
-    record["timings"].update(timings)
+    fill_evaluation(record, model, tokenizer, evaluation, dense=dense if depth else None)  # zeros alone: no speed-up
+    record["details"]["sparsity"] = result.record()
+    record["timings"]["sparsify_s"] = sparsify_s
     return record
 
 
@@ -144,7 +126,9 @@ def main(argv: list[str] | None = None) -> list[str]:
     }
     base = {"model": model_info(dense), "settings": settings}
     print(f"table 5: {base['model']['name']}, {threads} thread(s), settings {settings}", flush=True)
-    runs = [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(dense, tokenizer, base, evaluation))]
+    runs = (
+        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
+    )
     plan = [(method, False) for method in METHODS] + [("besa", True)]
     for method, depth in plan:
         runs.append(
