@@ -342,7 +342,6 @@ def test_table2_runner_ids_and_recipes():
 
 def test_fill_evaluation_composes_the_record(monkeypatch):
     import torch
-
     from benchmarks.paper_tables import runner
 
     quality = ({"perplexity": {"wikitext2": 10.0}}, {"perplexity_settings": {"seq_len": 128}}, {"perplexity_s": 1.0})
@@ -351,7 +350,10 @@ def test_fill_evaluation_composes_the_record(monkeypatch):
     model = torch.nn.Linear(3, 2)
     record = {"timings": {}}
     runner.fill_evaluation(record, model, None, runner.EvalSettings())
-    assert record["metrics"] == {"num_parameters": 8, "perplexity": {"wikitext2": 10.0}} and "latency" not in record["metrics"]
+    assert (
+        record["metrics"] == {"num_parameters": 8, "perplexity": {"wikitext2": 10.0}}
+        and "latency" not in record["metrics"]
+    )
     runner.fill_evaluation(record := {"timings": {"x": 0.5}}, model, None, runner.EvalSettings(), dense=model)
     assert record["metrics"]["latency"] == {"speedup": 1.2}
     assert record["details"] == {"perplexity_settings": {"seq_len": 128}, "latency_settings": {"repeats": 3}}
