@@ -6,6 +6,8 @@ Results files are written by hand into ``tmp_path``; no model is loaded.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -151,11 +153,12 @@ def test_missing_runs_render_not_run(tmp_path):
     not_run_lines = [line for line in markdown.splitlines() if line.endswith(" not run | not run |")]
     assert len(not_run_lines) == 12 * 2  # main table and per-task table
     # a table with no results at all: every row not run, no invented figure
-    spec3 = tables.table3_spec()
+    spec3 = dataclasses.replace(tables.table3_spec(), command=None)
     section = tables.render_section(spec3, {})
-    assert "No runner yet." in section and "**Not run** (0 of 7 planned runs: `dense`, `finercut-p0.20`," in section
+    assert "No runner yet." in section
+    assert "**Not run** (0 of 9 planned runs: `dense`, `block-ppl-r0.20`, `block-sleb-r0.20`," in section
     assert "|" not in section  # no table, so no cell that could look like a figure
-    assert all(row[2:] == [tables.NOT_RUN] * len(spec3.columns) for row in tables.table_rows(spec3, {}))
+    assert all(row[3:] == [tables.NOT_RUN] * len(spec3.columns) for row in tables.table_rows(spec3, {}))
 
 
 def test_missing_metric_renders_not_measured(tmp_path):
@@ -358,3 +361,54 @@ def test_fill_evaluation_composes_the_record(monkeypatch):
     assert record["metrics"]["latency"] == {"speedup": 1.2}
     assert record["details"] == {"perplexity_settings": {"seq_len": 128}, "latency_settings": {"repeats": 3}}
     assert record["timings"] == {"x": 0.5, "perplexity_s": 1.0, "latency_s": 2.0}
+
+
+def test_table3_finercut_rows_are_prefixes_of_one_saved_search(tmp_path, monkeypatch, stories_path):
+    """Table 3's FinerCut rows: targets met, each plan a prefix of one greedy search, which is saved and reused."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from benchmarks.paper_tables import table3_finercut as table3
+    from optimum_depth import DepthPruner, remove_layers
+    from optimum_depth.scoring import count_parameters
+
+    model = AutoModelForCausalLM.from_pretrained(stories_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(stories_path)
+    for ratio, removed in zip(tables.BLOCK_RATIOS, ([3], [2, 3]), strict=True):  # table 1's block models
+        params = count_parameters(remove_layers(copy.deepcopy(model), removed))
+        for criterion in table3.BLOCK_CRITERIA:
+            run = make_run(tables.block_run_id(criterion, ratio), criterion, num_parameters=params)
+            run["method"].update(removed_blocks=removed, num_blocks_removed=len(removed))
+            write(tmp_path, run)
+    def fake_evaluation(record, pruned, *args, **kwargs):
+        record.update(metrics={"num_parameters": count_parameters(pruned)}, details={})
+        return record
+
+    monkeypatch.setattr(table3, "fill_evaluation", fake_evaluation)
+    args = table3.parse_args(
+        ["--results-dir", str(tmp_path), "--search-file", str(tmp_path / "search.json"), "--seq-len", "16"]
+        + ["--num-samples", "2", "--calibration", str(Path(__file__).parents[2] / "shared/data/calib")]
+    )
+    targets = table3.block_targets(args.results_dir)
+    assert targets[0.35]["num_sublayers"] == 4
+    search = functools.cache(lambda: table3.greedy_search(model, tokenizer, args, targets[0.35]["num_parameters"]))
+    base = {"model": {"name": "stories260K"}, "settings": {}}
+    by_params = table3.finercut_run(model, tokenizer, search, "params", 0.35, args, base)
+    by_count = table3.finercut_run(model, tokenizer, search, "count", 0.20, args, base)
+    assert by_params["run_id"] == "finercut-params-r0.35" and by_count["run_id"] == "finercut-count-r0.20"
+    order = by_params["details"]["search"]["removal_order"]
+    assert by_params["method"]["removal_order"] == order  # the widest target takes the whole path
+    assert by_count["method"]["num_sublayers_removed"] == 2 and by_count["method"]["removal_order"] == order[:2]
+    assert by_params["metrics"]["num_parameters"] <= targets[0.35]["num_parameters"]
+    # planning a prefix equals running the search with the smaller target
+    direct = DepthPruner(table3.finercut_config(args, num_layers_to_remove=2))
+    direct.prune(copy.deepcopy(model), calibration=args.calibration, tokenizer=tokenizer)
+    assert list(direct.last_plan.reason["removal_order"]) == order[:2]
+    # the saved search is read back instead of searching again
+    monkeypatch.setattr(DepthPruner, "score", lambda *a, **k: pytest.fail("searched again"))
+    again = table3.greedy_search(model, tokenizer, args, targets[0.35]["num_parameters"])
+    assert again.removal_order == search().removal_order
+    block = table3.block_run(model, tokenizer, "sleb", 0.35, args, base)
+    assert block["run_id"] == "block-sleb-r0.35" and block["method"]["num_sublayers_removed"] == 4
+    spec = tables.table3_spec()
+    assert {by_params["run_id"], by_count["run_id"], block["run_id"]} <= set(spec.row_ids())
+    assert tables.sublayers_cell(block) == "4 (2 + 2)"

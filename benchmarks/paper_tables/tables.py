@@ -226,20 +226,44 @@ def table2_spec() -> TableSpec:
     )
 
 
+def table3_run_id(method: str, matched_on: str, ratio: float) -> str:
+    """Run id of a table 3 run, e.g. ``block-ppl-r0.20`` or ``finercut-params-r0.20`` (``matched_on`` may be empty)."""
+    return f"{method}-{matched_on}-r{ratio:.2f}" if matched_on else f"{method}-r{ratio:.2f}"
+
+
+def sublayers_cell(run: Run) -> str:
+    """Sublayers removed as ``total (attention + MLP)``; a removed block counts one of each."""
+    method = run.get("method") or {}
+    if _is_reference(run):
+        return "0"
+    if "removed_attention" in method:
+        attention, mlp = len(method["removed_attention"]), len(method["removed_mlp"])
+    elif "removed_blocks" in method:
+        attention = mlp = len(method["removed_blocks"])
+    else:
+        return NOT_MEASURED
+    return f"{attention + mlp} ({attention} + {mlp})"
+
+
 def table3_spec() -> TableSpec:
-    """Table 3: FinerCut (sublayers) vs whole-block pruning at equal parameter reduction."""
-    methods = {"finercut": "FinerCut (sublayers)", "block-ppl": "Block PPL", "block-sleb": "Block SLEB"}
-    rows = [DENSE_ROW] + [
-        Row(f"{method}-p{ratio:.2f}", (label, f"{ratio:.0%} of parameters"))
-        for ratio in BLOCK_RATIOS
-        for method, label in methods.items()
-    ]
+    """Table 3: FinerCut (sublayers) vs whole-block pruning, matched on parameters and on sublayer count."""
+    rows = [Row("dense", ("Dense", "-", "-"))]
+    for ratio in BLOCK_RATIOS:
+        size = f"{ratio:.0%} of blocks"
+        rows += [
+            Row(table3_run_id("block-ppl", "", ratio), ("Block PPL", size, "-")),
+            Row(table3_run_id("block-sleb", "", ratio), ("Block SLEB", size, "-")),
+            Row(table3_run_id("finercut", "params", ratio), ("FinerCut (sublayers)", size, "parameters")),
+            Row(table3_run_id("finercut", "count", ratio), ("FinerCut (sublayers)", size, "sublayer count")),
+        ]
     return TableSpec(
         key="table3",
-        title="Table 3: FinerCut vs block pruning at equal parameter reduction",
-        label_headers=("Method", "Reduction"),
+        title="Table 3: FinerCut vs block pruning at equal parameter reduction and equal sublayer count",
+        label_headers=("Method", "Size of", "Matched on"),
         rows=tuple(rows),
-        columns=QUALITY_COLUMNS,
+        columns=(Column("Sublayers removed (attn + MLP)", sublayers_cell), *QUALITY_COLUMNS),
+        command="python -m benchmarks.paper_tables.table3_finercut",
+        detail_columns=TASK_COLUMNS,
     )
 
 
