@@ -365,9 +365,9 @@ def test_fill_evaluation_composes_the_record(monkeypatch):
 
 def test_table3_finercut_rows_are_prefixes_of_one_saved_search(tmp_path, monkeypatch, stories_path):
     """Table 3's FinerCut rows: targets met, each plan a prefix of one greedy search, which is saved and reused."""
+    from benchmarks.paper_tables import table3_finercut as table3
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from benchmarks.paper_tables import table3_finercut as table3
     from optimum_depth import DepthPruner, remove_layers
     from optimum_depth.scoring import count_parameters
 
@@ -379,6 +379,7 @@ def test_table3_finercut_rows_are_prefixes_of_one_saved_search(tmp_path, monkeyp
             run = make_run(tables.block_run_id(criterion, ratio), criterion, num_parameters=params)
             run["method"].update(removed_blocks=removed, num_blocks_removed=len(removed))
             write(tmp_path, run)
+
     def fake_evaluation(record, pruned, *args, **kwargs):
         record.update(metrics={"num_parameters": count_parameters(pruned)}, details={})
         return record
@@ -412,3 +413,24 @@ def test_table3_finercut_rows_are_prefixes_of_one_saved_search(tmp_path, monkeyp
     spec = tables.table3_spec()
     assert {by_params["run_id"], by_count["run_id"], block["run_id"]} <= set(spec.row_ids())
     assert tables.sublayers_cell(block) == "4 (2 + 2)"
+
+
+def test_table_context_puts_the_dense_baseline_first_unless_skipped(tmp_path, monkeypatch):
+    import argparse
+
+    from benchmarks.paper_tables import context
+    from benchmarks.paper_tables.runner import EvalSettings
+
+    seen = {}
+
+    def fake_run_all(table, runs, results_dir, command, force=False):
+        seen.update(table=table, results_dir=results_dir, command=command, force=force)
+        return [run.run_id for run in runs]
+
+    monkeypatch.setattr(context, "run_all", fake_run_all)
+    args = context.add_common_arguments(argparse.ArgumentParser()).parse_args(["--results-dir", str(tmp_path)])
+    table = context.TableContext("table9", "benchmarks.x", args, None, None, EvalSettings.from_args(args), {})
+    assert table.run([PlannedRun("a", dict)]) == ["dense", "a"]
+    assert seen["table"] == "table9" and seen["results_dir"] == tmp_path and "benchmarks.x" in seen["command"]
+    args.skip_dense = True
+    assert table.run([PlannedRun("a", dict)]) == ["a"]

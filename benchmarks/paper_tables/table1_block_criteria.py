@@ -18,32 +18,18 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from optimum_depth import DepthPruner, DepthPruningConfig
-from optimum_depth.model_zoo import DEFAULT_MODEL_ID, load_model_and_tokenizer
-from optimum_depth.scoring import count_parameters
 
-from .runner import (
-    EvalSettings,
-    PlannedRun,
-    command_line,
-    dense_run,
-    fill_evaluation,
-    machine_settings,
-    new_record,
-    run_all,
-    set_threads,
-    settings_dict,
-)
+from .context import DATA, TableContext, add_common_arguments, calibration_settings
+from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record
 from .tables import BLOCK_RATIOS, CRITERIA, block_run_id
 
 TABLE = "table1"
 MODULE = "benchmarks.paper_tables.table1_block_criteria"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,27 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--criteria", nargs="+", default=list(CRITERIA), choices=list(CRITERIA))
     parser.add_argument("--ratios", nargs="+", type=float, default=list(BLOCK_RATIOS))
-    parser.add_argument("--skip-dense", action="store_true", help="Do not run the dense baseline.")
-    parser.add_argument("--calibration", default=str(ROOT.parent / "shared" / "data" / "calib"))
+    parser.add_argument("--calibration", default=str(DATA / "calib"))
     parser.add_argument("--num-samples", type=int, default=10)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "paper"))
-    parser.add_argument("--force", action="store_true", help="Recompute runs whose results file exists.")
-    EvalSettings.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def model_info(model) -> dict[str, Any]:
-    """What the results file records about the dense model."""
-    return {
-        "name": DEFAULT_MODEL_ID,
-        "loaded_with": "optimum_depth.model_zoo.load_model_and_tokenizer()",
-        "num_blocks": int(model.config.num_hidden_layers),
-        "num_parameters": count_parameters(model),
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "attn_implementation": getattr(model.config, "_attn_implementation", None),
-    }
+    return add_common_arguments(parser).parse_args(argv)
 
 
 def scores_summary(pruner: DepthPruner) -> dict[str, Any]:
@@ -130,34 +100,16 @@ def pruned_run(
 def main(argv: list[str] | None = None) -> list[str]:
     """Runs every missing run of table 1; returns the run ids computed."""
     args = parse_args(argv)
-    threads = set_threads()
-    evaluation = EvalSettings.from_args(args)
-    dense, tokenizer = load_model_and_tokenizer()
-    dense.eval()
-    settings = {
-        "calibration": {
-            "source": args.calibration,
-            "num_samples": args.num_samples,
-            "seq_len": args.seq_len,
-            "seed": args.seed,
-        },
-        "evaluation": settings_dict(evaluation),
-        "machine": machine_settings(),
-    }
-    base = {"model": model_info(dense), "settings": settings}
-    print(f"table 1: {base['model']['name']}, {threads} thread(s), settings {settings}", flush=True)
-    runs = (
-        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
-    )
-    for ratio in args.ratios:
-        for criterion in args.criteria:
-            runs.append(
-                PlannedRun(
-                    block_run_id(criterion, ratio),
-                    lambda c=criterion, r=ratio: pruned_run(dense, tokenizer, c, r, args, base),
-                )
-            )
-    return run_all(TABLE, runs, Path(args.results_dir), command_line(MODULE), force=args.force)
+    context = TableContext.start(TABLE, MODULE, args, {"calibration": calibration_settings(args)})
+    runs = [
+        PlannedRun(
+            block_run_id(criterion, ratio),
+            lambda c=criterion, r=ratio: pruned_run(context.dense, context.tokenizer, c, r, args, context.base),
+        )
+        for ratio in args.ratios
+        for criterion in args.criteria
+    ]
+    return context.run(runs)
 
 
 if __name__ == "__main__":

@@ -22,34 +22,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-from pathlib import Path
 from typing import Any
 
 from optimum_depth import remove_layers
-from optimum_depth.model_zoo import load_model_and_tokenizer
 from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset
 
+from .context import DATA, TableContext, add_common_arguments
 from .results_format import read_run, run_path
-from .runner import (
-    EvalSettings,
-    PlannedRun,
-    command_line,
-    dense_run,
-    fill_evaluation,
-    machine_settings,
-    new_record,
-    run_all,
-    set_threads,
-    settings_dict,
-    train_and_merge,
-)
-from .table1_block_criteria import model_info
+from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record, train_and_merge
 from .tables import BLOCK_RATIOS, CRITERIA, block_run_id
 
 TABLE = "table2"
 MODULE = "benchmarks.paper_tables.table2_recovery"
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 RECOVERIES = ("lora", "cpt")
 
 
@@ -64,11 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--lora-lr", type=float, default=1e-3)
     parser.add_argument("--cpt-lr", type=float, default=1e-4)
-    parser.add_argument("--skip-dense", action="store_true", help="Do not run the dense baseline.")
-    parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "paper"))
-    parser.add_argument("--force", action="store_true", help="Recompute runs whose results file exists.")
-    EvalSettings.add_arguments(parser)
-    return parser.parse_args(argv)
+    return add_common_arguments(parser).parse_args(argv)
 
 
 def recovery_config(recovery: str, args: argparse.Namespace) -> RecoveryConfig:
@@ -119,42 +99,29 @@ def recovered_run(dense, tokenizer, data, criterion: str, ratio: float, recovery
 def main(argv: list[str] | None = None) -> list[str]:
     """Runs every missing run of table 2; returns the run ids computed."""
     args = parse_args(argv)
-    threads = set_threads()
-    evaluation = EvalSettings.from_args(args)
-    dense, tokenizer = load_model_and_tokenizer()
-    dense.eval()
+    training = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "block_size": args.block_size,
+        "lora": {"data": args.lora_data, "learning_rate": args.lora_lr},
+        "cpt": {"data": args.cpt_data, "learning_rate": args.cpt_lr},
+    }
+    context = TableContext.start(TABLE, MODULE, args, {"training": training})
+    dense, tokenizer, base = context.dense, context.tokenizer, context.base
     data = {
         "lora": build_recovery_dataset(args.lora_data, tokenizer, block_size=args.block_size),
         "cpt": build_recovery_dataset(args.cpt_data, tokenizer, block_size=args.block_size, data_format="text"),
     }
-    settings = {
-        "training": {
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "block_size": args.block_size,
-            "lora": {"data": args.lora_data, "learning_rate": args.lora_lr},
-            "cpt": {"data": args.cpt_data, "learning_rate": args.cpt_lr},
-        },
-        "evaluation": settings_dict(evaluation),
-        "machine": machine_settings(),
-    }
-    base = {"model": model_info(dense), "settings": settings}
-    print(f"table 2: {base['model']['name']}, {threads} thread(s), settings {settings}", flush=True)
-    runs = (
-        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
-    )
-    for recovery in args.recoveries:
-        for ratio in BLOCK_RATIOS:
-            for criterion in CRITERIA:
-                runs.append(
-                    PlannedRun(
-                        block_run_id(criterion, ratio, f"-{recovery}"),
-                        lambda c=criterion, r=ratio, rec=recovery: recovered_run(
-                            dense, tokenizer, data, c, r, rec, args, base
-                        ),
-                    )
-                )
-    return run_all(TABLE, runs, Path(args.results_dir), command_line(MODULE), force=args.force)
+    runs = [
+        PlannedRun(
+            block_run_id(criterion, ratio, f"-{recovery}"),
+            lambda c=criterion, r=ratio, rec=recovery: recovered_run(dense, tokenizer, data, c, r, rec, args, base),
+        )
+        for recovery in args.recoveries
+        for ratio in BLOCK_RATIOS
+        for criterion in CRITERIA
+    ]
+    return context.run(runs)
 
 
 if __name__ == "__main__":

@@ -29,45 +29,28 @@ from typing import Any
 import torch
 
 from optimum_depth import DepthPruner, DepthPruningConfig, LayerScores, remove_layers
-from optimum_depth.model_zoo import load_model_and_tokenizer
 from optimum_depth.plan import PruningPlan
 
+from .context import DATA, ROOT, TableContext, add_common_arguments, calibration_settings
 from .results_format import read_run, run_path
-from .runner import (
-    EvalSettings,
-    PlannedRun,
-    command_line,
-    dense_run,
-    fill_evaluation,
-    machine_settings,
-    new_record,
-    run_all,
-    set_threads,
-    settings_dict,
-)
-from .table1_block_criteria import model_info
+from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record
 from .tables import BLOCK_RATIOS, CRITERIA, block_run_id, table3_run_id
 
 TABLE = "table3"
 MODULE = "benchmarks.paper_tables.table3_finercut"
-ROOT = Path(__file__).resolve().parents[2]
 BLOCK_CRITERIA = ("ppl", "sleb")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (evaluation options from :class:`EvalSettings`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calibration", default=str(ROOT.parent / "shared" / "data" / "calib"))
+    parser.add_argument("--calibration", default=str(DATA / "calib"))
     parser.add_argument("--num-samples", type=int, default=10, help="FinerCut calibration sequences (paper: 10).")
     parser.add_argument("--seq-len", type=int, default=64, help="FinerCut tokens per sequence (paper: 256).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--distance", default="js")
-    parser.add_argument("--skip-dense", action="store_true", help="Do not run the dense baseline.")
-    parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "paper"))
     parser.add_argument("--search-file", default=str(ROOT / "benchmarks" / "results" / "table3_finercut_search.json"))
-    parser.add_argument("--force", action="store_true", help="Recompute runs whose results file exists.")
-    EvalSettings.add_arguments(parser)
-    return parser.parse_args(argv)
+    return add_common_arguments(parser).parse_args(argv)
 
 
 def block_source(results_dir: str, criterion: str, ratio: float) -> dict[str, Any]:
@@ -196,28 +179,15 @@ def block_run(dense, tokenizer, criterion: str, ratio: float, args, base) -> dic
 def main(argv: list[str] | None = None) -> list[str]:
     """Runs every missing run of table 3; returns the run ids computed."""
     args = parse_args(argv)
-    threads = set_threads()
-    evaluation = EvalSettings.from_args(args)
     targets = block_targets(args.results_dir)  # fails early without table 1
-    dense, tokenizer = load_model_and_tokenizer()
-    dense.eval()
-    settings = {
-        "calibration": {
-            "source": args.calibration,
-            "num_samples": args.num_samples,
-            "seq_len": args.seq_len,
-            "seed": args.seed,
-            "applies_to": "FinerCut search (block rows: table 1's plans, 10 x 128 tokens)",
-        },
-        "evaluation": settings_dict(evaluation),
-        "machine": machine_settings(),
+    calibration = {
+        **calibration_settings(args),
+        "applies_to": "FinerCut search (block rows: table 1's plans, 10 x 128 tokens)",
     }
-    base = {"model": model_info(dense), "settings": settings}
-    print(f"table 3: {base['model']['name']}, {threads} thread(s), targets {targets}", flush=True)
+    context = TableContext.start(TABLE, MODULE, args, {"calibration": calibration})
+    dense, tokenizer, base = context.dense, context.tokenizer, context.base
     search = cache(lambda: greedy_search(dense, tokenizer, args, min(t["num_parameters"] for t in targets.values())))
-    runs = (
-        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
-    )
+    runs = []
     for ratio in BLOCK_RATIOS:
         for criterion in BLOCK_CRITERIA:
             run_id = table3_run_id(f"block-{criterion}", "", ratio)
@@ -230,7 +200,7 @@ def main(argv: list[str] | None = None) -> list[str]:
                     lambda m=matched_on, r=ratio: finercut_run(dense, tokenizer, search, m, r, args, base),
                 )
             )
-    return run_all(TABLE, runs, Path(args.results_dir), command_line(MODULE), force=args.force)
+    return context.run(runs)
 
 
 if __name__ == "__main__":

@@ -20,32 +20,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-from pathlib import Path
 from typing import Any
 
 from optimum_depth import DepthPruningCallback, DepthPruningConfig
-from optimum_depth.model_zoo import load_model_and_tokenizer
 from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset
 
-from .runner import (
-    EvalSettings,
-    PlannedRun,
-    command_line,
-    dense_run,
-    fill_evaluation,
-    machine_settings,
-    new_record,
-    run_all,
-    set_threads,
-    settings_dict,
-    train_and_merge,
-)
-from .table1_block_criteria import model_info
+from .context import DATA, TableContext, add_common_arguments, calibration_settings
+from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record, train_and_merge
 
 TABLE = "table4"
 MODULE = "benchmarks.paper_tables.table4_schedules"
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 CRITERIA = ("taylor", "ppl")
 SCHEDULES = ("one_shot", "iterative")
 RATIO = 0.35
@@ -69,11 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--skip-dense", action="store_true", help="Do not run the dense baseline.")
-    parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "paper"))
-    parser.add_argument("--force", action="store_true", help="Recompute runs whose results file exists.")
-    EvalSettings.add_arguments(parser)
-    return parser.parse_args(argv)
+    return add_common_arguments(parser).parse_args(argv)
 
 
 def pruning_config(schedule: str, criterion: str, args: argparse.Namespace) -> DepthPruningConfig:
@@ -132,44 +112,29 @@ def schedule_run(dense, tokenizer, train, schedule: str, criterion: str, args, b
 def main(argv: list[str] | None = None) -> list[str]:
     """Runs every missing run of table 4; returns the run ids computed."""
     args = parse_args(argv)
-    threads = set_threads()
-    evaluation = EvalSettings.from_args(args)
-    dense, tokenizer = load_model_and_tokenizer()
-    dense.eval()
-    train = build_recovery_dataset(args.train_data, tokenizer, block_size=args.block_size)
-    settings = {
-        "calibration": {
-            "source": args.calibration,
-            "num_samples": args.num_samples,
-            "seq_len": args.seq_len,
-            "seed": args.seed,
-        },
-        "training": {
-            "data": args.train_data,
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "block_size": args.block_size,
-            "learning_rate": args.learning_rate,
-            "method": "lora",
-            "iterative_events": args.events,
-        },
-        "evaluation": settings_dict(evaluation),
-        "machine": machine_settings(),
+    training = {
+        "data": args.train_data,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "block_size": args.block_size,
+        "learning_rate": args.learning_rate,
+        "method": "lora",
+        "iterative_events": args.events,
     }
-    base = {"model": model_info(dense), "settings": settings}
-    print(f"table 4: {base['model']['name']}, {threads} thread(s), settings {settings}", flush=True)
-    runs = (
-        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
+    context = TableContext.start(
+        TABLE, MODULE, args, {"calibration": calibration_settings(args), "training": training}
     )
-    for criterion in CRITERIA:
-        for schedule in SCHEDULES:
-            runs.append(
-                PlannedRun(
-                    run_id(schedule, criterion),
-                    lambda s=schedule, c=criterion: schedule_run(dense, tokenizer, train, s, c, args, base),
-                )
-            )
-    return run_all(TABLE, runs, Path(args.results_dir), command_line(MODULE), force=args.force)
+    dense, tokenizer, base = context.dense, context.tokenizer, context.base
+    train = build_recovery_dataset(args.train_data, tokenizer, block_size=args.block_size)
+    runs = [
+        PlannedRun(
+            run_id(schedule, criterion),
+            lambda s=schedule, c=criterion: schedule_run(dense, tokenizer, train, s, c, args, base),
+        )
+        for criterion in CRITERIA
+        for schedule in SCHEDULES
+    ]
+    return context.run(runs)
 
 
 if __name__ == "__main__":

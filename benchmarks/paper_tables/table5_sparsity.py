@@ -19,29 +19,15 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 from typing import Any
 
 from optimum_depth import DepthPruningConfig, SparsityConfig, sparsify
-from optimum_depth.model_zoo import load_model_and_tokenizer
 
-from .runner import (
-    EvalSettings,
-    PlannedRun,
-    command_line,
-    dense_run,
-    fill_evaluation,
-    machine_settings,
-    new_record,
-    run_all,
-    set_threads,
-    settings_dict,
-)
-from .table1_block_criteria import model_info
+from .context import DATA, TableContext, add_common_arguments, calibration_settings
+from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record
 
 TABLE = "table5"
 MODULE = "benchmarks.paper_tables.table5_sparsity"
-ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("magnitude", "wanda", "besa")
 DEPTH_RATIO = 0.20
 DEPTH_CRITERION = "ppl"
@@ -56,17 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (evaluation options from :class:`EvalSettings`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument(
-        "--calibration", default=str(ROOT.parent / "shared" / "data" / "c4" / "c4_validation_2k.jsonl")
-    )
+    parser.add_argument("--calibration", default=str(DATA / "c4" / "c4_validation_2k.jsonl"))
     parser.add_argument("--num-samples", type=int, default=32, help="Calibration sequences (papers: 128).")
     parser.add_argument("--seq-len", type=int, default=256, help="Tokens per sequence (papers: 2048).")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-dense", action="store_true", help="Do not run the dense baseline.")
-    parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results" / "paper"))
-    parser.add_argument("--force", action="store_true", help="Recompute runs whose results file exists.")
-    EvalSettings.add_arguments(parser)
-    return parser.parse_args(argv)
+    return add_common_arguments(parser).parse_args(argv)
 
 
 def sparsity_run(dense, tokenizer, method: str, depth: bool, args: argparse.Namespace, base: dict) -> dict[str, Any]:
@@ -110,34 +90,16 @@ def sparsity_run(dense, tokenizer, method: str, depth: bool, args: argparse.Name
 def main(argv: list[str] | None = None) -> list[str]:
     """Runs every missing run of table 5; returns the run ids computed."""
     args = parse_args(argv)
-    threads = set_threads()
-    evaluation = EvalSettings.from_args(args)
-    dense, tokenizer = load_model_and_tokenizer()
-    dense.eval()
-    settings = {
-        "calibration": {
-            "source": args.calibration,
-            "num_samples": args.num_samples,
-            "seq_len": args.seq_len,
-            "seed": args.seed,
-        },
-        "evaluation": settings_dict(evaluation),
-        "machine": machine_settings(),
-    }
-    base = {"model": model_info(dense), "settings": settings}
-    print(f"table 5: {base['model']['name']}, {threads} thread(s), settings {settings}", flush=True)
-    runs = (
-        [] if args.skip_dense else [PlannedRun("dense", lambda: dense_run(TABLE, dense, tokenizer, base, evaluation))]
-    )
+    context = TableContext.start(TABLE, MODULE, args, {"calibration": calibration_settings(args)})
     plan = [(method, False) for method in METHODS] + [("besa", True)]
-    for method, depth in plan:
-        runs.append(
-            PlannedRun(
-                run_id(method, args.sparsity, depth),
-                lambda m=method, d=depth: sparsity_run(dense, tokenizer, m, d, args, base),
-            )
+    runs = [
+        PlannedRun(
+            run_id(method, args.sparsity, depth),
+            lambda m=method, d=depth: sparsity_run(context.dense, context.tokenizer, m, d, args, context.base),
         )
-    return run_all(TABLE, runs, Path(args.results_dir), command_line(MODULE), force=args.force)
+        for method, depth in plan
+    ]
+    return context.run(runs)
 
 
 if __name__ == "__main__":
