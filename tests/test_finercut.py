@@ -140,12 +140,21 @@ def test_bad_requests_fail_before_any_change():
         DepthPruner(sublayer_config(num_layers_to_remove=9, protect_first=2)).prune(model, calibration())
     with pytest.raises(PruningTargetError, match="unreachable"):
         DepthPruner(sublayer_config(target_num_params=1000)).prune(model, calibration())
+    assert all(torch.equal(v, state[k]) for k, v in make_tiny_model("gemma2").state_dict().items())
+
+
+def test_pruner_prunes_a_peft_wrapped_stock_model_in_place():
     from peft import LoraConfig, get_peft_model
 
+    plain = DepthPruner(sublayer_config(num_layers_to_remove=3))
+    reference = plain.prune(make_tiny_model("llama"), calibration())
     wrapped = get_peft_model(make_tiny_model("llama"), LoraConfig(r=2, target_modules=["q_proj"]))
-    with pytest.raises(PruningTargetError, match="before wrapping"):
-        DepthPruner(sublayer_config(pruning_ratio=0.25)).prune(wrapped, calibration())
-    assert all(torch.equal(v, state[k]) for k, v in make_tiny_model("gemma2").state_dict().items())
+    pruner = DepthPruner(sublayer_config(num_layers_to_remove=3))
+    assert pruner.prune(wrapped, calibration()) is wrapped
+    assert pruner.last_plan == plain.last_plan  # LoRA starts as the identity: same scores, same plan
+    assert [(s.block, s.kind) for s in list_sublayers(wrapped)] == [
+        (s.block, s.kind) for s in list_sublayers(reference)
+    ]
 
 
 def test_one_shot_through_the_pruner_keeps_an_attention_sublayer():

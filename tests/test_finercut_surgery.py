@@ -45,14 +45,26 @@ def test_already_removed_sublayer_is_refused():
         remove_sublayers(pruned, attention=[1])
 
 
-def test_unsupported_family_and_wrapped_stock_model_are_refused():
+def test_unsupported_family_is_refused():
     with pytest.raises(UnsupportedArchitectureError, match="gemma2"):
         remove_sublayers(make_tiny_model("gemma2"), attention=[1])
+
+
+def test_wrapped_stock_model_is_converted_in_place_and_matches_the_plain_one():
     from peft import LoraConfig, get_peft_model
 
-    wrapped = get_peft_model(make_tiny_model("llama"), LoraConfig(r=2, target_modules=["q_proj"]))
-    with pytest.raises(UnsupportedArchitectureError, match="before wrapping"):
-        remove_sublayers(wrapped, attention=[1])
+    model = make_tiny_model("llama")
+    reference = remove_sublayers(copy.deepcopy(model), attention=[1], mlp=[4])
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    parameters = {id(p) for p in wrapped.parameters()}
+    assert remove_sublayers(wrapped, attention=[1], mlp=[4]) is wrapped
+    assert type(wrapped.base_model.model).__name__ == "PrunedLlamaForCausalLM"
+    assert {id(p) for p in wrapped.parameters()} <= parameters  # nothing copied: the wrapper's tensors survive
+    ids = random_ids(2, 8)
+    with torch.no_grad():
+        assert torch.allclose(wrapped(ids).logits, reference(ids).logits, atol=1e-6)  # LoRA B starts at zero
+    merged = wrapped.merge_and_unload()
+    assert (merged.config.skipped_attention, merged.config.skipped_mlp) == ([1], [4])
 
 
 def test_in_place_pruning_of_a_pruned_model_matches_the_reference():

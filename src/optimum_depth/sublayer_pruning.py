@@ -20,7 +20,12 @@ from .plan import PruningPlan
 from .provenance import original_layer_indices, source_num_layers
 from .scores import LayerScores
 from .scoring import count_parameters
-from .sublayer_surgery import is_sublayer_pruned, pruned_model_class, remove_sublayers
+from .sublayer_surgery import (
+    check_conversion_to_pruned_class,
+    is_sublayer_pruned,
+    pruned_model_class,
+    remove_sublayers,
+)
 from .sublayers import ATTENTION, MLP, list_sublayers, protected_sublayers, sublayer_num_params
 
 logger = logging.getLogger(__name__)
@@ -33,16 +38,13 @@ def check_sublayer_target(model: nn.Module, config: DepthPruningConfig) -> None:
 
     Raises:
         UnsupportedArchitectureError: If the family has no pruned model class.
-        PruningTargetError: If the target cannot be met with the unprotected sublayers, or a stock model is
-            wrapped (its class has to change).
+        PruningTargetError: If the target cannot be met with the unprotected sublayers.
+        RuntimeError: If a wrapped stock model cannot be converted to its pruned class in place.
     """
     inner = unwrap_model(model)
     pruned_model_class(inner)  # raises UnsupportedArchitectureError, naming the supported families
     if model is not inner and not is_sublayer_pruned(model):
-        raise PruningTargetError(
-            "Sublayer pruning changes the model class: prune the plain model before wrapping it (peft, DDP), or "
-            "merge the adapters first (`merge_and_unload()`)."
-        )
+        check_conversion_to_pruned_class(model)  # a wrapped stock model is converted in place by `apply`
     sublayers = list_sublayers(model)
     protected = set(protected_sublayers(config, model, sublayers))
     removable = [i for i in range(len(sublayers)) if i not in protected]
@@ -183,8 +185,8 @@ def apply_sublayer_plan(model: nn.Module, plan: PruningPlan) -> nn.Module:
         plan: A sublayer plan.
 
     Returns:
-        The pruned model: a new object of the pruned class for a stock model (sharing its parameters), the same
-        object when it already was sublayer-pruned.
+        The pruned model: a new object of the pruned class for an unwrapped stock model (sharing its parameters),
+        the same object when it already was sublayer-pruned or is wrapped (peft, DDP: converted in place).
 
     Raises:
         ValueError: If the plan does not fit the model; nothing is changed then.

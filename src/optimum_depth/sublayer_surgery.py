@@ -362,22 +362,24 @@ def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Itera
 
     Blocks left with neither sublayer are removed as whole blocks. A stock model comes back as a new object of the
     matching pruned class that shares the input's modules and parameters (use the returned model; the input is
-    consumed), unless it was first given its pruned class with :func:`convert_to_pruned_class`. A model that already
-    has a pruned class (possibly wrapped by peft) is modified in place, also when it goes back to its native class.
+    consumed), unless it was first given its pruned class with :func:`convert_to_pruned_class`. A wrapped stock model
+    (peft, DDP) is converted in place first, so the wrapper stays valid and is returned. A model that already has a
+    pruned class (possibly wrapped) is modified in place, also when it goes back to its native class.
 
     Args:
-        model: A causal LM (stock, or already sublayer-pruned; peft-wrapped only when already sublayer-pruned).
+        model: A causal LM (stock or already sublayer-pruned), possibly wrapped by peft or DDP.
         attention: Positions (current numbering) of the blocks whose attention sublayer goes.
         mlp: Positions of the blocks whose MLP sublayer goes.
 
     Returns:
-        The pruned model (``model`` itself unless a stock model was converted to its pruned class).
+        The pruned model (``model`` itself unless an unwrapped stock model was converted to its pruned class).
 
     Raises:
         SublayerIndexError: On invalid or already removed positions, an empty request, or removing every attention
             sublayer (the KV cache and the positions need one); nothing is changed then.
-        UnsupportedArchitectureError: If the family has no pruned model class, or a stock model is wrapped (see
-            :func:`convert_to_pruned_class`).
+        UnsupportedArchitectureError: If the family has no pruned model class.
+        RuntimeError: If a wrapped stock model holds weights its pruned class has no place for (see
+            :func:`check_conversion_to_pruned_class`); nothing is changed then.
     """
     spec = get_architecture(model)
     inner: Any = unwrap_model(model)
@@ -400,16 +402,16 @@ def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Itera
     kept = [i for i in range(num_blocks) if i not in set(empty)]
     partial = any(has_attention[i] != has_mlp[i] for i in kept)
     already_pruned = is_sublayer_pruned(model)
+    convert_wrapped = partial and not already_pruned and model is not inner
     if partial and not already_pruned:
         pruned_model_class(inner)  # raises for families without a pruned class
-        if model is not inner:
-            raise UnsupportedArchitectureError(
-                "Remove sublayers from the plain model before wrapping it (peft, DDP): the model class changes. "
-                "To prune the wrapped model, first convert it in place with `convert_to_pruned_class(model)` (the "
-                "wrapper keeps working; DepthPruningCallback does this), or merge the adapters (`merge_and_unload()`)."
-            )
+    if convert_wrapped:
+        check_conversion_to_pruned_class(model)  # the wrapper holds the model: convert it in place, checked first
 
     # Everything below changes the model.
+    if convert_wrapped:
+        convert_to_pruned_class(model)
+        already_pruned = True
     if empty:
         remove_layers(model, empty)
     new_position = {old: new for new, old in enumerate(kept)}
