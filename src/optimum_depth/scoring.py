@@ -10,7 +10,7 @@ import torch
 from .architectures import get_decoder_layers, unwrap_model
 from .calibration import CalibrationData, prepare_calibration
 from .config import DepthPruningConfig
-from .criteria import CRITERIA, ScoringContext
+from .criteria import CRITERIA, CriterionResult, ScoringContext
 from .provenance import original_layer_indices
 from .scores import LayerScores
 
@@ -53,6 +53,39 @@ def resolve_calibration(config: DepthPruningConfig, model, calibration=None, tok
     )
 
 
+def check_calibration(config: DepthPruningConfig, calibration: CalibrationData | None) -> None:
+    """Raises a ``ValueError`` if ``config.criterion`` needs calibration data and ``calibration`` is ``None``."""
+    if CRITERIA[config.criterion].needs_calibration and calibration is None:
+        raise ValueError(
+            f"The {config.criterion!r} criterion needs calibration data: pass `calibration=` (texts, a file, a "
+            "dataset, token ids or 'self') or set `calibration_dataset` in the config."
+        )
+
+
+def run_criterion(context: ScoringContext) -> tuple[CriterionResult, float]:
+    """Runs ``context.config.criterion`` on ``context.model`` in eval mode (restored after), timed.
+
+    Gradients are enabled only for criteria that need them.
+
+    Args:
+        context: What the criterion sees (model, config, calibration, target, protected candidates).
+
+    Returns:
+        The criterion's result and the elapsed wall time in seconds.
+    """
+    criterion = CRITERIA[context.config.criterion]
+    model = context.model
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        with torch.set_grad_enabled(criterion.needs_gradients):
+            result = criterion.fn(context)
+    finally:
+        model.train(was_training)
+    return result, time.perf_counter() - start
+
+
 def score_blocks(
     model: torch.nn.Module,
     config: DepthPruningConfig,
@@ -68,12 +101,7 @@ def score_blocks(
     Returns:
         The scores, in the model's current block order, labelled with original indices.
     """
-    criterion = CRITERIA[config.criterion]
-    if criterion.needs_calibration and calibration is None:
-        raise ValueError(
-            f"The {config.criterion!r} criterion needs calibration data: pass `calibration=` (texts, a file, a "
-            "dataset, token ids or 'self') or set `calibration_dataset` in the config."
-        )
+    check_calibration(config, calibration)
     inner = unwrap_model(model)
     layers = get_decoder_layers(model)
     original = original_layer_indices(inner.config)
@@ -85,18 +113,7 @@ def score_blocks(
         num_to_remove=config.num_to_remove(len(layers)),
         protected=frozenset(protected),
     )
-    was_training = inner.training
-    inner.eval()
-    start = time.perf_counter()
-    try:
-        if criterion.needs_gradients:
-            result = criterion.fn(context)
-        else:
-            with torch.no_grad():
-                result = criterion.fn(context)
-    finally:
-        inner.train(was_training)
-    elapsed = time.perf_counter() - start
+    result, elapsed = run_criterion(context)
     logger.info("Scored %d blocks with %r in %.2fs.", len(layers), config.criterion, elapsed)
     return LayerScores(
         criterion=config.criterion,

@@ -7,19 +7,17 @@ targets count them (``pruning_ratio`` of the sublayers, ``num_layers_to_remove``
 from __future__ import annotations
 
 import logging
-import time
 
-import torch
 from torch import nn
 
 from .architectures import unwrap_model
 from .calibration import CalibrationData
 from .config import DepthPruningConfig, PruningTargetError
-from .criteria import CRITERIA, ScoringContext
+from .criteria import ScoringContext
 from .plan import PruningPlan
 from .provenance import original_layer_indices, source_num_layers
 from .scores import LayerScores
-from .scoring import count_parameters
+from .scoring import check_calibration, count_parameters, run_criterion
 from .sublayer_surgery import (
     check_conversion_to_pruned_class,
     is_sublayer_pruned,
@@ -81,12 +79,7 @@ def score_sublayers(model: nn.Module, config: DepthPruningConfig, calibration: C
     Returns:
         Scores with one candidate per sublayer (``sublayers`` gives the kinds, ``layer_indices`` the original blocks).
     """
-    criterion = CRITERIA[config.criterion]
-    if criterion.needs_calibration and calibration is None:
-        raise ValueError(
-            f"The {config.criterion!r} criterion needs calibration data: pass `calibration=` (texts, a file, a "
-            "dataset, token ids or 'self') or set `calibration_dataset` in the config."
-        )
+    check_calibration(config, calibration)
     inner = unwrap_model(model)
     sublayers = list_sublayers(model)
     protected = protected_sublayers(config, model, sublayers)
@@ -97,15 +90,7 @@ def score_sublayers(model: nn.Module, config: DepthPruningConfig, calibration: C
         num_to_remove=config.num_to_remove(len(sublayers)),
         protected=frozenset(protected),
     )
-    was_training = inner.training
-    inner.eval()
-    start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            result = criterion.fn(context)
-    finally:
-        inner.train(was_training)
-    elapsed = time.perf_counter() - start
+    result, elapsed = run_criterion(context)
     logger.info("Scored %d sublayers with %r in %.2fs.", len(sublayers), config.criterion, elapsed)
     return LayerScores(
         criterion=config.criterion,
