@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 DATA_DIR_ENV = "OPTIMUM_DEPTH_DATA_DIR"
 
@@ -33,6 +35,28 @@ def default_data_dir() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Parses a JSON-lines file: ``(line number, value)`` for every non-empty line.
+
+    Args:
+        path: The ``.jsonl`` file.
+
+    Yields:
+        The 1-based line number and the parsed value of each non-empty line.
+
+    Raises:
+        ValueError: On a line that is not valid JSON, naming the file and the line.
+    """
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{str(path)!r} line {number} is not valid JSON: {err}") from err
 
 
 def _documents_from_record(record) -> str | None:
@@ -76,21 +100,19 @@ def read_documents(path: str | os.PathLike) -> list[str]:
             raise ValueError(f"No .txt/.jsonl/.json documents found in directory {str(path)!r}.")
         return docs
     suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        docs = []
+        for number, record in iter_jsonl(path):
+            doc = _documents_from_record(record)
+            if doc is None:
+                raise ValueError(f"{str(path)!r} line {number} has no `text` field.")
+            docs.append(doc)
+        if not docs:
+            raise ValueError(f"No documents found in {str(path)!r}.")
+        return docs
     with open(path, encoding="utf-8") as handle:
         if suffix in (".txt", ".raw", ".tokens"):
             docs = [line.rstrip("\n") for line in handle if line.strip()]
-        elif suffix == ".jsonl":
-            docs = []
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    doc = _documents_from_record(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{str(path)!r} line {number} is not valid JSON: {err}") from err
-                if doc is None:
-                    raise ValueError(f"{str(path)!r} line {number} has no `text` field.")
-                docs.append(doc)
         elif suffix == ".json":
             try:
                 records = json.load(handle)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import default_data_dir
+from ..data import default_data_dir, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +72,12 @@ def _read_ptb_sentences(path: Path) -> list[str]:
 
 def _read_c4_documents(path: Path) -> list[str]:
     documents = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{str(path)!r} line {number} is not valid JSON: {err}") from err
-            if not isinstance(record, dict) or "text" not in record:
-                raise ValueError(f"{str(path)!r} line {number} has no `text` field.")
-            documents.append(str(record["text"]))
-            if len(documents) == C4_NUM_DOCUMENTS:
-                break
+    for number, record in iter_jsonl(path):
+        if not isinstance(record, dict) or "text" not in record:
+            raise ValueError(f"{str(path)!r} line {number} has no `text` field.")
+        documents.append(str(record["text"]))
+        if len(documents) == C4_NUM_DOCUMENTS:
+            break
     return documents
 
 

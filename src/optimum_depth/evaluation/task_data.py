@@ -22,22 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data import iter_jsonl
+
 Record = dict[str, Any]
 
 
 def _read_jsonl(path: Path) -> list[Record]:
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{str(path)!r} line {number} is not valid JSON: {err}") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{str(path)!r} line {number} is not a JSON object.")
-            records.append(record)
+    for number, record in iter_jsonl(path):
+        if not isinstance(record, dict):
+            raise ValueError(f"{str(path)!r} line {number} is not a JSON object.")
+        records.append(record)
     if not records:
         raise ValueError(f"{str(path)!r} holds no records.")
     return records

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..data import read_documents
+from ..data import iter_jsonl, read_documents
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +108,14 @@ def load_instruction_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Instruction data {str(path)!r} does not exist.")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            if path.suffix == ".jsonl":
-                records = [json.loads(line) for line in handle if line.strip()]
-            else:
+    if path.suffix == ".jsonl":
+        records = [record for _, record in iter_jsonl(path)]
+    else:
+        with open(path, encoding="utf-8") as handle:
+            try:
                 records = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from err
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from err
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{str(path)!r} must hold a list of {{instruction, input, output}} records.")
     for number, record in enumerate(records):
