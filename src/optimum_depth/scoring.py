@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 import torch
 
@@ -28,11 +29,22 @@ def count_parameters(module: torch.nn.Module) -> int:
     return total
 
 
-def resolve_calibration(config: DepthPruningConfig, model, calibration=None, tokenizer=None) -> CalibrationData | None:
-    """Builds the calibration data a criterion needs from the config's sampling settings.
+class CalibrationSettings(Protocol):
+    """The sampling fields shared by :class:`DepthPruningConfig` and ``SparsityConfig``."""
+
+    calibration_dataset: str | None
+    num_samples: int
+    seq_len: int
+    seed: int
+
+
+def resolve_calibration(
+    config: CalibrationSettings, model, calibration=None, tokenizer=None
+) -> CalibrationData | None:
+    """Builds the calibration data a criterion (or a sparsity method) needs from the config's sampling settings.
 
     Args:
-        config: Sampling settings (``num_samples``, ``seq_len``, ``seed``).
+        config: Sampling settings (``calibration_dataset``, ``num_samples``, ``seq_len``, ``seed``).
         model: The model (for self-generated calibration and vocabulary checks).
         calibration: Any source accepted by :func:`prepare_calibration`; ``None`` uses ``config.calibration_dataset``.
         tokenizer: Tokenizer for text sources.

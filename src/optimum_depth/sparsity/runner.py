@@ -16,9 +16,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..architectures import get_decoder_layers, unwrap_model
-from ..calibration import CalibrationData, prepare_calibration
 from ..provenance import original_layer_indices
 from ..pruner import DepthPruner
+from ..scoring import resolve_calibration
 from .baselines import baseline_masks
 from .besa import learn_block_allocation
 from .capture import capture_block_inputs, collect_input_sq_norms, run_block
@@ -61,20 +61,6 @@ def _reconstruction(output: torch.Tensor, reference: torch.Tensor, chunk: int = 
         error += (out - ref).pow(2).sum(dim=0)
         energy += ref.pow(2).sum(dim=0)
     return float((error / energy.clamp_min(1e-12)).mean())
-
-
-def _prepare_data(model, config: SparsityConfig, calibration, tokenizer) -> CalibrationData | None:
-    source = calibration if calibration is not None else config.calibration_dataset
-    if source is None:
-        return None
-    return prepare_calibration(
-        source,
-        tokenizer,
-        model=unwrap_model(model),
-        num_samples=config.num_samples,
-        seq_len=config.seq_len,
-        seed=config.seed,
-    )
 
 
 def _sparsify_block(block, linears, inputs, kwargs, config, buffers) -> tuple[dict[str, float], dict[str, Any]]:
@@ -143,7 +129,7 @@ def sparsify(
     pruner = DepthPruner(config.depth_pruning) if config.depth_pruning is not None else None
     if pruner is not None:
         pruner.check(model)
-    data = _prepare_data(model, config, calibration, tokenizer)
+    data = resolve_calibration(config, model, calibration, tokenizer)
     if pruner is not None:
         # Sublayer removal on a stock model returns a new object of the pruned class: continue with that one.
         model = pruner.prune(model, calibration=calibration, tokenizer=tokenizer)
