@@ -413,6 +413,12 @@ def test_table3_finercut_rows_are_prefixes_of_one_saved_search(tmp_path, monkeyp
     spec = tables.table3_spec()
     assert {by_params["run_id"], by_count["run_id"], block["run_id"]} <= set(spec.row_ids())
     assert tables.sublayers_cell(block) == "4 (2 + 2)"
+    settings = {"calibration": {"num_samples": 10, "seq_len": 64, "seed": 0, "applies_to": "FinerCut search"}}
+    common, _ = tables.settings_summary({"a": {"settings": settings}})
+    assert (
+        tables.settings_line(common)
+        == "Settings of every run: calibration: 10 x 64 tokens, seed 0, for the FinerCut search."
+    )
 
 
 def test_table_context_puts_the_dense_baseline_first_unless_skipped(tmp_path, monkeypatch):

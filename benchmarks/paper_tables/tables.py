@@ -385,7 +385,9 @@ def settings_line(common: Mapping[str, str]) -> str:
         parts.append(f"perplexity: {f'first {windows}' if windows else 'all'} windows of {seq_len} tokens")
     samples, length = get("calibration.num_samples"), get("calibration.seq_len")
     if samples and length:
-        parts.append(f"calibration: {samples} x {length} tokens, seed {get('calibration.seed')}")
+        scope = get("calibration.applies_to")
+        scope = f", for the {scope}" if scope else ""
+        parts.append(f"calibration: {samples} x {length} tokens, seed {get('calibration.seed')}{scope}")
     new_tokens = get("evaluation.latency_new_tokens")
     if new_tokens:
         parts.append(
