@@ -440,3 +440,13 @@ def test_table_context_puts_the_dense_baseline_first_unless_skipped(tmp_path, mo
     assert seen["table"] == "table9" and seen["results_dir"] == tmp_path and "benchmarks.x" in seen["command"]
     args.skip_dense = True
     assert table.run([PlannedRun("a", dict)]) == ["a"]
+
+
+def test_committed_results_md_is_generated_from_the_committed_results():
+    """benchmarks/RESULTS.md holds exactly the tables the committed results files give, every row run."""
+    assert make_tables.main(["--tracked-only", "--check"]) == 0
+    runs = results_format.load_runs(make_tables.DEFAULT_RESULTS_DIR)
+    for key, build in tables.TABLES.items():
+        spec = build()
+        assert set(runs.get(key, {})) == set(spec.row_ids()), f"{key} is missing runs"
+        assert spec.command is not None and f"Command: `{spec.command}`" in make_tables.DEFAULT_OUTPUT.read_text()
