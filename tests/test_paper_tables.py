@@ -444,7 +444,12 @@ def test_table_context_puts_the_dense_baseline_first_unless_skipped(tmp_path, mo
 
 def test_committed_results_md_is_generated_from_the_committed_results():
     """benchmarks/RESULTS.md holds exactly the tables the committed results files give, every row run."""
-    assert make_tables.main(["--tracked-only", "--check"]) == 0
+    try:
+        make_tables.tracked_files(make_tables.DEFAULT_RESULTS_DIR)
+        only = ["--tracked-only"]  # a working checkout may hold runs still in progress
+    except RuntimeError:
+        only = []  # not a git checkout: every file present is a shipped one
+    assert make_tables.main([*only, "--check"]) == 0
     runs = results_format.load_runs(make_tables.DEFAULT_RESULTS_DIR)
     for key, build in tables.TABLES.items():
         spec = build()
