@@ -393,8 +393,8 @@ def test_table3_finercut_rows_are_prefixes_of_one_saved_search(tmp_path, monkeyp
     assert targets[0.35]["num_sublayers"] == 4
     search = functools.cache(lambda: table3.greedy_search(model, tokenizer, args, targets[0.35]["num_parameters"]))
     base = {"model": {"name": "stories260K"}, "settings": {}}
-    by_params = table3.finercut_run(model, tokenizer, search, "params", 0.35, args, base)
-    by_count = table3.finercut_run(model, tokenizer, search, "count", 0.20, args, base)
+    by_params = table3.finercut_run(model, tokenizer, search, "params", 0.35, targets[0.35], args, base)
+    by_count = table3.finercut_run(model, tokenizer, search, "count", 0.20, targets[0.20], args, base)
     assert by_params["run_id"] == "finercut-params-r0.35" and by_count["run_id"] == "finercut-count-r0.20"
     order = by_params["details"]["search"]["removal_order"]
     assert by_params["method"]["removal_order"] == order  # the widest target takes the whole path

@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-from optimum_depth import DepthPruner, DepthPruningConfig
+from optimum_depth import DepthPruner, DepthPruningConfig, remove_layers
 
 from .context import DATA, TableContext, add_common_arguments, calibration_settings
+from .results_format import read_run, run_path
 from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record
 from .tables import BLOCK_RATIOS, CRITERIA, block_run_id
 
@@ -42,6 +43,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     return add_common_arguments(parser).parse_args(argv)
+
+
+def table1_record(results_dir: str, criterion: str, ratio: float) -> dict[str, Any]:
+    """Table 1's results record of ``criterion`` at ``ratio`` (read by the tables that reuse its plans)."""
+    return read_run(run_path(results_dir, TABLE, block_run_id(criterion, ratio)))
+
+
+def rebuild_table1_model(dense, record: dict[str, Any]):
+    """Table 1's pruned model of ``record``: its recorded blocks removed from a copy of ``dense`` (no rescoring).
+
+    Returns:
+        The pruned copy and the removed blocks (original numbering).
+    """
+    removed = list(record["method"]["removed_blocks"])
+    return remove_layers(copy.deepcopy(dense), removed), removed
 
 
 def scores_summary(pruner: DepthPruner) -> dict[str, Any]:

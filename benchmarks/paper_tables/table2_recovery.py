@@ -21,15 +21,13 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import copy
 from typing import Any
 
-from optimum_depth import remove_layers
 from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset
 
 from .context import DATA, TableContext, add_common_arguments
-from .results_format import read_run, run_path
 from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record, train_and_merge
+from .table1_block_criteria import rebuild_table1_model, table1_record
 from .tables import BLOCK_RATIOS, CRITERIA, block_run_id
 
 TABLE = "table2"
@@ -65,9 +63,7 @@ def recovery_config(recovery: str, args: argparse.Namespace) -> RecoveryConfig:
 
 def recovered_run(dense, tokenizer, data, criterion: str, ratio: float, recovery: str, args, base) -> dict[str, Any]:
     """Rebuilds table 1's ``criterion`` / ``ratio`` model, trains it with ``recovery``, evaluates it."""
-    source = read_run(run_path(args.results_dir, "table1", block_run_id(criterion, ratio)))
-    removed = list(source["method"]["removed_blocks"])
-    model = remove_layers(copy.deepcopy(dense), removed)
+    model, removed = rebuild_table1_model(dense, table1_record(args.results_dir, criterion, ratio))
     config = recovery_config(recovery, args)
     merged, train_s, history = train_and_merge(model, tokenizer, data[recovery], config)
     losses = [e["loss"] for e in history if "loss" in e]

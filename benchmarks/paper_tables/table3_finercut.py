@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from optimum_depth import DepthPruner, DepthPruningConfig, LayerScores, remove_layers
+from optimum_depth import DepthPruner, DepthPruningConfig, LayerScores
 from optimum_depth.plan import PruningPlan
 
 from .context import DATA, ROOT, TableContext, add_common_arguments, calibration_settings
-from .results_format import read_run, run_path
 from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record
+from .table1_block_criteria import rebuild_table1_model, table1_record
 from .tables import BLOCK_RATIOS, CRITERIA, block_run_id, table3_run_id
 
 TABLE = "table3"
@@ -53,11 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return add_common_arguments(parser).parse_args(argv)
 
 
-def block_source(results_dir: str, criterion: str, ratio: float) -> dict[str, Any]:
-    """Table 1's results record of ``criterion`` at ``ratio``."""
-    return read_run(run_path(results_dir, "table1", block_run_id(criterion, ratio)))
-
-
 def block_targets(results_dir: str) -> dict[float, dict[str, int]]:
     """Per ratio: the parameters and sublayers removed of table 1's block models (equal for PPL and SLEB).
 
@@ -66,7 +61,7 @@ def block_targets(results_dir: str) -> dict[float, dict[str, int]]:
     """
     targets = {}
     for ratio in BLOCK_RATIOS:
-        sources = [block_source(results_dir, criterion, ratio) for criterion in BLOCK_CRITERIA]
+        sources = [table1_record(results_dir, criterion, ratio) for criterion in BLOCK_CRITERIA]
         params = {s["metrics"]["num_parameters"] for s in sources}
         blocks = {s["method"]["num_blocks_removed"] for s in sources}
         if len(params) != 1 or len(blocks) != 1:
@@ -102,11 +97,11 @@ def greedy_search(dense, tokenizer, args: argparse.Namespace, min_params: int) -
     pruner = DepthPruner(config)
     start = time.perf_counter()
     scores = pruner.score(dense, calibration=args.calibration, tokenizer=tokenizer)
-    scores.extra["table3_config"] = config.to_dict()
-    scores.extra["table3_search_s"] = time.perf_counter() - start
+    search_s = time.perf_counter() - start
+    scores.extra.update(table3_config=config.to_dict(), table3_search_s=search_s)
     path.parent.mkdir(parents=True, exist_ok=True)
     scores.to_json(path)
-    print(f"  FinerCut search: {len(scores.removal_order or [])} removals in {time.perf_counter() - start:.0f} s")
+    print(f"  FinerCut search: {len(scores.removal_order or [])} removals in {search_s:.0f} s")
     return scores
 
 
@@ -129,9 +124,11 @@ def sublayer_method(plan: PruningPlan, config: DepthPruningConfig, matched_on: s
     }
 
 
-def finercut_run(dense, tokenizer, search, matched_on: str, ratio: float, args, base) -> dict[str, Any]:
-    """FinerCut matched to the block model of ``ratio`` on ``matched_on`` (``params`` or ``count``)."""
-    target = block_targets(args.results_dir)[ratio]
+def finercut_run(dense, tokenizer, search, matched_on: str, ratio: float, target, args, base) -> dict[str, Any]:
+    """FinerCut matched on ``matched_on`` (``params`` or ``count``) to the block model of ``ratio``.
+
+    ``target`` is that block model's entry of :func:`block_targets`.
+    """
     if matched_on == "params":
         config = finercut_config(args, target_num_params=target["num_parameters"])
     else:
@@ -157,9 +154,7 @@ def finercut_run(dense, tokenizer, search, matched_on: str, ratio: float, args, 
 
 def block_run(dense, tokenizer, criterion: str, ratio: float, args, base) -> dict[str, Any]:
     """Table 1's ``criterion`` model at ``ratio`` rebuilt from its recorded plan and evaluated again."""
-    source = block_source(args.results_dir, criterion, ratio)
-    removed = list(source["method"]["removed_blocks"])
-    pruned = remove_layers(copy.deepcopy(dense), removed)
+    pruned, removed = rebuild_table1_model(dense, table1_record(args.results_dir, criterion, ratio))
     method = {
         "name": criterion,
         "label": CRITERIA[criterion],
@@ -197,7 +192,7 @@ def main(argv: list[str] | None = None) -> list[str]:
             runs.append(
                 PlannedRun(
                     run_id,
-                    lambda m=matched_on, r=ratio: finercut_run(dense, tokenizer, search, m, r, args, base),
+                    lambda m=matched_on, r=ratio: finercut_run(dense, tokenizer, search, m, r, targets[r], args, base),
                 )
             )
     return context.run(runs)
