@@ -88,3 +88,22 @@ def test_a_block_holding_unknown_weights_is_refused_before_anything_changes():
         convert_to_pruned_class(model)
     assert [type(b) for b in model.model.layers] == blocks and type(model).__name__ == "LlamaForCausalLM"
     assert model.config.model_type == "llama" and model.model.layers[0].self_attn.config is model.config
+
+
+def test_a_wrapped_stock_model_that_cannot_convert_is_refused_before_anything_changes():
+    from peft import LoraConfig, get_peft_model
+
+    from optimum_depth import DepthPruner, DepthPruningConfig
+
+    model = make_tiny_model("llama")
+    model.model.layers[2].extra = torch.nn.Linear(4, 4)
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    state = copy.deepcopy(wrapped.state_dict())
+    with pytest.raises(RuntimeError, match="in place"):
+        remove_sublayers(wrapped, attention=[1], mlp=[4, 5])  # partial blocks: the class must change
+    config = DepthPruningConfig(granularity="sublayer", criterion="finercut", num_layers_to_remove=2, seq_len=8)
+    with pytest.raises(RuntimeError, match="in place"):
+        DepthPruner(config).prune(wrapped, calibration=torch.randint(0, 100, (2, 8)))
+    assert type(model).__name__ == "LlamaForCausalLM" and len(model.model.layers) == 6
+    assert wrapped.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in wrapped.state_dict().items())
