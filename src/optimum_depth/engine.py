@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from transformers.utils.logging import is_progress_bar_enabled
 
 from .architectures import UnsupportedArchitectureError, get_architecture, get_decoder_layers, unwrap_model
+from .best_first import BestFirstOutcome, best_first
 from .calibration import CalibrationData
 from .head_bounds import bound_tokens, head_supports_bounds, subset_nll_lower_bound
 
@@ -384,6 +385,29 @@ class BlockwiseEngine:
         labels = batch.input_ids[:, 1:]
         weight = cast(torch.Tensor, self.lm_head.weight)
         return subset_nll_lower_bound(normed, weight, self._bound_tokens[index], labels, self.softcap)
+
+    def best_first_removals(
+        self, positions: list[int], enough: Callable[[list[int]], bool], desc: str
+    ) -> BestFirstOutcome:
+        """Best-first evaluation (:func:`~optimum_depth.best_first.best_first`) of removing each block at ``positions``.
+
+        A candidate's total is its summed calibration NLL (:meth:`removal_batch_nll` per batch); the cheap bounds of
+        :meth:`removal_batch_bound` are used when :attr:`supports_bounds`. A progress bar counts candidate-batches.
+
+        Args:
+            positions: Positions in the current block list.
+            enough: Given the candidates completed so far (ascending totals), whether the caller needs no more.
+            desc: Progress-bar label.
+
+        Returns:
+            The outcome (exact totals of the completed candidates, lower bounds of the others). Kept final states
+            stay until :meth:`removal_batch_nll` of the same batch or :meth:`release_pending`.
+        """
+        num_batches = len(self.batches)
+        with progress_bar(None, desc=desc, total=len(positions) * num_batches) as bar:
+            bound = counted(self.removal_batch_bound, bar) if self.supports_bounds else None
+            term = self.removal_batch_nll if bound is not None else counted(self.removal_batch_nll, bar)
+            return best_first(positions, num_batches, term, enough, bound=bound)
 
     def release_pending(self) -> None:
         """Drops the final states kept by :meth:`removal_batch_bound`."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 from ..architectures import get_decoder_layers
-from ..best_first import best_first
-from ..engine import BlockwiseEngine, counted, progress_bar
+from ..engine import BlockwiseEngine, progress_bar
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
@@ -69,16 +68,12 @@ def _best_first_nlls(
 
     sizes = [count_parameters(block) for block in get_decoder_layers(context.model)]
     total = count_parameters(context.model)
-    num_batches = len(engine.batches)
 
     def enough(completed: list[int]) -> bool:
         chosen = [p for p in completed if p not in context.protected]
         return target_reached(context, chosen, sizes, total)
 
-    with progress_bar(None, desc="ppl: scoring blocks (best-first)", total=len(positions) * num_batches) as bar:
-        bound = counted(engine.removal_batch_bound, bar) if engine.supports_bounds else None
-        term = engine.removal_batch_nll if bound is not None else counted(engine.removal_batch_nll, bar)
-        outcome = best_first(positions, num_batches, term, enough, bound=bound)
+    outcome = engine.best_first_removals(positions, enough, desc="ppl: scoring blocks (best-first)")
     engine.release_pending()
     return outcome.sums, outcome.lower_bounds
 

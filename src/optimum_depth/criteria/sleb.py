@@ -6,9 +6,8 @@ import math
 from dataclasses import dataclass, field
 
 from ..architectures import get_decoder_layers
-from ..best_first import best_first
 from ..config import PruningTargetError
-from ..engine import BlockwiseEngine, counted, progress_bar
+from ..engine import BlockwiseEngine, progress_bar
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
@@ -124,11 +123,8 @@ class _Rounds:
 
     def best_first(self, positions: list[int], desc: str) -> tuple[int, float]:
         """Best-first round (candidates stop once they cannot win); returns the winner's original index and NLL."""
-        engine, num_batches = self.engine, len(self.engine.batches)
-        with progress_bar(None, desc=desc, total=len(positions) * num_batches) as bar:
-            bound = counted(engine.removal_batch_bound, bar) if engine.supports_bounds else None
-            term = engine.removal_batch_nll if bound is not None else counted(engine.removal_batch_nll, bar)
-            outcome = best_first(positions, num_batches, term, self.any_removable, bound=bound)
+        engine = self.engine
+        outcome = engine.best_first_removals(positions, self.any_removable, desc)
         winners = [p for p in outcome.completed if self.removable(p)]
         if not winners:
             raise PruningTargetError("SLEB found no removable block left.")
