@@ -224,7 +224,7 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         whole = (
             self.config if self.config.schedule == "one_shot" else event_config(self.config, PruningEvent(0, total))
         )
-        DepthPruner(whole).check(self._scored_model(model))
+        DepthPruner(whole).check(model)
         if self.config.granularity == "sublayer":
             check_conversion_to_pruned_class(model)  # what the first event will do in place
         self.pruning_schedule = [e.to_dict() for e in events]
@@ -236,21 +236,11 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         while self.events_done < len(events) and events[self.events_done].step <= state.global_step:
             self._run_event(args, state, model, optimizer, self.events_done, events[self.events_done])
 
-    def _scored_model(self, model):
-        """What is checked and scored: the model, or for sublayers the causal LM under a peft wrapper.
-
-        ``DepthPruner`` refuses sublayer pruning of a peft-wrapped *stock* model (its class would change under the
-        wrapper). The callback converts the causal LM inside the wrapper in place, which the wrapper does not notice,
-        so it checks and scores that causal LM directly (the injected adapters are part of its forward).
-        """
-        return unwrap_model(model) if self.config.granularity == "sublayer" else model
-
     def _run_event(self, args, state, model, optimizer, index: int, event: PruningEvent) -> None:
         pruner = DepthPruner(event_config(self.config, event))
-        scored = self._scored_model(model)
 
         def decide() -> tuple[LayerScores, PruningPlan]:
-            scores = pruner.score(scored, calibration=self._calibration_data(model))
+            scores = pruner.score(model, calibration=self._calibration_data(model))
             return scores, pruner.plan(scores)
 
         scores, plan = decide_on_main_rank(
