@@ -177,6 +177,8 @@ QUALITY_COLUMNS = (
     Column("of ideal", ideal_fraction_cell),
 )
 TASK_COLUMNS = tuple(Column(task, task_cell(task)) for task in ZERO_SHOT_TASKS)
+BLOCK_TABLE_COLUMNS = (Column("Blocks", blocks_cell), *QUALITY_COLUMNS, Column("Run time", time_cell))
+"""The metric columns of the tables whose rows remove whole blocks (1, 2 and 4)."""
 
 
 # ---------------------------------------------------------------------------------------------------- table specs
@@ -200,7 +202,7 @@ def table1_spec() -> TableSpec:
         title="Table 1: block criteria, no retraining",
         label_headers=("Criterion", "Removed"),
         rows=tuple(rows),
-        columns=(Column("Blocks", blocks_cell), *QUALITY_COLUMNS, Column("Run time", time_cell)),
+        columns=BLOCK_TABLE_COLUMNS,
         command="python -m benchmarks.paper_tables.table1_block_criteria",
         detail_columns=TASK_COLUMNS,
     )
@@ -220,7 +222,7 @@ def table2_spec() -> TableSpec:
         title="Table 2: block criteria after LoRA recovery and after continued pretraining",
         label_headers=("Criterion", "Removed", "Recovery"),
         rows=tuple(rows),
-        columns=(Column("Blocks", blocks_cell), *QUALITY_COLUMNS, Column("Run time", time_cell)),
+        columns=BLOCK_TABLE_COLUMNS,
         command="python -m benchmarks.paper_tables.table2_recovery",
         detail_columns=TASK_COLUMNS,
     )
@@ -279,7 +281,7 @@ def table4_spec() -> TableSpec:
         title="Table 4: one-shot vs iterative pruning at 35% of the blocks",
         label_headers=("Criterion", "Schedule"),
         rows=tuple(rows),
-        columns=(Column("Blocks", blocks_cell), *QUALITY_COLUMNS, Column("Run time", time_cell)),
+        columns=BLOCK_TABLE_COLUMNS,
         command="python -m benchmarks.paper_tables.table4_schedules",
         detail_columns=TASK_COLUMNS,
     )
