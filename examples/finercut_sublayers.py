@@ -58,7 +58,7 @@ def main() -> None:
     pruner = DepthPruner(config)
     scores = pruner.score(model, args.calibration, tokenizer)  # the greedy search: one candidate per sublayer
     plan = pruner.plan(scores)  # JSON-able, original block numbering
-    model = pruner.apply(model, plan)  # a new Pruned<Family>ForCausalLM object: use the returned model
+    pruner.apply(model, plan)  # in place: the model is now a Pruned<Family>ForCausalLM
     removed = f"attention {list(plan.removed_attention)}, MLP {list(plan.removed_mlp)}"
     print(f"{type(model).__name__}; sublayers removed in original blocks: {removed}")
 

@@ -92,16 +92,16 @@ def test_pruner_end_to_end_with_protection_and_provenance():
     model = make_tiny_model("qwen3")
     config = sublayer_config(pruning_ratio=0.25, protect_first_fraction=0.34, distance="js")
     pruner = DepthPruner(config)
+    before = {(s.original_block, s.kind) for s in list_sublayers(model)}
     pruned = pruner.prune(model, calibration(4, 16))
+    assert pruned is model
     plan, scores = pruner.last_plan, pruner.last_scores
     assert plan.num_removed == 3 and scores.sublayers == ["attention", "mlp"] * 6
     assert scores.protected == [0, 1, 2, 3]  # floor(0.34 * 6) = 2 blocks -> 4 sublayers
     chosen = [scores.candidate_name(i) for i in scores.removal_order[:3]]
     assert not any(name.endswith((" 0", " 1")) for name in chosen)
     assert pruned.config.pruning["granularity"] == "sublayer" and pruned.config.pruning["distance"] == "js"
-    removed = {(s.original_block, s.kind) for s in list_sublayers(model)} - {
-        (s.original_block, s.kind) for s in list_sublayers(pruned)
-    }
+    removed = before - {(s.original_block, s.kind) for s in list_sublayers(pruned)}
     assert removed == {(scores.layer_indices[i], scores.sublayers[i]) for i in scores.removal_order[:3]}
 
 

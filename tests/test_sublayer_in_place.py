@@ -43,17 +43,17 @@ def test_conversion_keeps_every_object_and_the_outputs(family):
 
 
 @pytest.mark.parametrize("family", PRUNABLE_FAMILIES)
-def test_in_place_removal_equals_the_rebuilt_model_and_goes_back_to_native(family):
+def test_removal_after_explicit_conversion_equals_direct_removal_and_goes_back_to_native(family):
     model = make_tiny_model(family)
     reference = copy.deepcopy(model)
     ids = random_ids(2, 10)
     convert_to_pruned_class(model)
     assert remove_sublayers(model, attention=[1], mlp=[3]) is model
-    rebuilt = remove_sublayers(reference, attention=[1], mlp=[3])  # a stock model: a new object
-    assert rebuilt is not reference and type(rebuilt) is type(model)
-    assert model.config.to_dict() == rebuilt.config.to_dict()
+    direct = remove_sublayers(reference, attention=[1], mlp=[3])  # a stock model: converted in place as well
+    assert direct is reference and type(direct) is type(model)
+    assert model.config.to_dict() == direct.config.to_dict()
     with torch.no_grad():
-        torch.testing.assert_close(model(ids).logits, rebuilt(ids).logits, rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(ids).logits, direct(ids).logits, rtol=0, atol=1e-6)
 
     # The remaining sublayers of blocks 1 and 3 go: no partial block is left, the same object turns native again.
     decoder = model.model

@@ -44,7 +44,8 @@ class ArchitectureSpec:
         attention_norms: Norms that belong to the attention sublayer (its pre-norm, and a post-norm where the family
             has one). They are removed together with the attention sublayer.
         mlp_norms: Norms that belong to the feed-forward sublayer.
-        per_layer_sequences: Config fields holding one entry per decoder block, in block order.
+        per_layer_sequences: Config fields holding one entry per decoder block, in block order. ``layer_types`` is
+            one for every family (sublayer-pruned configs of Llama and Phi-3 have it too).
         per_layer_index_lists: Config fields holding a list of block indices (renumbered after surgery). By default
             the blocks that lost their attention / MLP sublayer (sublayer-pruned checkpoints).
     """
@@ -56,7 +57,7 @@ class ArchitectureSpec:
     mlp_attr: str = "mlp"
     attention_norms: tuple[str, ...] = ("input_layernorm",)
     mlp_norms: tuple[str, ...] = ("post_attention_layernorm",)
-    per_layer_sequences: tuple[str, ...] = ()
+    per_layer_sequences: tuple[str, ...] = ("layer_types",)
     per_layer_index_lists: tuple[str, ...] = ("skipped_attention", "skipped_mlp")
 
 
@@ -65,20 +66,18 @@ _GEMMA_MLP_NORMS = ("pre_feedforward_layernorm", "post_feedforward_layernorm")
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "llama": ArchitectureSpec("llama"),
-    "mistral": ArchitectureSpec("mistral", per_layer_sequences=("layer_types",)),
-    "qwen2": ArchitectureSpec("qwen2", per_layer_sequences=("layer_types",)),
-    "qwen3": ArchitectureSpec("qwen3", per_layer_sequences=("layer_types",)),
+    "mistral": ArchitectureSpec("mistral"),
+    "qwen2": ArchitectureSpec("qwen2"),
+    "qwen3": ArchitectureSpec("qwen3"),
     "gemma2": ArchitectureSpec(
         "gemma2",
         attention_norms=_GEMMA_ATTENTION_NORMS,
         mlp_norms=_GEMMA_MLP_NORMS,
-        per_layer_sequences=("layer_types",),
     ),
     "gemma3_text": ArchitectureSpec(
         "gemma3_text",
         attention_norms=_GEMMA_ATTENTION_NORMS,
         mlp_norms=_GEMMA_MLP_NORMS,
-        per_layer_sequences=("layer_types",),
     ),
     "phi3": ArchitectureSpec("phi3"),
     "smollm3": ArchitectureSpec("smollm3", per_layer_sequences=("layer_types", "no_rope_layers")),

@@ -177,14 +177,14 @@ class DepthPruner:
             plan: A block plan in original numbering.
 
         Returns:
-            The pruned model: the same object for block plans; for sublayer plans on a stock model, a new object of
-            the ``Pruned<Family>ForCausalLM`` class sharing the input's parameters (always use the returned model).
+            ``model`` itself, pruned in place (a sublayer plan converts a stock model to its
+            ``Pruned<Family>ForCausalLM`` class in place first).
 
         Raises:
             ValueError: If the plan does not fit the model; nothing is changed then.
         """
         if plan.granularity == "sublayer":
-            model = apply_sublayer_plan(model, plan)
+            apply_sublayer_plan(model, plan)
             scores = self.last_scores
             record_pruning_event(
                 unwrap_model(model).config,

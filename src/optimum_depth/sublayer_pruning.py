@@ -170,8 +170,7 @@ def apply_sublayer_plan(model: nn.Module, plan: PruningPlan) -> nn.Module:
         plan: A sublayer plan.
 
     Returns:
-        The pruned model: a new object of the pruned class for an unwrapped stock model (sharing its parameters),
-        the same object when it already was sublayer-pruned or is wrapped (peft, DDP: converted in place).
+        ``model`` itself, pruned in place (a stock model is converted to its pruned class in place first).
 
     Raises:
         ValueError: If the plan does not fit the model; nothing is changed then.

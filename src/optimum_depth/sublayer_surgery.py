@@ -2,20 +2,17 @@
 
 A model that loses a sublayer needs the matching ``Pruned<Family>ForCausalLM`` of
 :mod:`optimum_depth.modeling.modeling_pruned`, whose config records ``skipped_attention`` / ``skipped_mlp`` and marks
-attention-free blocks in ``layer_types``. There are two ways to get there, neither copies a weight:
+attention-free blocks in ``layer_types``. There is one way to get there, and it copies no weight:
+:func:`convert_to_pruned_class` converts a stock model *in place*: the model object, its decoder and its blocks keep
+their identity and only change class (each block becomes a ``PrunedDecoderLayer`` that keeps the family's attention,
+MLP and norm modules, registered in their original order, so ``parameters()`` keeps its order), the model gets the
+pruned config and every submodule's ``config`` reference is rebound to it. An optimizer, a peft wrapper or a DDP
+wrapper built on the model stays valid: this is how :class:`~optimum_depth.callbacks.DepthPruningCallback` removes
+sublayers inside a running ``Trainer``, and how :func:`remove_sublayers` prunes every model, so the object a caller
+holds is always the pruned model.
 
-* :func:`remove_sublayers` on a stock model returns a *new* model object of the pruned class built around the very
-  same modules (the input is consumed; it still sees its modules but must not be used any more).
-* :func:`convert_to_pruned_class` converts a stock model *in place*: the model object, its decoder and its blocks keep
-  their identity and only change class (each block becomes a ``PrunedDecoderLayer`` that keeps the family's attention,
-  MLP and norm modules, registered in their original order, so ``parameters()`` keeps its order), the model gets the
-  pruned config and every submodule's ``config`` reference is rebound to it. An optimizer, a peft wrapper or a DDP
-  wrapper built on the model stays valid: this is how :class:`~optimum_depth.callbacks.DepthPruningCallback` removes
-  sublayers inside a running ``Trainer``.
-
-A model that already has a pruned class is always pruned in place. A block that ends up with neither sublayer is
-removed as a block with :func:`optimum_depth.surgery.remove_layers`; a model left with no partial block goes back to
-its native class, in place (same object) when it already had a pruned class.
+A block that ends up with neither sublayer is removed as a block with :func:`optimum_depth.surgery.remove_layers`; a
+model left with no partial block goes back to its native class, in place.
 """
 
 from __future__ import annotations
@@ -206,30 +203,6 @@ def _convert_in_place(
     return inner
 
 
-def _rebuild(inner: Any, model_class: Any, config: Any, spec: ArchitectureSpec) -> nn.Module:
-    """Builds ``model_class(config)`` on the meta device and moves ``inner``'s modules into it (no copy)."""
-    with torch.device("meta"):
-        target = model_class(config)
-    source_decoder, target_decoder = inner.get_decoder(), target.get_decoder()
-    for name in _DECODER_MODULES:
-        setattr(target_decoder, name, getattr(source_decoder, name))
-    target.lm_head = inner.lm_head
-    names = (spec.attention_attr, spec.mlp_attr, *spec.attention_norms, *spec.mlp_norms)
-    for source_block, target_block in zip(get_decoder_layers(inner), get_decoder_layers(target), strict=True):
-        for name in names:
-            if isinstance(getattr(target_block, name, None), nn.Module):
-                setattr(target_block, name, getattr(source_block, name))
-    left = [n for n, t in [*target.named_parameters(), *target.named_buffers()] if t.device.type == "meta"]
-    if left:
-        raise RuntimeError(
-            f"Internal error: {type(target).__name__} has unfilled tensors {left[:5]} after conversion."
-        )
-    _rebind_config(target.modules(), inner.config, target.config)
-    target.generation_config = inner.generation_config
-    target.train(inner.training)
-    return target
-
-
 def pruned_model_class(inner: Any) -> Any:
     """The ``Pruned<Family>ForCausalLM`` class of a (plain or already pruned) model.
 
@@ -247,28 +220,19 @@ def pruned_model_class(inner: Any) -> Any:
     return model_class
 
 
-def _to_pruned(
-    inner: Any,
-    spec: ArchitectureSpec,
-    skipped_attention: list[int],
-    skipped_mlp: list[int],
-    in_place: bool,
-    dry_run: bool = False,
-) -> nn.Module:
+def _to_pruned(inner: Any, spec: ArchitectureSpec, dry_run: bool = False) -> nn.Module:
     model_class = pruned_model_class(inner)
     data = inner.config.to_dict()
     for key in ("model_type", "architectures", "auto_map"):
         data.pop(key, None)
-    data.update(skipped_attention=skipped_attention, skipped_mlp=skipped_mlp)
+    data.update(skipped_attention=[], skipped_mlp=[])
     config = model_class.config_class.from_dict(data)
     config.layer_types = block_layer_types(config)
     config._attn_implementation = inner.config._attn_implementation
     config._name_or_path = inner.config._name_or_path
     if getattr(config, "surviving_layers", None) is None:
         record_block_removal(config, list(range(config.num_hidden_layers)))
-    if in_place:
-        return _convert_in_place(inner, model_class, config, spec, dry_run=dry_run)
-    return _rebuild(inner, model_class, config, spec)
+    return _convert_in_place(inner, model_class, config, spec, dry_run=dry_run)
 
 
 def _to_native(inner: Any, spec: ArchitectureSpec) -> nn.Module:
@@ -333,7 +297,7 @@ def convert_to_pruned_class(model: nn.Module) -> nn.Module:
     if is_sublayer_pruned(inner):
         return model
     pruned_model_class(inner)
-    _to_pruned(inner, spec, [], [], in_place=True)
+    _to_pruned(inner, spec)
     logger.info(
         "Converted the %s model in place to %s.", base_model_type(inner.config.model_type), type(inner).__name__
     )
@@ -354,17 +318,16 @@ def check_conversion_to_pruned_class(model: nn.Module) -> None:
     inner: Any = unwrap_model(model)
     if not is_sublayer_pruned(inner):
         pruned_model_class(inner)
-        _to_pruned(inner, spec, [], [], in_place=True, dry_run=True)
+        _to_pruned(inner, spec, dry_run=True)
 
 
 def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Iterable[int] = ()) -> nn.Module:
     """Removes attention and/or MLP sublayers (and their norms), all-or-nothing.
 
-    Blocks left with neither sublayer are removed as whole blocks. A stock model comes back as a new object of the
-    matching pruned class that shares the input's modules and parameters (use the returned model; the input is
-    consumed), unless it was first given its pruned class with :func:`convert_to_pruned_class`. A wrapped stock model
-    (peft, DDP) is converted in place first, so the wrapper stays valid and is returned. A model that already has a
-    pruned class (possibly wrapped) is modified in place, also when it goes back to its native class.
+    Blocks left with neither sublayer are removed as whole blocks. A stock model that keeps a partial block is first
+    given its pruned class in place (:func:`convert_to_pruned_class`), so the object passed in (or the peft / DDP
+    wrapper around it) is the pruned model; a model left with no partial block goes back to its native class, also in
+    place.
 
     Args:
         model: A causal LM (stock or already sublayer-pruned), possibly wrapped by peft or DDP.
@@ -372,13 +335,13 @@ def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Itera
         mlp: Positions of the blocks whose MLP sublayer goes.
 
     Returns:
-        The pruned model (``model`` itself unless an unwrapped stock model was converted to its pruned class).
+        ``model`` itself, pruned.
 
     Raises:
         SublayerIndexError: On invalid or already removed positions, an empty request, or removing every attention
             sublayer (the KV cache and the positions need one); nothing is changed then.
         UnsupportedArchitectureError: If the family has no pruned model class.
-        RuntimeError: If a wrapped stock model holds weights its pruned class has no place for (see
+        RuntimeError: If a stock model holds weights its pruned class has no place for (see
             :func:`check_conversion_to_pruned_class`); nothing is changed then.
     """
     spec = get_architecture(model)
@@ -401,30 +364,22 @@ def remove_sublayers(model: nn.Module, attention: Iterable[int] = (), mlp: Itera
     empty = [i for i in range(num_blocks) if not has_attention[i] and not has_mlp[i]]
     kept = [i for i in range(num_blocks) if i not in set(empty)]
     partial = any(has_attention[i] != has_mlp[i] for i in kept)
-    already_pruned = is_sublayer_pruned(model)
-    convert_wrapped = partial and not already_pruned and model is not inner
-    if partial and not already_pruned:
-        pruned_model_class(inner)  # raises for families without a pruned class
-    if convert_wrapped:
-        check_conversion_to_pruned_class(model)  # the wrapper holds the model: convert it in place, checked first
+    convert = partial and not is_sublayer_pruned(model)
+    if convert:
+        check_conversion_to_pruned_class(model)  # converted in place below, checked first
 
     # Everything below changes the model.
-    if convert_wrapped:
+    if convert:
         convert_to_pruned_class(model)
-        already_pruned = True
     if empty:
         remove_layers(model, empty)
     new_position = {old: new for new, old in enumerate(kept)}
     new_attention = [new_position[i] for i in attention if i in new_position]
     new_mlp = [new_position[i] for i in mlp if i in new_position]
-    if already_pruned:
+    if is_sublayer_pruned(model):
         _drop_in_place(model, spec, new_attention, new_mlp)
         if not partial:
             _to_native(inner, spec)
-    elif partial:
-        skipped_attention = [new_position[i] for i in kept if not has_attention[i]]
-        skipped_mlp = [new_position[i] for i in kept if not has_mlp[i]]
-        model = _to_pruned(inner, spec, skipped_attention, skipped_mlp, in_place=False)
     logger.info(
         "Removed attention of blocks %s and MLP of blocks %s (positions before removal); %d blocks dropped whole.",
         attention,

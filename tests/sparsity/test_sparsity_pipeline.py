@@ -223,11 +223,11 @@ def test_besa_after_sublayer_removal(family, tmp_path):
         assert torch.equal(reloaded(ids).logits, logits)
 
 
-def test_sublayer_depth_pruning_in_one_config_returns_the_new_model():
+def test_sublayer_depth_pruning_in_one_config_prunes_the_model_in_place():
     model = make_tiny_model("llama")
     depth = DepthPruningConfig(criterion="finercut", granularity="sublayer", num_layers_to_remove=3, **FAST)
     result = sparsify(model, SparsityConfig(method="wanda", depth_pruning=depth, **FAST), random_ids(8, 16))
-    assert result.model is not model and result.model.config.model_type == "pruned_llama"
+    assert result.model is model and result.model.config.model_type == "pruned_llama"
     assert len(result.model.config.skipped_attention) + len(result.model.config.skipped_mlp) >= 1
     for value in _block_sparsity(result.model).values():
         assert abs(value - 0.5) <= 0.01

@@ -64,8 +64,7 @@ class SparsityResult:
     """Everything a :func:`optimum_depth.sparsity.sparsify` run measured.
 
     Args:
-        model: The sparsified model. Use it rather than the model passed in: with a sublayer ``depth_pruning`` of a
-            stock model it is a new object of the pruned class (sharing the parameters).
+        model: The sparsified model (the object passed in, pruned and sparsified in place).
         config: The config that was run.
         blocks: One report per sparsified block, in model order.
         calibration: Provenance of the calibration data (empty for magnitude).

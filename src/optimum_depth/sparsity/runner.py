@@ -131,8 +131,7 @@ def sparsify(
         pruner.check(model)
     data = resolve_calibration(config, model, calibration, tokenizer)
     if pruner is not None:
-        # Sublayer removal on a stock model returns a new object of the pruned class: continue with that one.
-        model = pruner.prune(model, calibration=calibration, tokenizer=tokenizer)
+        pruner.prune(model, calibration=calibration, tokenizer=tokenizer)  # in place
 
     inner = unwrap_model(model)
     layers = get_decoder_layers(inner)
