@@ -32,6 +32,7 @@ from optimum_depth.calibration import prepare_calibration  # noqa: E402
 from optimum_depth.data import default_data_dir  # noqa: E402
 from optimum_depth.evaluation.perplexity import evaluate_perplexity  # noqa: E402
 from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
+from optimum_depth.persistence import write_text_atomically  # noqa: E402
 from optimum_depth.sparsity import SparsityConfig, measure_weight_sparsity, sparsify  # noqa: E402
 
 torch.set_num_threads(1)
@@ -170,7 +171,9 @@ def main() -> None:
         )
         if args.output_dir:
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-            result.to_json(Path(args.output_dir) / f"{method}_result.json")
+            write_text_atomically(
+                Path(args.output_dir) / f"{method}_result.json", json.dumps(result.to_dict(), indent=2) + "\n"
+            )
             if method == "besa":
                 result.plot(Path(args.output_dir) / "besa_layer_sparsity.png")
         del model

@@ -37,6 +37,7 @@ torch.set_num_threads(1)
 import transformers  # noqa: E402
 
 from optimum_depth import DepthPruner, DepthPruningConfig, get_decoder_layers  # noqa: E402
+from optimum_depth.architectures import count_parameters  # noqa: E402
 from optimum_depth.evaluation import (  # noqa: E402
     ComparisonResults,
     EvaluationResults,
@@ -47,7 +48,7 @@ from optimum_depth.evaluation import (  # noqa: E402
 )
 from optimum_depth.evaluation.latency import make_prompt_ids, timed_generate  # noqa: E402
 from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
-from optimum_depth.scoring import count_parameters  # noqa: E402
+from optimum_depth.persistence import write_text_atomically  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -211,7 +212,7 @@ def main() -> None:
             f"paired (median of per-round ratios) {row['paired_speedup']:.4f}x = {row['paired_fraction_of_ideal']:.3f} of ideal"
         )
     if args.output:
-        results.to_json(args.output)
+        write_text_atomically(args.output, results.to_json_string())
         print(f"wrote {args.output}")
 
 

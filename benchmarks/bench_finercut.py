@@ -4,9 +4,9 @@ Both sides run the same greedy FinerCut search (remove 25% of the 60 sublayers =
 
 * naive: every candidate of every step is scored by a full model forward on each calibration sequence (the removed
   sublayers' outputs are zeroed by hooks, which equals deleting them), then the LM head and the distance;
-* ours: :class:`optimum_depth.sublayer_engine.SublayerEngine` (cached dense logits, cached hidden states up to the
+* ours: :class:`optimum_depth.sublayers.engine.SublayerEngine` (cached dense logits, cached hidden states up to the
   first changed sublayer, only the suffix runs) with and without the exact early-exit bound of
-  :class:`optimum_depth.sublayer_search.GreedySearch`.
+  :class:`optimum_depth.sublayers.search.GreedySearch`.
 
 The steps are interleaved (naive step t, ours step t, ours-without-bound step t) so that machine load hits all
 sides alike. Printed: wall time, forward-equivalents (parameter-weighted: one = every sublayer plus the LM head on
@@ -34,12 +34,12 @@ import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from optimum_depth import prepare_calibration  # noqa: E402
+from optimum_depth.algorithms.output_distances import get_distance  # noqa: E402
 from optimum_depth.data import default_data_dir  # noqa: E402
 from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
-from optimum_depth.output_distances import get_distance  # noqa: E402
-from optimum_depth.sublayer_engine import SublayerEngine  # noqa: E402
-from optimum_depth.sublayer_search import GreedySearch  # noqa: E402
-from optimum_depth.sublayers import ATTENTION  # noqa: E402
+from optimum_depth.sublayers.candidates import ATTENTION  # noqa: E402
+from optimum_depth.sublayers.engine import SublayerEngine  # noqa: E402
+from optimum_depth.sublayers.search import GreedySearch  # noqa: E402
 
 
 @contextmanager

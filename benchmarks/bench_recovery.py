@@ -24,16 +24,16 @@ import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from optimum_depth import DepthPruner, DepthPruningConfig  # noqa: E402
+from optimum_depth.architectures import count_parameters  # noqa: E402
 from optimum_depth.data import default_data_dir  # noqa: E402
 from optimum_depth.evaluation.perplexity import evaluate_perplexity  # noqa: E402
 from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
-from optimum_depth.recovery import (  # noqa: E402
+from optimum_depth.training import (  # noqa: E402
     RecoveryConfig,
     build_recovery_dataset,
     build_recovery_trainer,
     merge_and_save,
 )
-from optimum_depth.scoring import count_parameters  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

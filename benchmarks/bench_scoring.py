@@ -151,7 +151,7 @@ def load():
 
 def head_over_block_cost(model, calibration, batch_size: int, repeats: int = 5) -> float:
     """CPU time of one final norm + LM head + loss over that of one decoder block, on the same batch (interleaved)."""
-    from optimum_depth.engine import BlockwiseEngine
+    from optimum_depth.blocks.engine import BlockwiseEngine
 
     engine = BlockwiseEngine(model, calibration, batch_size=batch_size)
     batch = engine.capture_batch(engine.batches[0])
@@ -178,7 +178,7 @@ METHODS = {
 def run_job(method: str, criterion: str, sleb_blocks: int, batch_size: int) -> dict:
     """Runs one measurement in this process and returns its figures."""
     from optimum_depth import DepthPruningConfig
-    from optimum_depth.scoring import score_blocks
+    from optimum_depth.blocks.scoring import score_blocks
 
     model, calibration = load()
     config = DepthPruningConfig(

@@ -3,7 +3,7 @@
 For each criterion: prune 25% of the 30 blocks (calibrated on local C4 documents), measure dense and pruned models
 with :mod:`optimum_depth.evaluation` (WikiText-2 perplexity, zero-shot accuracy with a per-task document limit, and
 generation latency of both models interleaved in one run), then write the card with the library
-(:func:`optimum_depth.cards.build_model_card`, what :func:`optimum_depth.hub.push_to_hub` uploads) beside the
+(:func:`optimum_depth.publishing.cards.build_model_card`, what :func:`optimum_depth.publishing.hub.push_to_hub` uploads) beside the
 importance plot, the plan, the scores and the results JSON.
 
 Run (one CPU thread; on a shared 2-core machine the dense + ``block_influence`` part took 24 minutes and the ``ppl``
@@ -30,15 +30,25 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from optimum_depth import DepthPruner, DepthPruningConfig, LayerScores, PruningPlan  # noqa: E402
-from optimum_depth.cards import PLOT_NAME, RESULTS_NAME, build_model_card, selected_positions  # noqa: E402
+from optimum_depth.architectures import count_parameters  # noqa: E402
+from optimum_depth.constants import (
+    PLAN_NAME,  # noqa: E402
+    RESULTS_NAME,
+    SCORES_NAME,  # noqa: E402
+)
 from optimum_depth.data import default_data_dir  # noqa: E402
-from optimum_depth.evaluation import ComparisonResults, EvaluationResults  # noqa: E402
+from optimum_depth.evaluation import (  # noqa: E402  # noqa: E402
+    ComparisonResults,
+    EvaluationResults,
+    EvaluationSettings,
+    PerplexitySettings,
+    ZeroShotSettings,
+)
 from optimum_depth.evaluation.evaluate import evaluate_model  # noqa: E402
 from optimum_depth.evaluation.latency import measure_latency  # noqa: E402
 from optimum_depth.model_zoo import DEFAULT_MODEL_ID, load_model_and_tokenizer  # noqa: E402
-from optimum_depth.plan import PLAN_NAME  # noqa: E402
-from optimum_depth.saving import SCORES_NAME  # noqa: E402
-from optimum_depth.scoring import count_parameters  # noqa: E402
+from optimum_depth.publishing.cards import CardOptions, build_model_card  # noqa: E402
+from optimum_depth.publishing.saving import save_pruning_records, write_into_directory  # noqa: E402
 
 logger = logging.getLogger("make_example_card")
 
@@ -49,15 +59,13 @@ CALIBRATION = "calib/c4_demo_llamafactory.jsonl"
 
 def quality(model, tokenizer, name: str, args) -> EvaluationResults:
     """Perplexity and zero-shot accuracy of one model, with the script's settings (latency is measured apart)."""
-    return evaluate_model(
-        model,
-        tokenizer,
-        name=name,
-        perplexity_datasets=("wikitext2",),
-        zero_shot_tasks=args.tasks,
-        perplexity_kwargs={"seq_len": 128, "batch_size": 8, "max_windows": args.ppl_windows},
-        zero_shot_kwargs={"limit": args.limit, "batch_size": 8},
+    settings = EvaluationSettings(
+        perplexity=PerplexitySettings(
+            datasets=("wikitext2",), seq_len=128, batch_size=8, max_windows=args.ppl_windows
+        ),
+        zero_shot=ZeroShotSettings(tasks=tuple(args.tasks), limit=args.limit, batch_size=8),
     )
+    return evaluate_model(model, tokenizer, settings, name=name)
 
 
 def with_latency(dense: EvaluationResults, pruned: EvaluationResults, dense_model, model, tokenizer, args):
@@ -83,9 +91,10 @@ def prune(dense_model, tokenizer, criterion: str, folder: Path, args):
         DepthPruningConfig(criterion=criterion, pruning_ratio=args.ratio, num_samples=32, seq_len=128)
     )
     if args.reuse_results and (folder / PLAN_NAME).is_file() and (folder / SCORES_NAME).is_file():
-        pruner.last_scores = LayerScores.from_json(folder / SCORES_NAME)  # recorded in config.pruning by apply
-        pruner.apply(model, PruningPlan.load(folder / PLAN_NAME))
-        return model, PruningPlan.load(folder / PLAN_NAME), pruner.last_scores
+        pruner.last_scores = LayerScores.from_pretrained(folder)  # recorded in config.pruning by apply
+        plan = PruningPlan.from_pretrained(folder)
+        pruner.apply(model, plan)
+        return model, plan, pruner.last_scores
     pruner.prune(model, calibration=str(default_data_dir() / CALIBRATION), tokenizer=tokenizer)
     return model, pruner.last_plan, pruner.last_scores
 
@@ -93,10 +102,22 @@ def prune(dense_model, tokenizer, criterion: str, folder: Path, args):
 def saved_dense_quality(output: Path) -> EvaluationResults | None:
     """The dense model's perplexity/zero-shot results from an earlier card of this script, without its latency."""
     for path in sorted(output.glob(f"*/{RESULTS_NAME}")):
-        dense = ComparisonResults.from_json(path).dense
+        dense = ComparisonResults.from_pretrained(path).dense
         dense.latency, dense.latency_settings = [], {}
         return dense
     return None
+
+
+def write_card_folder(folder: Path, model, comparison, plan, scores, options: CardOptions) -> None:
+    """The records and the card of one example, as the Hub repository would show them (weights not kept here)."""
+
+    def write(staging: Path) -> None:
+        save_pruning_records(staging, plan=plan, scores=scores, results=comparison, plot=True)
+        # The card describes the pushed repository, which also holds the weights, config and tokenizer.
+        files = [p.name for p in staging.iterdir()] + ["model.safetensors", "config.json", "tokenizer.json"]
+        build_model_card(model, comparison, plan, scores, options=options, files=files).save(staging / "README.md")
+
+    write_into_directory(folder, write)
 
 
 def main() -> None:
@@ -132,28 +153,15 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         model, plan, scores = prune(dense_model, tokenizer, criterion, folder, args)
         if args.reuse_results and (folder / RESULTS_NAME).is_file():
-            comparison = ComparisonResults.from_json(folder / RESULTS_NAME)
+            comparison = ComparisonResults.from_pretrained(folder)
             if comparison.pruned.num_parameters != count_parameters(model):
                 raise RuntimeError(f"{folder / RESULTS_NAME} was measured on another model; rerun without reuse.")
         else:
             dense = dense or quality(dense_model, tokenizer, DEFAULT_MODEL_ID, args)
             pruned = quality(model, tokenizer, name, args)
             comparison = with_latency(dense, pruned, dense_model, model, tokenizer, args)
-            comparison.to_json(folder / RESULTS_NAME)
-        plan.save(folder / PLAN_NAME)
-        scores.to_json(folder / SCORES_NAME)
-        scores.plot(folder / PLOT_NAME, selected=selected_positions(scores, plan))
-        card = build_model_card(
-            model,
-            comparison,
-            plan,
-            scores,
-            repo_id=f"optimum-depth/{name}",
-            base_model=DEFAULT_MODEL_ID,
-            license=BASE_LICENSE,
-            plot_file=PLOT_NAME,
-        )
-        card.save(folder / "README.md")
+        options = CardOptions(repo_id=f"optimum-depth/{name}", base_model=DEFAULT_MODEL_ID, license=BASE_LICENSE)
+        write_card_folder(folder, model, comparison, plan, scores, options)
         print(f"{criterion}: removed {list(plan.removed_blocks)} -> {folder / 'README.md'}")
         print(comparison.to_markdown())
 

@@ -13,7 +13,7 @@ Reduced run (5-block TinyStories model, 4 calibration sequences of 64 tokens, 1 
         --remove-blocks 1 --output-dir /tmp/besa
 
 Outputs in ``<output-dir>``: ``model/`` (``config.sparsity`` holds the learned sparsity of every layer),
-``besa_result.json`` (per block and layer: sparsity, reconstruction error) and ``layer_sparsity.png``.
+``sparsity_result.json`` (per block and layer: sparsity, reconstruction error) and ``layer_sparsity.png``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
         depth_pruning=depth,
     )
     result = sparsify(model, config, args.calibration, tokenizer)
-    result.to_json(output / "besa_result.json")
+    result.save_pretrained(output)  # sparsity_result.json
     result.plot(output / "layer_sparsity.png")
     save_pruned_model(result.model, output / "model", tokenizer)
 

@@ -32,10 +32,9 @@ import os
 import torch
 
 from optimum_depth import DepthPruner, DepthPruningConfig, save_pruned_model
-from optimum_depth.callbacks import DepthPruningCallback
 from optimum_depth.data import default_data_dir
 from optimum_depth.model_zoo import load_model_and_tokenizer
-from optimum_depth.recovery import (
+from optimum_depth.training import (
     RecoveryConfig,
     build_recovery_dataset,
     build_recovery_trainer,
@@ -43,7 +42,8 @@ from optimum_depth.recovery import (
     merge_and_save,
     prepare_model_for_recovery,
 )
-from optimum_depth.resume import prepare_model_for_resume
+from optimum_depth.training.callback import DepthPruningCallback
+from optimum_depth.training.resume import prepare_model_for_resume
 
 logger = logging.getLogger("recover_lora")
 

@@ -19,6 +19,20 @@ torch.set_num_threads(1)
 
 from tiny_models import FAMILIES, STORIES_PATH, make_tiny_model  # noqa: E402
 
+NO_SKIP_ENV = "OPTIMUM_DEPTH_REQUIRE_DATA"
+"""Set to 1 by ``.ci/run``: a test that would skip (missing ../shared data or model, a missing optional package)
+fails instead, so a CI without its data cannot pass green."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get(NO_SKIP_ENV) == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{NO_SKIP_ENV}=1 forbids skipping, but this test skipped: {reason}"
+
 
 @pytest.fixture(params=FAMILIES)
 def family(request) -> str:

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import torch
 
-from optimum_depth.sublayer_surgery import remove_sublayers
-from optimum_depth.sublayers import ATTENTION, list_sublayers
+from optimum_depth.sublayers.candidates import ATTENTION, list_sublayers
+from optimum_depth.sublayers.surgery import remove_sublayers
 
 SUPPORTED_FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3"]
 

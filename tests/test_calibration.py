@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from optimum_depth import prepare_calibration
+from optimum_depth import ConfigError, DataError, prepare_calibration
 from optimum_depth.data import read_documents
 
 from tiny_models import DATA_DIR, STORIES_PATH, make_tiny_model
@@ -101,3 +101,27 @@ def test_self_generated_samples_are_seeded():
     assert a.spec["source"] == "self-generated"
     with pytest.raises(ValueError, match="vocabulary"):
         prepare_calibration(torch.full((1, 4), 500), model=model)
+
+
+def test_binary_bytes_in_a_text_file_name_the_file(tmp_path, tokenizer):
+    path = tmp_path / "calib.txt"
+    path.write_bytes(b"some text\n\xff\xfe\x00binary\n")
+    with pytest.raises(DataError, match=r"calib\.txt.*not UTF-8"):
+        prepare_calibration(str(path), tokenizer, num_samples=1, seq_len=4)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+    model = make_tiny_model("llama")
+    negative = torch.tensor([[1, 2, -3, 4]])
+    with pytest.raises(DataError, match="-3 is negative"):
+        prepare_calibration(negative, model=model)
+    with pytest.raises(DataError, match="outside the model's vocabulary"):
+        prepare_calibration(torch.tensor([[1, 2, 500, 4]]), model=model)
+
+
+def test_sequences_longer_than_the_model_supports_are_refused():
+    model = make_tiny_model("llama")  # max_position_embeddings=256
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        prepare_calibration("self", model=model, num_samples=1, seq_len=300)
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        prepare_calibration(torch.ones(1, 300, dtype=torch.long), model=model)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from optimum_depth import DepthPruningConfig, PruningTargetError
+from optimum_depth import ConfigError, DataError, DepthPruningConfig, PruningTargetError
 
 
 def test_defaults_follow_shortened_llama_plus_heuristic():
@@ -91,3 +91,27 @@ def test_loading_corrupt_or_missing_files_fails_clearly(tmp_path):
     (tmp_path / "depth_pruning_config.json").write_text("{ not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         DepthPruningConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, 0, True])
+def test_magnitude_exponent_must_be_finite_and_positive(value):
+    with pytest.raises(ConfigError, match="magnitude_p"):
+        DepthPruningConfig(pruning_ratio=0.2, magnitude_p=value)
+
+
+def test_a_saved_config_without_its_criterion_is_refused_not_guessed(tmp_path):
+    data = DepthPruningConfig(criterion="sleb", pruning_ratio=0.2).to_dict()
+    del data["criterion"]
+    (tmp_path / "depth_pruning_config.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="criterion") as info:
+        DepthPruningConfig.from_pretrained(tmp_path)
+    assert "depth_pruning_config.json" in str(info.value)
+
+
+def test_a_file_of_another_record_type_or_a_newer_format_is_refused(tmp_path):
+    data = DepthPruningConfig(pruning_ratio=0.2).to_dict()
+    with pytest.raises(DataError, match="PruningPlan record"):
+        DepthPruningConfig.from_dict({**data, "record_type": "PruningPlan"})
+    with pytest.raises(DataError, match="format version 99"):
+        DepthPruningConfig.from_dict({**data, "format_version": 99})
+    assert DepthPruningConfig.from_dict(data).to_dict()["record_type"] == "DepthPruningConfig"

@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import optimum_depth  # noqa: F401  (registers the pruned model classes for the FinerCut checkpoint)
+import optimum_depth.modeling  # noqa: F401  (registers the pruned model classes for the FinerCut checkpoint)
 
 from tiny_models import DATA_DIR, ROOT, STORIES_PATH
 
@@ -148,7 +148,7 @@ def test_besa_sparsity_after_block_removal(tmp_path):
     run_example("besa_sparsity.py", tmp_path, "--num-samples", "4", "--seq-len", "64", "--remove-blocks", "1")
     out = tmp_path / "out"
     assert (out / "layer_sparsity.png").read_bytes().startswith(PNG_MAGIC)
-    result = json.loads((out / "besa_result.json").read_text())
+    result = json.loads((out / "sparsity_result.json").read_text())
     assert result["config"]["method"] == "besa" and len(result["blocks"]) == 4
     model = reload(out / "model")
     assert model.config.num_hidden_layers == 4 and len(model.config.surviving_layers) == 4

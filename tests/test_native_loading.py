@@ -128,7 +128,7 @@ def test_stories260k_pruned_by_one_block_generates_the_same_text_after_native_re
     pruner = DepthPruner(DepthPruningConfig(num_layers_to_remove=1, protect_first=1, protect_last=1))
     pruner.prune(model)
     save_pruned_model(model, tmp_path / "pruned", tokenizer=tokenizer, plan=pruner.last_plan)
-    plan = PruningPlan.load(tmp_path / "pruned")
+    plan = PruningPlan.from_pretrained(tmp_path / "pruned")
     assert plan == pruner.last_plan
     prompt = tokenizer("Once upon a time", return_tensors="pt")
     in_memory = model.generate(**prompt, max_new_tokens=24, do_sample=False)

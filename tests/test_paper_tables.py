@@ -369,7 +369,7 @@ def test_table3_finercut_rows_are_prefixes_of_one_saved_search(tmp_path, monkeyp
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from optimum_depth import DepthPruner, remove_layers
-    from optimum_depth.scoring import count_parameters
+    from optimum_depth.architectures import count_parameters
 
     model = AutoModelForCausalLM.from_pretrained(stories_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(stories_path)

@@ -8,15 +8,17 @@ import pytest
 import torch
 
 from optimum_depth import (
+    ConfigError,
     DepthPruner,
     DepthPruningConfig,
+    PlanMismatchError,
     PruningPlan,
     PruningTargetError,
     UnsupportedArchitectureError,
     get_decoder_layers,
 )
+from optimum_depth.architectures import count_parameters
 from optimum_depth.criteria.magnitude import block_weight_magnitude
-from optimum_depth.scoring import count_parameters
 
 from tiny_models import make_tiny_model
 
@@ -51,7 +53,10 @@ def test_plan_removes_the_least_important_unprotected_blocks(tiny_model):
     ranked = sorted(range(1, 5), key=lambda i: scores.values[i])
     assert plan.removed_blocks == tuple(sorted(ranked[:2]))
     assert plan.criterion == "magnitude"
-    assert PruningPlan.from_json(plan.to_json()) == plan
+    assert plan.source_num_hidden_layers == 6
+    assert plan.source_fingerprint["model_type"] == tiny_model.config.model_type
+    assert plan.source_fingerprint["hidden_size"] == tiny_model.config.hidden_size
+    assert PruningPlan.from_dict(plan.to_dict()) == plan
     pruner.apply(tiny_model, plan)
     assert tiny_model.config.surviving_layers == [i for i in range(6) if i not in plan.removed_blocks]
     assert tiny_model.config.pruning["removed_layers"] == list(plan.removed_blocks)
@@ -96,12 +101,38 @@ def test_impossible_targets_raise_before_any_change(kwargs, message):
 
 def test_plan_that_does_not_fit_the_model_is_refused(tiny_model):
     pruner = DepthPruner(DepthPruningConfig(num_layers_to_remove=1, protect_first=0, protect_last=0))
+    pruner.apply(tiny_model, PruningPlan(granularity="block", removed_blocks=(1,), source_num_hidden_layers=6))
     state, config_dict = _state(tiny_model), tiny_model.config.to_dict()
-    with pytest.raises(ValueError, match="not in this model"):
-        pruner.apply(tiny_model, PruningPlan(granularity="block", removed_blocks=(7,)))
-    with pytest.raises(ValueError, match="original blocks"):
-        pruner.apply(tiny_model, PruningPlan(granularity="block", removed_blocks=(1,), source_num_hidden_layers=32))
+    with pytest.raises(PlanMismatchError, match="not in this model"):  # block 1 is gone already
+        pruner.apply(tiny_model, PruningPlan(granularity="block", removed_blocks=(1,), source_num_hidden_layers=6))
+    with pytest.raises(PlanMismatchError, match="32 original blocks"):  # made for a deeper model
+        pruner.apply(tiny_model, PruningPlan(granularity="block", removed_blocks=(2,), source_num_hidden_layers=32))
+    foreign = {"model_type": tiny_model.config.model_type, "hidden_size": tiny_model.config.hidden_size + 8}
+    with pytest.raises(PlanMismatchError, match="hidden_size"):  # same depth, another model
+        pruner.apply(
+            tiny_model,
+            PruningPlan(
+                granularity="block", removed_blocks=(2,), source_num_hidden_layers=6, source_fingerprint=foreign
+            ),
+        )
     assert _unchanged(tiny_model, state, config_dict)
+
+
+def test_a_plan_always_records_the_model_it_was_made_for():
+    with pytest.raises(ConfigError, match="source_num_hidden_layers"):
+        PruningPlan(granularity="block", removed_blocks=(1,))
+    with pytest.raises(ConfigError, match="not blocks of a model with 6"):
+        PruningPlan(granularity="block", removed_blocks=(7,), source_num_hidden_layers=6)
+
+
+def test_a_plan_of_a_six_block_model_is_refused_on_a_five_block_one(tmp_path):
+    six, five = make_tiny_model("llama"), make_tiny_model("llama", num_hidden_layers=5)
+    pruner = DepthPruner(DepthPruningConfig(num_layers_to_remove=1, protect_first=0, protect_last=0))
+    pruner.plan(pruner.score(six)).save_pretrained(tmp_path)
+    state, config_dict = _state(five), five.config.to_dict()
+    with pytest.raises(PlanMismatchError, match="6 original blocks"):
+        pruner.apply(five, PruningPlan.from_pretrained(tmp_path))
+    assert _unchanged(five, state, config_dict)
 
 
 def test_unsupported_architecture_is_named():
@@ -126,3 +157,22 @@ def test_prune_is_deterministic(tiny_model):
 def test_pruner_needs_a_config():
     with pytest.raises(TypeError, match="DepthPruningConfig"):
         DepthPruner({"criterion": "magnitude"})
+
+
+def test_a_model_without_loaded_weights_is_refused_by_name():
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(make_tiny_model("llama").config)
+    with pytest.raises(ConfigError, match="'meta' device"):
+        DepthPruner(DepthPruningConfig(num_layers_to_remove=1)).prune(model)
+    assert model.config.num_hidden_layers == 6
+
+
+def test_calibration_longer_than_the_model_supports_is_refused_before_scoring(tiny_model):
+    pruner = DepthPruner(DepthPruningConfig(criterion="ppl", num_layers_to_remove=1, seq_len=4096))
+    state, config_dict = _state(tiny_model), tiny_model.config.to_dict()
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        pruner.prune(tiny_model, calibration="self")
+    assert _unchanged(tiny_model, state, config_dict)

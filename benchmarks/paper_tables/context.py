@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optimum_depth.architectures import count_parameters
 from optimum_depth.model_zoo import DEFAULT_MODEL_ID, load_model_and_tokenizer
-from optimum_depth.scoring import count_parameters
 
 from .runner import (
     EvalSettings,

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from optimum_depth.architectures import count_parameters
 from optimum_depth.evaluation import (
     ComparisonResults,
     EvaluationResults,
@@ -34,7 +35,6 @@ from optimum_depth.evaluation import (
     evaluate_zero_shot,
     measure_latency,
 )
-from optimum_depth.scoring import count_parameters
 from optimum_depth.version import __version__
 
 from .results_format import FORMAT, ResultsFormatError, run_path, write_run
@@ -336,7 +336,7 @@ def settings_dict(settings: EvalSettings) -> dict[str, Any]:
 
 
 def train_and_merge(model, tokenizer, train, recovery, callbacks_for=None) -> tuple[Any, float, list[dict[str, Any]]]:
-    """Trains ``model`` with :func:`optimum_depth.recovery.build_recovery_trainer` and merges LoRA adapters.
+    """Trains ``model`` with func:`optimum_depth.training.build_recovery_trainer` and merges LoRA adapters.
 
     Args:
         model: The model to train (consumed).
@@ -350,7 +350,7 @@ def train_and_merge(model, tokenizer, train, recovery, callbacks_for=None) -> tu
     """
     import tempfile
 
-    from optimum_depth.recovery import build_recovery_trainer
+    from optimum_depth.training import build_recovery_trainer
 
     with tempfile.TemporaryDirectory(prefix="paper-tables-") as tmp:
         trainer = build_recovery_trainer(

@@ -2,7 +2,7 @@
 
 Each run rebuilds one of table 1's pruned models exactly, by removing the blocks its results file records
 (``remove_layers`` on a fresh copy of the dense model: the same plan, no rescoring), then trains it for ``--steps``
-optimizer steps with the recipes of ``optimum_depth.recovery``:
+optimizer steps with the recipes of ``optimum_depth.training``:
 
 * ``lora``: LoRA r=8 on every linear layer (Shortened LLaMA's recipe) on Alpaca instructions, lr ``--lora-lr``;
 * ``cpt``: full-parameter continued pretraining on raw C4 text (Shortened LLaMA's CPT uses a large pretraining
@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset
+from optimum_depth.training import RecoveryConfig, build_recovery_dataset
 
 from .context import DATA, TableContext, add_common_arguments
 from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record, train_and_merge

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from optimum_depth import DepthPruner, DepthPruningConfig, LayerScores
+from optimum_depth.persistence import write_text_atomically  # noqa: E402
 from optimum_depth.plan import PruningPlan
 
 from .context import DATA, ROOT, TableContext, add_common_arguments, calibration_settings
@@ -89,7 +90,7 @@ def greedy_search(dense, tokenizer, args: argparse.Namespace, min_params: int) -
     config = finercut_config(args, target_num_params=min_params)
     path = Path(args.search_file)
     if path.exists():
-        scores = LayerScores.from_json(path)
+        scores = LayerScores.from_pretrained(path)
         if scores.extra.get("table3_config") == config.to_dict():
             print(f"  FinerCut search read from {path}", flush=True)
             return scores
@@ -100,7 +101,7 @@ def greedy_search(dense, tokenizer, args: argparse.Namespace, min_params: int) -
     search_s = time.perf_counter() - start
     scores.extra.update(table3_config=config.to_dict(), table3_search_s=search_s)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scores.to_json(path)
+    write_text_atomically(path, scores.to_json_string())
     print(f"  FinerCut search: {len(scores.removal_order or [])} removals in {search_s:.0f} s")
     return scores
 

@@ -1,6 +1,6 @@
 """Table 4: one-shot vs iterative pruning to 35% of the blocks with ``DepthPruningCallback``, on SmolLM2-135M.
 
-Each run trains a fresh copy of the dense model with the LoRA recipe of ``optimum_depth.recovery`` (r=8, all linear
+Each run trains a fresh copy of the dense model with the LoRA recipe of ``optimum_depth.training`` (r=8, all linear
 layers) on Alpaca for ``--steps`` optimizer steps, with a ``DepthPruningCallback`` in the ``Trainer``:
 
 * ``one_shot``: the whole target (35% of 30 blocks = 10) is removed before the first optimizer step;
@@ -23,7 +23,7 @@ import copy
 from typing import Any
 
 from optimum_depth import DepthPruningCallback, DepthPruningConfig
-from optimum_depth.recovery import RecoveryConfig, build_recovery_dataset
+from optimum_depth.training import RecoveryConfig, build_recovery_dataset
 
 from .context import DATA, TableContext, add_common_arguments, calibration_settings
 from .runner import EvalSettings, PlannedRun, fill_evaluation, new_record, train_and_merge

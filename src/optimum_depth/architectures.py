@@ -13,22 +13,26 @@ from typing import Any
 
 from torch import nn
 
+from .errors import UnsupportedArchitectureError
+from .provenance import original_layer_indices, source_num_layers
+
 __all__ = [
     "ARCHITECTURES",
     "ArchitectureSpec",
     "DecoderLayerParts",
+    "ModelFacts",
     "UnsupportedArchitectureError",
+    "as_facts",
+    "config_fingerprint",
+    "count_parameters",
     "get_architecture",
     "get_decoder_layers",
     "get_layer_parts",
     "iter_layer_parts",
+    "resolve_model",
     "set_decoder_layers",
     "unwrap_model",
 ]
-
-
-class UnsupportedArchitectureError(ValueError):
-    """Raised when a model's family is not (yet) supported by optimum_depth."""
 
 
 @dataclass(frozen=True)
@@ -234,3 +238,106 @@ def iter_layer_parts(model: nn.Module) -> Iterator[DecoderLayerParts]:
     spec = get_architecture(model)
     for block in get_decoder_layers(model):
         yield get_layer_parts(block, spec)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters of a module (shared tensors, such as tied embeddings, counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for param in module.parameters():
+        if id(param) not in seen:
+            seen.add(id(param))
+            total += param.numel()
+    return total
+
+
+FINGERPRINT_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "vocab_size")
+"""Config fields that identify the model a plan or scores were made for (with the base family)."""
+
+
+def config_fingerprint(config) -> dict[str, Any]:
+    """The facts that identify which model a plan was made for: base family and shape-defining sizes.
+
+    They do not change when blocks or sublayers are removed, so a pruned model has its source's fingerprint.
+
+    Args:
+        config: A model config.
+
+    Returns:
+        ``{"model_type": <base family>, "hidden_size": ..., ...}`` (fields the config lacks are left out).
+    """
+    fingerprint: dict[str, Any] = {"model_type": base_model_type(getattr(config, "model_type", "") or "")}
+    for key in FINGERPRINT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, (int, str)):
+            fingerprint[key] = value
+    return fingerprint
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the library needs to know about a model, resolved once per call and passed down.
+
+    Args:
+        model: The model as given (possibly wrapped by peft, DDP or ``torch.compile``).
+        inner: The unwrapped causal LM.
+        spec: Its family's :class:`ArchitectureSpec`.
+        layers: Its decoder blocks.
+        original_indices: Original index of each current block (``surviving_layers``).
+        source_num_layers: Number of blocks of the original model.
+    """
+
+    model: nn.Module
+    inner: Any
+    spec: ArchitectureSpec
+    layers: nn.ModuleList
+    original_indices: list[int]
+    source_num_layers: int
+
+    @property
+    def config(self) -> Any:
+        """The unwrapped model's config."""
+        return self.inner.config
+
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder blocks."""
+        return len(self.layers)
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """See :func:`config_fingerprint`."""
+        return config_fingerprint(self.inner.config)
+
+
+def as_facts(model: nn.Module | ModelFacts) -> ModelFacts:
+    """``model``'s :class:`ModelFacts` (resolved now unless they are given already)."""
+    return model if isinstance(model, ModelFacts) else resolve_model(model)
+
+
+def resolve_model(model: nn.Module) -> ModelFacts:
+    """Resolves the facts of a (possibly wrapped) causal LM once: family, decoder blocks, provenance.
+
+    Args:
+        model: A causal LM of a supported family, possibly wrapped.
+
+    Returns:
+        Its :class:`ModelFacts`.
+
+    Raises:
+        UnsupportedArchitectureError: If the model's family is not supported.
+        ProvenanceError: If its recorded provenance is inconsistent.
+    """
+    spec = get_architecture(model)
+    inner = unwrap_model(model)
+    layers = getattr(_get_decoder(inner, spec), spec.layers_attr, None)
+    if not isinstance(layers, nn.ModuleList):
+        raise UnsupportedArchitectureError(f"Could not find the decoder layers `{spec.layers_attr}` of this model.")
+    return ModelFacts(
+        model=model,
+        inner=inner,
+        spec=spec,
+        layers=layers,
+        original_indices=original_layer_indices(inner.config),
+        source_num_layers=source_num_layers(inner.config),
+    )

@@ -12,17 +12,21 @@ import os
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache
+from transformers.utils.logging import is_progress_bar_enabled
 
+from .architectures import unwrap_model
 from .data import read_documents
+from .errors import ConfigError, DataError
 from .modeling.pruned_decoder import CACHE_KWARG
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CalibrationData", "prepare_calibration", "SELF_GENERATED"]
+__all__ = ["CalibrationData", "CalibrationSettings", "SELF_GENERATED", "prepare_calibration", "resolve_calibration"]
 
 SELF_GENERATED = "self"
 
@@ -51,7 +55,7 @@ class CalibrationData:
 
 def _tokenize_documents(documents: list[str], tokenizer) -> list[list[int]]:
     if tokenizer is None:
-        raise ValueError("Calibration from text needs a `tokenizer`.")
+        raise ConfigError("Calibration from text needs a `tokenizer`.")
     return [tokenizer(doc, add_special_tokens=False)["input_ids"] for doc in documents]
 
 
@@ -68,7 +72,7 @@ def _sample_windows(token_docs: list[list[int]], num_samples: int, seq_len: int,
     else:
         stream = [t for doc in token_docs for t in doc]
         if len(stream) < body:
-            raise ValueError(
+            raise DataError(
                 f"The calibration text has only {len(stream)} tokens; at least {body} are needed for seq_len={seq_len}."
             )
         for _ in range(num_samples):
@@ -81,11 +85,11 @@ def _sample_windows(token_docs: list[list[int]], num_samples: int, seq_len: int,
 
 def _from_tensor(tensor: torch.Tensor, num_samples: int, seq_len: int, seed: int) -> torch.Tensor:
     if tensor.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
-        raise ValueError(f"Calibration token tensors must be integer token ids, got dtype {tensor.dtype}.")
+        raise DataError(f"Calibration token tensors must be integer token ids, got dtype {tensor.dtype}.")
     if tensor.dim() == 1:
         return _sample_windows([tensor.tolist()], num_samples, seq_len, seed, bos=None)
     if tensor.dim() != 2:
-        raise ValueError(f"Calibration token tensors must be 1-D or 2-D, got shape {tuple(tensor.shape)}.")
+        raise DataError(f"Calibration token tensors must be 1-D or 2-D, got shape {tuple(tensor.shape)}.")
     return tensor.long()
 
 
@@ -98,17 +102,17 @@ def _from_batches(batches: Iterable, num_samples: int) -> torch.Tensor:
         if len(rows) >= num_samples:
             break
     if not rows:
-        raise ValueError("The calibration dataloader yielded no batch.")
+        raise DataError("The calibration dataloader yielded no batch.")
     lengths = {int(r.shape[-1]) for r in rows}
     if len(lengths) != 1:
-        raise ValueError(f"Calibration batches must share one sequence length, got {sorted(lengths)}.")
+        raise DataError(f"Calibration batches must share one sequence length, got {sorted(lengths)}.")
     return torch.stack(rows[:num_samples]).long()
 
 
 @torch.no_grad()
 def _self_generated(model, tokenizer, num_samples: int, seq_len: int, seed: int) -> torch.Tensor:
     if model is None:
-        raise ValueError("Self-generated calibration needs the `model`.")
+        raise ConfigError("Self-generated calibration needs the `model`.")
     config = model.config
     start = getattr(config, "bos_token_id", None)
     if start is None and tokenizer is not None:
@@ -122,7 +126,10 @@ def _self_generated(model, tokenizer, num_samples: int, seq_len: int, seed: int)
     # without touching the global RNG).
     cache = DynamicCache(config=config)  # updated in place by every call
     tokens = rows[:, :1].to(device)
-    for position in range(1, seq_len):
+    steps = tqdm(
+        range(1, seq_len), desc="self-generated calibration", unit="token", disable=not is_progress_bar_enabled()
+    )
+    for position in steps:
         out = model(input_ids=tokens, use_cache=True, **{CACHE_KWARG: cache})
         probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
         tokens_cpu = torch.multinomial(probs, 1, generator=generator)
@@ -159,9 +166,12 @@ def prepare_calibration(
         The calibration data with its provenance.
     """
     if isinstance(source, CalibrationData):
+        check_token_ids(source.input_ids, model)
+        check_sequence_length(int(source.input_ids.shape[-1]), model)
         return source
     if num_samples < 1 or seq_len < 2:
-        raise ValueError(f"Need num_samples >= 1 and seq_len >= 2, got {num_samples} and {seq_len}.")
+        raise ConfigError(f"Need num_samples >= 1 and seq_len >= 2, got {num_samples} and {seq_len}.")
+    check_sequence_length(seq_len, model)
     spec: dict[str, Any] = {"num_samples": num_samples, "seq_len": seq_len, "seed": seed}
     bos = getattr(tokenizer, "bos_token_id", None) if add_bos else None
     if isinstance(source, str) and source == SELF_GENERATED:
@@ -185,12 +195,82 @@ def prepare_calibration(
         ids = _from_batches(source, num_samples)
         spec.update(source="batches", num_samples=int(ids.shape[0]), seq_len=int(ids.shape[1]))
     else:
-        raise ValueError(
+        raise ConfigError(
             f"Unsupported calibration source of type {type(source).__name__}: give strings, a file path, a "
             "datasets.Dataset with a `text` column, token ids, batches, or 'self'."
         )
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if vocab is not None and int(ids.max()) >= vocab:
-        raise ValueError(f"Calibration token id {int(ids.max())} is outside the model's vocabulary ({vocab}).")
+    check_token_ids(ids, model)
+    check_sequence_length(int(ids.shape[1]), model)
     logger.info("Calibration: %s", spec)
     return CalibrationData(input_ids=ids, spec=spec)
+
+
+def check_token_ids(ids: torch.Tensor, model=None) -> None:
+    """Refuses token ids a model cannot embed: negative ones, and ones beyond its vocabulary.
+
+    Args:
+        ids: Token ids.
+        model: The model whose ``config.vocab_size`` bounds them (optional).
+
+    Raises:
+        DataError: Naming the offending id.
+    """
+    if ids.numel() == 0:
+        raise DataError("The calibration data holds no token.")
+    smallest, largest = int(ids.min()), int(ids.max())
+    if smallest < 0:
+        raise DataError(f"Calibration token id {smallest} is negative; token ids start at 0.")
+    vocab = getattr(getattr(unwrap_model(model), "config", None), "vocab_size", None) if model is not None else None
+    if vocab is not None and largest >= vocab:
+        raise DataError(f"Calibration token id {largest} is outside the model's vocabulary ({vocab}).")
+
+
+def check_sequence_length(seq_len: int, model=None) -> None:
+    """Refuses calibration sequences longer than the model's ``max_position_embeddings``.
+
+    Raises:
+        ConfigError: Naming both lengths.
+    """
+    config = getattr(unwrap_model(model), "config", None) if model is not None else None
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and seq_len > limit:
+        raise ConfigError(
+            f"Calibration sequences of {seq_len} tokens are longer than the model's max_position_embeddings "
+            f"({limit}); lower `seq_len`."
+        )
+
+
+class CalibrationSettings(Protocol):
+    """The sampling fields shared by :class:`~optimum_depth.DepthPruningConfig` and ``SparsityConfig``."""
+
+    calibration_dataset: str | None
+    num_samples: int
+    seq_len: int
+    seed: int
+
+
+def resolve_calibration(
+    config: CalibrationSettings, model, calibration=None, tokenizer=None
+) -> CalibrationData | None:
+    """Builds the calibration data a criterion (or a sparsity method) needs from the config's sampling settings.
+
+    Args:
+        config: Sampling settings (``calibration_dataset``, ``num_samples``, ``seq_len``, ``seed``).
+        model: The model (for self-generated calibration and vocabulary / length checks).
+        calibration: Any source accepted by :func:`prepare_calibration`; ``None`` uses ``config.calibration_dataset``.
+        tokenizer: Tokenizer for text sources.
+
+    Returns:
+        The calibration data, or ``None`` when no source was given.
+    """
+    source = calibration if calibration is not None else config.calibration_dataset
+    if source is None:
+        return None
+    return prepare_calibration(
+        source,
+        tokenizer,
+        model=unwrap_model(model),
+        num_samples=config.num_samples,
+        seq_len=config.seq_len,
+        seed=config.seed,
+    )

@@ -1,25 +1,28 @@
 """``DepthPruningConfig``: what to prune, how much, how to score it, and what to protect.
 
 A peft-style dataclass: every field carries its help text, ``__post_init__`` validates what can be checked without a
-model, and :meth:`DepthPruningConfig.check_against` validates the rest against a model before any work is done.
+model, and :meth:`optimum_depth.DepthPruner.check` validates the rest against a model before any work is done. This
+module is a leaf of the package: it imports no other module that could import it back.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from .version import __version__
+from .constants import CONFIG_NAME
+from .errors import ConfigError, PruningTargetError
+from .persistence import JsonRecord
 
-logger = logging.getLogger(__name__)
-
-CONFIG_NAME = "depth_pruning_config.json"
+__all__ = ["CRITERIA_BY_GRANULARITY", "DepthPruningConfig", "PruningTargetError"]
 
 GRANULARITIES = ("block", "sublayer")
+CRITERIA_BY_GRANULARITY: dict[str, tuple[str, ...]] = {
+    "block": ("magnitude", "taylor", "ppl", "block_influence", "angular", "sleb"),
+    "sublayer": ("finercut",),
+}
+"""The criterion names of each granularity; :mod:`optimum_depth.criteria` registers one implementation for each."""
 SCHEDULES = ("one_shot", "iterative")
 DISTANCES = ("js", "js_finercut", "kl", "angular", "norm")
 SUBLAYER_SEARCHES = ("greedy", "one_shot")
@@ -31,18 +34,18 @@ PLUS_PROTECT_FIRST = 4
 PLUS_PROTECT_LAST = 2
 
 
-class PruningTargetError(ValueError):
-    """Raised when a pruning target cannot be met on a given model (checked before anything is changed)."""
-
-
 def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         bound = ">= 0" if allow_zero else ">= 1"
-        raise ValueError(f"`{name}` must be an integer {bound}, got {value!r}.")
+        raise ConfigError(f"`{name}` must be an integer {bound}, got {value!r}.")
+
+
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @dataclass
-class DepthPruningConfig:
+class DepthPruningConfig(JsonRecord):
     """Configuration of a depth-pruning run.
 
     Exactly one target is given: ``pruning_ratio``, ``num_layers_to_remove`` or ``target_num_params``. Unless set
@@ -50,7 +53,7 @@ class DepthPruningConfig:
     the ``magnitude`` and ``taylor`` criteria and protect nothing for the others.
 
     Args:
-        criterion: Name of the importance criterion (see ``optimum_depth.criteria.CRITERIA``).
+        criterion: Name of the importance criterion (see :data:`CRITERIA_BY_GRANULARITY`).
         granularity: ``"block"`` removes whole decoder blocks; ``"sublayer"`` removes attention/MLP sublayers.
         pruning_ratio: Fraction of candidates (blocks, or sublayers) to remove, in (0, 1).
         num_layers_to_remove: Number of candidates to remove.
@@ -103,16 +106,16 @@ class DepthPruningConfig:
     sublayer_search: str = field(default="greedy", metadata={"help": f"FinerCut search, one of {SUBLAYER_SEARCHES}."})
     angular_last_token: bool = field(default=True, metadata={"help": "Angular criterion at the last token."})
     early_exit: bool = field(default=True, metadata={"help": "PPL/SLEB/FinerCut: stop candidates that cannot win."})
-    optimum_depth_version: str = field(default=__version__, metadata={"help": "Library version (recorded)."})
+
+    file_name: ClassVar[str] = CONFIG_NAME
+    required_keys: ClassVar[tuple[str, ...]] = ("criterion",)
 
     def __post_init__(self) -> None:
-        from .criteria import available_criteria  # late import: criteria import torch
-
-        criteria = available_criteria(self.granularity) if self.granularity in GRANULARITIES else {}
         if self.granularity not in GRANULARITIES:
-            raise ValueError(f"`granularity` must be one of {GRANULARITIES}, got {self.granularity!r}.")
+            raise ConfigError(f"`granularity` must be one of {GRANULARITIES}, got {self.granularity!r}.")
+        criteria = CRITERIA_BY_GRANULARITY[self.granularity]
         if self.criterion not in criteria:
-            raise ValueError(
+            raise ConfigError(
                 f"`criterion` {self.criterion!r} is not available for granularity {self.granularity!r}; "
                 f"choose one of {sorted(criteria)}."
             )
@@ -124,30 +127,30 @@ class DepthPruningConfig:
         for name in ("num_samples", "seq_len", "batch_size"):
             _positive_int(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+            raise ConfigError(f"`seed` must be an integer, got {self.seed!r}.")
         if self.sublayer_search not in SUBLAYER_SEARCHES:
-            raise ValueError(f"`sublayer_search` must be one of {SUBLAYER_SEARCHES}, got {self.sublayer_search!r}.")
+            raise ConfigError(f"`sublayer_search` must be one of {SUBLAYER_SEARCHES}, got {self.sublayer_search!r}.")
         if self.distance not in DISTANCES:
-            raise ValueError(f"`distance` must be one of {DISTANCES}, got {self.distance!r}.")
+            raise ConfigError(f"`distance` must be one of {DISTANCES}, got {self.distance!r}.")
         for name in ("angular_last_token", "early_exit"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-        if not (isinstance(self.magnitude_p, (int, float)) and self.magnitude_p > 0):
-            raise ValueError(f"`magnitude_p` must be a positive number, got {self.magnitude_p!r}.")
+                raise ConfigError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if not (_finite_number(self.magnitude_p) and self.magnitude_p > 0):
+            raise ConfigError(f"`magnitude_p` must be a finite positive number, got {self.magnitude_p!r}.")
 
     def _validate_target(self) -> None:
         given = [
             n for n in ("pruning_ratio", "num_layers_to_remove", "target_num_params") if getattr(self, n) is not None
         ]
         if len(given) != 1:
-            raise ValueError(
+            raise ConfigError(
                 "Give exactly one target among `pruning_ratio`, `num_layers_to_remove` and `target_num_params`; "
                 f"got {given or 'none'}."
             )
         if self.pruning_ratio is not None:
             ratio = self.pruning_ratio
             if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-                raise ValueError(f"`pruning_ratio` must be in the open interval (0, 1), got {ratio!r}.")
+                raise ConfigError(f"`pruning_ratio` must be in the open interval (0, 1), got {ratio!r}.")
         if self.num_layers_to_remove is not None:
             _positive_int("num_layers_to_remove", self.num_layers_to_remove)
         if self.target_num_params is not None:
@@ -155,7 +158,7 @@ class DepthPruningConfig:
 
     def _validate_schedule(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}.")
+            raise ConfigError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}.")
         if self.layers_per_step is not None:
             _positive_int("layers_per_step", self.layers_per_step)
         if self.prune_every_n_steps is not None:
@@ -165,16 +168,16 @@ class DepthPruningConfig:
             for step in steps:
                 _positive_int("prune_at_steps[]", step, allow_zero=True)
             if steps != sorted(set(steps)) or not steps:
-                raise ValueError(f"`prune_at_steps` must be a non-empty strictly increasing list, got {steps}.")
+                raise ConfigError(f"`prune_at_steps` must be a non-empty strictly increasing list, got {steps}.")
             self.prune_at_steps = steps
         if self.schedule == "iterative":
             if self.prune_at_steps is None and (self.layers_per_step is None or self.prune_every_n_steps is None):
-                raise ValueError(
+                raise ConfigError(
                     "`schedule='iterative'` needs either `prune_at_steps` or both `layers_per_step` and "
                     "`prune_every_n_steps`."
                 )
             if self.target_num_params is not None:
-                raise ValueError("`schedule='iterative'` takes `pruning_ratio` or `num_layers_to_remove`.")
+                raise ConfigError("`schedule='iterative'` takes `pruning_ratio` or `num_layers_to_remove`.")
 
     def _validate_protection(self) -> None:
         for name in ("protect_first", "protect_last"):
@@ -183,12 +186,12 @@ class DepthPruningConfig:
                 _positive_int(name, value, allow_zero=True)
         frac = self.protect_first_fraction
         if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac < 1):
-            raise ValueError(f"`protect_first_fraction` must be in [0, 1), got {frac!r}.")
+            raise ConfigError(f"`protect_first_fraction` must be in [0, 1), got {frac!r}.")
         self.protected_layers = list(self.protected_layers)
         for index in self.protected_layers:
             _positive_int("protected_layers[]", index, allow_zero=True)
         if len(set(self.protected_layers)) != len(self.protected_layers):
-            raise ValueError(f"`protected_layers` has duplicates: {self.protected_layers}.")
+            raise ConfigError(f"`protected_layers` has duplicates: {self.protected_layers}.")
 
     # ----------------------------------------------------------------------------------------------- resolution
     @property
@@ -233,6 +236,14 @@ class DepthPruningConfig:
         protected |= {original.index(i) for i in self.protected_layers}
         return sorted(protected)
 
+    def describe_target(self) -> dict[str, Any]:
+        """The pruning target as a one-entry dict, e.g. ``{"pruning_ratio": 0.25}`` (recorded in plans)."""
+        for name in ("pruning_ratio", "num_layers_to_remove", "target_num_params"):
+            value = getattr(self, name)
+            if value is not None:
+                return {name: value}
+        return {}
+
     def num_to_remove(self, num_candidates: int) -> int | None:
         """Number of candidates the target asks to remove, or ``None`` for a parameter-count target.
 
@@ -244,66 +255,3 @@ class DepthPruningConfig:
         if self.pruning_ratio is not None:
             return max(1, round(self.pruning_ratio * num_candidates))
         return None
-
-    # ------------------------------------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the config as a JSON-serialisable dict (with the library version)."""
-        data = asdict(self)
-        data["optimum_depth_version"] = __version__
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DepthPruningConfig:
-        """Builds a config from a dict; unknown keys are dropped with a warning.
-
-        Args:
-            data: Keys and values of the config.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            logger.warning("Ignoring unknown DepthPruningConfig keys: %s", unknown)
-        kwargs = {k: v for k, v in data.items() if k in known and k != "optimum_depth_version"}
-        return cls(**kwargs)
-
-    def to_json_string(self) -> str:
-        """Returns the config as indented JSON."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
-        """Writes ``depth_pruning_config.json`` into ``save_directory`` (created if needed).
-
-        Args:
-            save_directory: Target directory.
-
-        Returns:
-            Path of the written file.
-        """
-        if os.path.isfile(save_directory):
-            raise ValueError(f"`save_directory` {save_directory!r} is a file, expected a directory.")
-        os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, CONFIG_NAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json_string())
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> DepthPruningConfig:
-        """Loads a config saved with :meth:`save_pretrained` (a directory or the JSON file itself).
-
-        Args:
-            path: Directory holding ``depth_pruning_config.json``, or the path of a JSON file.
-        """
-        file = os.path.join(path, CONFIG_NAME) if os.path.isdir(path) else os.fspath(path)
-        if not os.path.isfile(file):
-            raise FileNotFoundError(f"No DepthPruningConfig found at {file!r}.")
-        try:
-            with open(file, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{file!r} is not valid JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"{file!r} does not hold a JSON object.")
-        return cls.from_dict(data)

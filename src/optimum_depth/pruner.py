@@ -1,34 +1,100 @@
-"""``DepthPruner``: score -> plan -> apply, with every impossible request refused before the model is touched."""
+"""``DepthPruner``: score -> plan -> apply, with every impossible request refused before the model is touched.
+
+A thin dispatcher over the two granularities, :mod:`optimum_depth.blocks` and :mod:`optimum_depth.sublayers`, which
+have the same steps (a target check, scoring, planning, surgery). The checks both share live here: the model is a
+supported, fully loaded causal LM with consistent provenance, and a plan is applied only to the model it was made
+for.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from .architectures import get_architecture, get_decoder_layers, unwrap_model
-from .calibration import CalibrationData
-from .config import DepthPruningConfig, PruningTargetError
+from .architectures import ModelFacts, resolve_model
+from .blocks.planning import check_block_target, plan_blocks
+from .blocks.scoring import score_blocks
+from .blocks.surgery import apply_block_plan
+from .calibration import CalibrationData, resolve_calibration
+from .config import DepthPruningConfig
 from .criteria import CRITERIA
+from .errors import ConfigError, PlanMismatchError
 from .plan import PruningPlan
-from .provenance import original_layer_indices, record_pruning_event, source_num_layers
+from .provenance import record_pruning_event
 from .scores import LayerScores
-from .scoring import count_parameters, resolve_calibration, score_blocks
-from .sublayer_pruning import apply_sublayer_plan, check_sublayer_target, plan_sublayers, score_sublayers
-from .surgery import remove_layers
+from .sublayers.planning import check_sublayer_target, plan_sublayers
+from .sublayers.scoring import score_sublayers
+from .sublayers.surgery import apply_sublayer_plan
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DepthPruner"]
 
 
-def _target_description(config: DepthPruningConfig) -> dict[str, Any]:
-    for name in ("pruning_ratio", "num_layers_to_remove", "target_num_params"):
-        value = getattr(config, name)
-        if value is not None:
-            return {name: value}
-    return {}
+@dataclass(frozen=True)
+class _Granularity:
+    """The steps of one granularity."""
+
+    check: Callable[[ModelFacts, DepthPruningConfig], None]
+    score: Callable[[ModelFacts, DepthPruningConfig, CalibrationData | None], LayerScores]
+    plan: Callable[[LayerScores, DepthPruningConfig], PruningPlan]
+    apply: Callable[[ModelFacts, PruningPlan], None]
+
+
+GRANULARITY_STEPS: dict[str, _Granularity] = {
+    "block": _Granularity(check_block_target, score_blocks, plan_blocks, apply_block_plan),
+    "sublayer": _Granularity(check_sublayer_target, score_sublayers, plan_sublayers, apply_sublayer_plan),
+}
+
+
+def _check_loaded(facts: ModelFacts) -> None:
+    """Refuses a model whose weights are on the ``meta`` device without an accelerate offload hook."""
+    for name, module in facts.inner.named_modules():
+        if getattr(module, "_hf_hook", None) is not None:
+            continue  # accelerate offload: the weights are brought in at forward time
+        own = [n for n, p in module.named_parameters(recurse=False) if p.device.type == "meta"]
+        if own:
+            raise ConfigError(
+                f"The model's weights are not loaded: {name + '.' if name else ''}{own[0]} is on the 'meta' device "
+                "(an empty model, e.g. built under `init_empty_weights()`). Load the weights first."
+            )
+
+
+def check_plan_fits(facts: ModelFacts, plan: PruningPlan) -> None:
+    """Checks that ``plan`` was made for this model and names only blocks it still has.
+
+    Args:
+        facts: The model's resolved facts.
+        plan: The plan.
+
+    Raises:
+        PlanMismatchError: If the plan was made for a model with another block count or config fingerprint, or
+            removes blocks this model no longer has.
+    """
+    if plan.source_num_hidden_layers != facts.source_num_layers:
+        raise PlanMismatchError(
+            f"The plan was made for a model with {plan.source_num_hidden_layers} original blocks; this model "
+            f"descends from one with {facts.source_num_layers}."
+        )
+    fingerprint = facts.fingerprint
+    differing = {
+        key: (value, fingerprint.get(key))
+        for key, value in plan.source_fingerprint.items()
+        if key in fingerprint and fingerprint[key] != value
+    }
+    if differing:
+        shown = ", ".join(f"{k}: plan {a!r} vs model {b!r}" for k, (a, b) in differing.items())
+        raise PlanMismatchError(f"The plan was made for another model ({shown}).")
+    named = set(plan.removed_blocks) | set(plan.removed_attention) | set(plan.removed_mlp)
+    missing = sorted(i for i in named if i not in facts.original_indices)
+    if missing:
+        raise PlanMismatchError(
+            f"Blocks {missing} of the plan are not in this model (it has original blocks {facts.original_indices})."
+        )
 
 
 class DepthPruner:
@@ -41,7 +107,7 @@ class DepthPruner:
         ```python
         >>> from optimum_depth import DepthPruner, DepthPruningConfig
         >>> pruner = DepthPruner(DepthPruningConfig(criterion="magnitude", pruning_ratio=0.25))
-        >>> model = pruner.prune(model)  # doctest: +SKIP
+        >>> pruner.prune(model)  # doctest: +SKIP
         >>> model.config.surviving_layers  # doctest: +SKIP
         ```
     """
@@ -50,53 +116,28 @@ class DepthPruner:
         if not isinstance(config, DepthPruningConfig):
             raise TypeError(f"`config` must be a DepthPruningConfig, got {type(config).__name__}.")
         self.config = config
+        self.steps = GRANULARITY_STEPS[config.granularity]
         self.last_scores: LayerScores | None = None
         self.last_plan: PruningPlan | None = None
 
-    # ------------------------------------------------------------------------------------------------- checks
+    def _facts(self, model: nn.Module) -> ModelFacts:
+        facts = resolve_model(model)
+        _check_loaded(facts)
+        return facts
+
     def check(self, model: nn.Module) -> None:
-        """Validates the config against ``model`` (family, protection, target) without changing anything.
+        """Validates the config against ``model`` (family, weights, provenance, target) without changing anything.
 
         Raises:
             UnsupportedArchitectureError: If the model family is not supported.
-            PruningTargetError: If the target cannot be met with the unprotected blocks.
+            ProvenanceError: If the model's recorded provenance is inconsistent.
+            ConfigError: If the model's weights are not loaded (``meta`` device).
+            PruningTargetError: If the target cannot be met with the unprotected candidates.
         """
-        get_architecture(model)
-        if self.config.granularity == "sublayer":
-            check_sublayer_target(model, self.config)
-            return
-        layers = get_decoder_layers(model)
-        num_blocks = len(layers)
-        protected = self.config.protected_blocks(num_blocks, original_layer_indices(unwrap_model(model).config))
-        removable = num_blocks - len(protected)
-        wanted = self.config.num_to_remove(num_blocks)
-        if wanted is not None:
-            if wanted >= num_blocks:
-                raise PruningTargetError(f"Cannot remove {wanted} blocks from a model with {num_blocks} blocks.")
-            if wanted > removable:
-                raise PruningTargetError(
-                    f"The target removes {wanted} blocks but only {removable} of {num_blocks} are unprotected "
-                    f"(protected positions {protected}); lower the target or the protection."
-                )
-            return
-        total = count_parameters(unwrap_model(model))
-        target = int(self.config.target_num_params or 0)
-        if target >= total:
-            raise PruningTargetError(f"The model already has {total} <= target_num_params={target} parameters.")
-        removable_params = sorted(
-            (count_parameters(block) for i, block in enumerate(layers) if i not in set(protected)), reverse=True
-        )
-        if len(removable_params) == num_blocks:  # at least one block must stay
-            removable_params = removable_params[:-1]
-        floor = total - sum(removable_params)
-        if target < floor:
-            raise PruningTargetError(
-                f"target_num_params={target} is unreachable: removing every removable block leaves {floor} parameters."
-            )
+        self.steps.check(self._facts(model), self.config)
 
-    # ------------------------------------------------------------------------------------------------ pipeline
-    def score(self, model: nn.Module, calibration=None, tokenizer=None) -> LayerScores:
-        """Scores every block of ``model``.
+    def score(self, model: nn.Module, calibration: Any = None, tokenizer: Any = None) -> LayerScores:
+        """Scores every candidate (block or sublayer) of ``model``.
 
         Args:
             model: The model, possibly wrapped by peft/DDP.
@@ -104,135 +145,82 @@ class DepthPruner:
             tokenizer: Tokenizer for text calibration sources.
 
         Returns:
-            The block scores.
+            The scores.
         """
-        self.check(model)
+        facts = self._facts(model)
+        self.steps.check(facts, self.config)
         data = calibration if isinstance(calibration, CalibrationData) else None
         if data is None and CRITERIA[self.config.criterion].needs_calibration:
-            data = resolve_calibration(self.config, model, calibration, tokenizer)
-        if self.config.granularity == "sublayer":
-            scores = score_sublayers(model, self.config, data)
-        else:
-            scores = score_blocks(model, self.config, data)
-        self.last_scores = scores
-        return scores
+            data = resolve_calibration(self.config, facts.inner, calibration, tokenizer)
+        self.last_scores = self.steps.score(facts, self.config, data)
+        return self.last_scores
 
     def plan(self, scores: LayerScores) -> PruningPlan:
-        """Chooses the blocks to remove from ``scores`` according to the config's target.
+        """Chooses what to remove from ``scores`` according to the config's target.
 
-        Greedy criteria's own removal order is followed; otherwise the least important unprotected blocks go,
-        ties broken by lower index.
+        A greedy criterion's own removal order is followed; otherwise the least important unprotected candidates
+        go, ties broken by lower index.
 
         Args:
             scores: Scores from :meth:`score`.
 
         Returns:
-            A frozen plan in original numbering.
+            A frozen plan in original numbering, recording the model it was made for.
         """
-        if scores.granularity == "sublayer":
-            self.last_plan = plan_sublayers(scores, self.config)
-            return self.last_plan
-        protected = set(scores.protected)
-        if scores.removal_order is not None:
-            order = list(scores.removal_order)
-        else:
-            order = sorted(range(len(scores.values)), key=lambda i: (scores.values[i], i))
-        order = [i for i in order if i not in protected]
-        wanted = self.config.num_to_remove(len(scores.values))
-        if wanted is not None:
-            if len(order) < wanted:
-                raise PruningTargetError(f"Only {len(order)} removable blocks were scored; the target asks {wanted}.")
-            chosen = order[:wanted]
-        else:
-            budget = int(self.config.target_num_params or 0)
-            remaining = scores.total_params
-            chosen = []
-            for position in order[: len(scores.values) - 1]:
-                if remaining <= budget:
-                    break
-                chosen.append(position)
-                remaining -= scores.num_params[position]
-            if remaining > budget:
-                raise PruningTargetError(f"target_num_params={budget} is unreachable with the unprotected blocks.")
-        plan = PruningPlan(
-            granularity="block",
-            removed_blocks=tuple(scores.layer_indices[i] for i in chosen),
-            source_num_hidden_layers=None,
-            criterion=scores.criterion,
-            reason={
-                "target": _target_description(self.config),
-                "scores": {str(scores.layer_indices[i]): scores.values[i] for i in chosen},
-                "protected": sorted(scores.layer_indices[i] for i in protected),
-                "order": "criterion removal order" if scores.removal_order is not None else "lowest importance",
-            },
+        if scores.granularity != self.config.granularity:
+            raise ConfigError(
+                f"These are {scores.granularity} scores; this pruner's config has granularity "
+                f"{self.config.granularity!r}."
+            )
+        self.last_plan = self.steps.plan(scores, self.config)
+        return self.last_plan
+
+    def _event(self, plan: PruningPlan) -> dict[str, Any]:
+        scores = self.last_scores
+        event: dict[str, Any] = {
+            "granularity": plan.granularity,
+            "criterion": plan.criterion,
+            "target": self.config.describe_target(),
+            "removed_layers": list(plan.removed_blocks),
+        }
+        if plan.granularity == "sublayer":
+            event.update(
+                removed_attention=list(plan.removed_attention),
+                removed_mlp=list(plan.removed_mlp),
+                distance=self.config.distance,
+                search=self.config.sublayer_search,
+            )
+        event.update(
+            protected_layers=plan.reason.get("protected", []),
+            calibration=dict(scores.calibration) if scores is not None else {},
+            seed=self.config.seed,
         )
-        self.last_plan = plan
-        return plan
+        return event
 
     def apply(self, model: nn.Module, plan: PruningPlan) -> nn.Module:
-        """Removes the blocks of ``plan`` from ``model`` in place and records the provenance in its config.
+        """Removes what ``plan`` names from ``model``, in place, and records the provenance in its config.
 
         Args:
-            model: The model the plan was made for (or a copy of it), possibly wrapped by peft.
-            plan: A block plan in original numbering.
+            model: The model the plan was made for (or a copy of it), possibly wrapped by peft or DDP.
+            plan: A plan in original numbering.
 
         Returns:
-            ``model`` itself, pruned in place (a sublayer plan converts a stock model to its
-            ``Pruned<Family>ForCausalLM`` class in place first).
+            ``model`` itself, pruned (a sublayer plan converts a stock model to its ``Pruned<Family>ForCausalLM``
+            class in place first).
 
         Raises:
-            ValueError: If the plan does not fit the model; nothing is changed then.
+            PlanMismatchError: If the plan was made for another model; nothing is changed then.
+            ConfigError: If the plan's granularity differs from the config's.
         """
-        if plan.granularity == "sublayer":
-            apply_sublayer_plan(model, plan)
-            scores = self.last_scores
-            record_pruning_event(
-                unwrap_model(model).config,
-                {
-                    "granularity": "sublayer",
-                    "criterion": plan.criterion,
-                    "target": _target_description(self.config),
-                    "removed_layers": list(plan.removed_blocks),
-                    "removed_attention": list(plan.removed_attention),
-                    "removed_mlp": list(plan.removed_mlp),
-                    "distance": self.config.distance,
-                    "search": self.config.sublayer_search,
-                    "protected_layers": plan.reason.get("protected", []),
-                    "calibration": dict(scores.calibration) if scores is not None else {},
-                    "seed": self.config.seed,
-                },
-            )
-            return model
-        config = unwrap_model(model).config
-        if plan.source_num_hidden_layers is not None and plan.source_num_hidden_layers != source_num_layers(config):
-            raise ValueError(
-                f"The plan refers to a model with {plan.source_num_hidden_layers} original blocks; this model "
-                f"descends from one with {source_num_layers(config)}."
-            )
-        original = original_layer_indices(config)
-        missing = [i for i in plan.removed_blocks if i not in original]
-        if missing:
-            raise ValueError(
-                f"Blocks {missing} of the plan are not in this model (it has original blocks {original})."
-            )
-        positions = [original.index(i) for i in plan.removed_blocks]
-        remove_layers(model, positions)
-        scores = self.last_scores
-        record_pruning_event(
-            config,
-            {
-                "granularity": "block",
-                "criterion": plan.criterion,
-                "target": _target_description(self.config),
-                "removed_layers": list(plan.removed_blocks),
-                "protected_layers": plan.reason.get("protected", []),
-                "calibration": dict(scores.calibration) if scores is not None else {},
-                "seed": self.config.seed,
-            },
-        )
+        if not isinstance(plan, PruningPlan):
+            raise ConfigError(f"`plan` must be a PruningPlan, got {type(plan).__name__}.")
+        facts = self._facts(model)
+        check_plan_fits(facts, plan)
+        GRANULARITY_STEPS[plan.granularity].apply(facts, plan)
+        record_pruning_event(facts.inner.config, self._event(plan))
         return model
 
-    def prune(self, model: nn.Module, calibration=None, tokenizer=None) -> nn.Module:
+    def prune(self, model: nn.Module, calibration: Any = None, tokenizer: Any = None) -> nn.Module:
         """Scores, plans and applies in one call.
 
         Args:
@@ -241,8 +229,7 @@ class DepthPruner:
             tokenizer: Tokenizer for text calibration sources.
 
         Returns:
-            The pruned model (see :meth:`apply`); the scores and plan are kept as ``last_scores`` / ``last_plan``.
+            ``model`` itself, pruned; the scores and plan are kept as ``last_scores`` / ``last_plan``.
         """
         scores = self.score(model, calibration=calibration, tokenizer=tokenizer)
-        plan = self.plan(scores)
-        return self.apply(model, plan)
+        return self.apply(model, self.plan(scores))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from .version import __version__
+from .constants import SCORES_NAME
+from .errors import ConfigError
+from .persistence import JsonRecord
+
+__all__ = ["LayerScores"]
 
 
 @dataclass
-class LayerScores:
+class LayerScores(JsonRecord):
     """Importance scores of the pruning candidates of one model.
 
     Higher values mean *more important* (kept longer) for every criterion; a criterion whose natural quantity runs
@@ -30,6 +33,9 @@ class LayerScores:
         calibration: Provenance of the calibration data.
         elapsed_seconds: Wall time of the scoring.
         extra: Criterion-specific details (forward counts, raw quantities, ...).
+        source_num_hidden_layers: Number of blocks of the original model ``layer_indices`` refer to.
+        source_fingerprint: Facts of the scored model's config (see
+            :func:`optimum_depth.architectures.config_fingerprint`), carried into the plan.
     """
 
     criterion: str
@@ -43,14 +49,19 @@ class LayerScores:
     calibration: dict[str, Any] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    source_num_hidden_layers: int | None = None
+    source_fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    file_name: ClassVar[str] = SCORES_NAME
+    required_keys: ClassVar[tuple[str, ...]] = ("criterion", "layer_indices", "values")
 
     def __post_init__(self) -> None:
         if len(self.values) != len(self.layer_indices):
-            raise ValueError(f"{len(self.values)} values for {len(self.layer_indices)} candidates.")
+            raise ConfigError(f"{len(self.values)} values for {len(self.layer_indices)} candidates.")
         if self.sublayers is not None and len(self.sublayers) != len(self.values):
-            raise ValueError("`sublayers` must have one entry per candidate.")
+            raise ConfigError("`sublayers` must have one entry per candidate.")
         if self.num_params and len(self.num_params) != len(self.values):
-            raise ValueError("`num_params` must have one entry per candidate.")
+            raise ConfigError("`num_params` must have one entry per candidate.")
 
     @property
     def granularity(self) -> str:
@@ -62,38 +73,27 @@ class LayerScores:
         kind = "block" if self.sublayers is None else self.sublayers[position]
         return f"{kind} {self.layer_indices[position]}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the scores as a JSON-serialisable dict."""
-        data = asdict(self)
+    def _fields_to_dict(self) -> dict[str, Any]:
+        data = super()._fields_to_dict()
         data["values"] = [float(v) for v in self.values]
-        data["optimum_depth_version"] = __version__
         return data
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """Serialises to JSON, and writes it to ``path`` when given.
+    def positions_removed_by(self, plan: Any) -> list[int]:
+        """Positions of the candidates that ``plan`` removes (marked red on the plot).
 
         Args:
-            path: Optional file to write.
+            plan: A :class:`~optimum_depth.PruningPlan` (original numbering).
 
         Returns:
-            The JSON text.
+            Candidate positions into :attr:`values`.
         """
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> LayerScores:
-        """Parses scores from JSON text or a JSON file written by :meth:`to_json`."""
-        text = os.fspath(text_or_path)
-        if not text.lstrip().startswith("{"):
-            with open(text, encoding="utf-8") as handle:
-                text = handle.read()
-        data = json.loads(text)
-        data.pop("optimum_depth_version", None)
-        return cls(**data)
+        removed = {"attention": plan.removed_attention, "mlp": plan.removed_mlp}
+        chosen = []
+        for position, block in enumerate(self.layer_indices):
+            kind = "block" if self.sublayers is None else self.sublayers[position]
+            if block in plan.removed_blocks or block in removed.get(kind, ()):
+                chosen.append(position)
+        return chosen
 
     def plot(self, path: str | os.PathLike, selected: list[int] | None = None, title: str | None = None) -> str:
         """Writes a PNG bar chart of the scores, marking protected and selected candidates.
@@ -106,6 +106,6 @@ class LayerScores:
         Returns:
             The path written.
         """
-        from .plotting import plot_layer_scores
+        from .publishing.plotting import plot_layer_scores
 
         return plot_layer_scores(self, path, selected=selected, title=title)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from optimum_depth.architectures import get_architecture
-from optimum_depth.surgery import remove_layers
+from optimum_depth.blocks.surgery import remove_layers
 
 
 @contextmanager

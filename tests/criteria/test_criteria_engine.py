@@ -8,9 +8,9 @@ import pytest
 import torch
 from criteria_references import naive_removal_nll
 
+from optimum_depth.blocks.engine import BlockwiseEngine
+from optimum_depth.blocks.surgery import remove_layers
 from optimum_depth.calibration import CalibrationData
-from optimum_depth.engine import BlockwiseEngine
-from optimum_depth.surgery import remove_layers
 
 from tiny_models import make_tiny_model, random_ids
 

@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_depth import DepthPruner, DepthPruningConfig, LayerScores, prepare_calibration, save_pruned_model
+from optimum_depth.blocks.scoring import score_blocks
 from optimum_depth.calibration import CalibrationData
 from optimum_depth.criteria import available_criteria
-from optimum_depth.scoring import score_blocks
 
 from tiny_models import DATA_DIR, make_tiny_model, random_ids
 
@@ -41,7 +41,7 @@ def test_stories_prune_save_reload(criterion, stories_path, tmp_path):
     ids = torch.tensor(tokenizer(["Once upon a time there was a little dog."])["input_ids"])
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, pruned(ids).logits, rtol=0, atol=0)
-    scores = LayerScores.from_json(tmp_path / "out" / "layer_scores.json")
+    scores = LayerScores.from_pretrained(tmp_path / "out")
     assert scores.values == pruner.last_scores.values
     if available_criteria("block")[criterion].needs_calibration:
         assert scores.calibration["num_samples"] == 4

@@ -110,7 +110,7 @@ def test_corpus_builders_follow_the_papers(tmp_path, monkeypatch):
 
 
 def test_corpus_builder_errors_and_hub(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="source='hub'"):
+    with pytest.raises(FileNotFoundError, match="ptb.test.txt"):
         load_perplexity_text("ptb", data_dir=tmp_path, source="local")
     with pytest.raises(FileNotFoundError):
         load_perplexity_text("ptb", path=tmp_path / "missing.txt")
@@ -131,9 +131,25 @@ def test_corpus_builder_errors_and_hub(tmp_path, monkeypatch):
     import datasets
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    with pytest.raises(FileNotFoundError, match="the Hub is not reachable"):  # tests run with HF_HUB_OFFLINE=1
+        load_perplexity_text("ptb", data_dir=tmp_path, source="auto")
+    assert calls == []
+    monkeypatch.setattr(ppl_data, "hub_reachable", lambda: True)
     ptb = load_perplexity_text("ptb", data_dir=tmp_path, source="auto")  # no local file -> Hub
     assert calls == [(("ptb_text_only", "penn_treebank"), {"split": "test"})]
     assert ptb.text == "x y z" and ptb.source["hub"] == ["ptb_text_only", "penn_treebank"]
+
+
+def test_every_documented_local_file_name_is_read_and_the_paths_tried_are_named(tmp_path):
+    (tmp_path / "wikitext2").mkdir()
+    (tmp_path / "wikitext2" / "wiki.test.raw").write_text(" = Title = \n\n Some text here . \n")
+    wiki = load_perplexity_text("wikitext2", data_dir=tmp_path)  # no HF rows JSON: the raw file is used
+    assert wiki.source["path"].endswith("wiki.test.raw") and "Some text here" in wiki.text
+    (tmp_path / "wikitext2" / "wiki.test.raw").write_text("")  # empty: not data
+    with pytest.raises(FileNotFoundError) as info:
+        load_perplexity_text("wikitext2", data_dir=tmp_path)
+    assert "wikitext2_test_hf_rows.json" in str(info.value) and "wiki.test.raw" in str(info.value)
+    assert "Hub" in str(info.value)
 
 
 @pytest.mark.skipif(not DATA_DIR.is_dir(), reason="../shared/data is not available")

@@ -13,11 +13,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
-import optimum_depth  # noqa: F401  (registers the pruned classes)
+import optimum_depth.modeling  # noqa: F401  (registers the pruned classes)
 from finercut_references import SUPPORTED_FAMILIES
 from optimum_depth.modeling import PrunedLlamaForCausalLM
 from optimum_depth.modeling.modeling_pruned import PrunedCausalLM
-from optimum_depth.sublayer_surgery import remove_sublayers
+from optimum_depth.sublayers.surgery import remove_sublayers
 
 from tiny_models import make_tiny_model, random_ids
 
@@ -147,7 +147,7 @@ def test_fresh_process_after_import_loads_natively(tmp_path):
     result = _run_child(
         """
         import sys, torch
-        import optimum_depth
+        import optimum_depth.modeling
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(sys.argv[1], attn_implementation="eager")
         reference = torch.load(sys.argv[1] + "/../reference.pt")

@@ -21,7 +21,7 @@ from optimum_depth.sparsity import (
     sparsity_card_section,
 )
 from optimum_depth.sparsity.capture import run_block
-from optimum_depth.sublayer_surgery import remove_sublayers
+from optimum_depth.sublayers.surgery import remove_sublayers
 
 from tiny_models import make_tiny_model, random_ids
 

@@ -11,7 +11,7 @@ HELP = "Latency/throughput of generate() with forced output length; dense vs pru
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Registers the subcommand's options (those of ``evaluate``, latency only by default)."""
+    """Registers the subcommand's options (those of ``evaluate``, latency only by default: batch sizes 1 and 8)."""
     evaluate.add_arguments(parser)
     parser.set_defaults(perplexity=[], zero_shot=[], latency_batch_sizes=[1, 8])
 

@@ -1,86 +1,114 @@
-"""Options shared by subcommands: the model, the pruning config, calibration, and the atomic output directory."""
+"""Options shared by subcommands: the model, the pruning config, calibration, and the output folder."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
-from ..config import DepthPruningConfig
+from ..config import CRITERIA_BY_GRANULARITY, DISTANCES, GRANULARITIES, DepthPruningConfig
+from ..errors import DataNotFoundError, UsageError
 
+BLOCK_CRITERIA = CRITERIA_BY_GRANULARITY["block"]
+ALL_CRITERIA = tuple(c for names in CRITERIA_BY_GRANULARITY.values() for c in names)
 
-class UsageError(Exception):
-    """A user mistake detected by the CLI itself (bad option combination, existing output, ...)."""
-
-
-# CLI option -> DepthPruningConfig field (and type). Options left unset keep the config (or file) value.
-CONFIG_OPTIONS: dict[str, tuple[str, type]] = {
-    "criterion": ("criterion", str),
-    "granularity": ("granularity", str),
-    "pruning_ratio": ("pruning_ratio", float),
-    "num_layers_to_remove": ("num_layers_to_remove", int),
-    "target_num_params": ("target_num_params", int),
-    "protect_first": ("protect_first", int),
-    "protect_last": ("protect_last", int),
-    "protect_first_fraction": ("protect_first_fraction", float),
-    "num_samples": ("num_samples", int),
-    "seq_len": ("seq_len", int),
-    "seed": ("seed", int),
-    "batch_size": ("batch_size", int),
-    "distance": ("distance", str),
+# CLI option -> (DepthPruningConfig field, type, help). Options left unset keep the config (or file) value.
+CONFIG_OPTIONS: dict[str, tuple[type, str]] = {
+    "pruning_ratio": (float, "Fraction of the candidates (blocks, or sublayers) to remove, in (0, 1). Default 0.25."),
+    "num_layers_to_remove": (int, "Number of candidates to remove (instead of --pruning-ratio)."),
+    "target_num_params": (int, "Remove candidates until at most this many parameters remain."),
+    "protect_first": (int, "Leading blocks never removed (default: 4 for magnitude/taylor, else 0)."),
+    "protect_last": (int, "Trailing blocks never removed (default: 2 for magnitude/taylor, else 0)."),
+    "protect_first_fraction": (float, "Fraction of leading blocks never removed (FinerCut's -x)."),
+    "num_samples": (int, "Calibration sequences (default 10)."),
+    "seq_len": (int, "Tokens per calibration sequence (default 128 for blocks, 256 for sublayers)."),
+    "seed": (int, "Seed of the calibration sampling (default 0)."),
+    "batch_size": (int, "Calibration sequences per forward pass (default 1)."),
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``: a local checkpoint, a Hub id or a ``.gguf`` file (default: SmolLM2-135M-Instruct)."""
+    """``--model`` (a local checkpoint, a Hub id or a ``.gguf`` file; default SmolLM2-135M-Instruct) and ``--dtype``."""
     parser.add_argument(
         "--model",
         default=None,
         help="Local checkpoint directory, Hub id, or .gguf file (default: SmolLM2-135M-Instruct).",
     )
     parser.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="Weights dtype."
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="Dtype the weights are loaded in (default: float32).",
     )
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--output-dir`` and ``--overwrite``."""
-    parser.add_argument("--output-dir", required=True, help="Directory receiving every output (written atomically).")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing non-empty output directory.")
+    parser.add_argument(
+        "--output-dir",
+        required=True,
+        help="Folder receiving every output. Written through a staging folder: a failure leaves it unchanged.",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a non-empty --output-dir: the command's own files are replaced, other files are kept.",
+    )
 
 
 def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     """Options mapping onto :class:`DepthPruningConfig` (``--config`` loads a saved JSON first)."""
-    group = parser.add_argument_group("pruning config (overrides --config)")
-    group.add_argument("--config", help="A saved DepthPruningConfig JSON (file or directory).")
-    for option, (_, kind) in CONFIG_OPTIONS.items():
-        group.add_argument(f"--{option.replace('_', '-')}", dest=option, type=kind, default=None)
+    group = parser.add_argument_group("pruning config (each option overrides --config)")
+    group.add_argument("--config", help="A saved DepthPruningConfig JSON (the file, or its folder).")
+    group.add_argument(
+        "--criterion",
+        choices=ALL_CRITERIA,
+        help=f"Importance criterion. Blocks: {', '.join(BLOCK_CRITERIA)} (default magnitude); sublayers: finercut.",
+    )
+    group.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        help="Remove whole blocks (default) or attention/MLP sublayers (needs --criterion finercut).",
+    )
+    group.add_argument("--distance", choices=DISTANCES, help="FinerCut's output distance (default js).")
+    for option, (kind, text) in CONFIG_OPTIONS.items():
+        group.add_argument(f"--{option.replace('_', '-')}", dest=option, type=kind, default=None, help=text)
     group.add_argument(
         "--protected-layers",
         type=lambda s: [int(i) for i in s.split(",") if i.strip()],
         default=None,
-        help="Comma-separated original block indices never removed.",
+        help="Comma-separated original block indices never removed, e.g. 0,1,29.",
     )
     group.add_argument(
         "--calibration",
         default=None,
-        help="Calibration text file/directory, or 'self' for self-generated samples (default: the local "
-        "shared data's calib/ folder when present, else self-generated).",
+        help="Calibration text file/folder, or 'self' for text generated by the model (default: the local "
+        "shared data's calib/ folder when present, else 'self').",
     )
 
 
-def config_from_args(args: argparse.Namespace) -> DepthPruningConfig:
+def config_from_args(args: argparse.Namespace, default_criterion: str = "magnitude") -> DepthPruningConfig:
     """Builds the pruning config from ``--config`` and the individual options (options win).
 
     Args:
         args: Parsed arguments.
+        default_criterion: Criterion when neither ``--config`` nor ``--criterion`` gives one.
 
     Returns:
         The validated config.
     """
-    data = DepthPruningConfig.from_pretrained(args.config).to_dict() if args.config else {}
-    explicit = {field: getattr(args, option) for option, (field, _) in CONFIG_OPTIONS.items()}
+    data: dict[str, Any] = DepthPruningConfig.from_pretrained(args.config).to_dict() if args.config else {}
+    explicit = {name: getattr(args, name) for name in ("criterion", "granularity", "distance", *CONFIG_OPTIONS)}
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if args.protected_layers is not None:
         explicit["protected_layers"] = args.protected_layers
@@ -90,9 +118,12 @@ def config_from_args(args: argparse.Namespace) -> DepthPruningConfig:
     data.update(explicit)
     if not any(data.get(t) is not None for t in targets):
         data["pruning_ratio"] = 0.25
+    if "criterion" not in data:
+        data["criterion"] = "finercut" if data.get("granularity") == "sublayer" else default_criterion
     if args.calibration is not None:
         data["calibration_dataset"] = args.calibration
-    return DepthPruningConfig.from_dict(data)
+    known = {f.name for f in fields(DepthPruningConfig)}
+    return DepthPruningConfig(**{k: v for k, v in data.items() if k in known})
 
 
 def default_calibration_source() -> str:
@@ -105,33 +136,34 @@ def default_calibration_source() -> str:
     return "self"
 
 
-def load_model(args: argparse.Namespace):
-    """Loads ``(model, tokenizer)`` from ``--model`` (checked to exist when it looks like a path)."""
+def load_model(args: argparse.Namespace, name_or_path: str | None = None):
+    """Loads ``(model, tokenizer)`` from ``--model`` (or ``name_or_path``), refusing incomplete checkpoints."""
     import torch
 
     from ..model_zoo import load_model_and_tokenizer
 
-    if (
-        args.model is not None
-        and (os.sep in args.model or args.model.endswith(".gguf"))
-        and not Path(args.model).exists()
-    ):
-        raise FileNotFoundError(f"--model {args.model!r} does not exist.")
-    return load_model_and_tokenizer(args.model, dtype=getattr(torch, args.dtype))
+    name = args.model if name_or_path is None else name_or_path
+    if name is not None and (os.sep in name or name.endswith(".gguf")) and not Path(name).exists():
+        raise DataNotFoundError(f"Model {name!r} does not exist.")
+    return load_model_and_tokenizer(name, dtype=getattr(torch, args.dtype))
 
 
 def check_output_dir(args: argparse.Namespace) -> Path:
-    """Refuses a non-empty output directory unless ``--overwrite`` (checked before any work)."""
+    """Refuses a non-empty output folder unless ``--overwrite``, and a file (checked before any work)."""
     path = Path(args.output_dir)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--output-dir {str(path)!r} is a file.")
     if path.is_dir() and any(path.iterdir()) and not args.overwrite:
-        raise UsageError(f"--output-dir {str(path)!r} is not empty; pass --overwrite to replace it.")
+        raise UsageError(f"--output-dir {str(path)!r} is not empty; pass --overwrite to write into it.")
     return path
 
 
-def write_outputs(args: argparse.Namespace, write: Callable[[Path], None]) -> Path:
-    """Writes all outputs into a temporary directory and moves it into place only when complete."""
-    from ..saving import atomic_directory_write
+def check_data_dir(data_dir: str | None) -> Path | None:
+    """The ``--data-dir`` folder, checked to exist, or the default local data folder."""
+    from ..data import default_data_dir
 
-    return atomic_directory_write(args.output_dir, write)
+    if data_dir is None:
+        return default_data_dir()
+    if not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir!r} is not a directory.")
+    return Path(data_dir)

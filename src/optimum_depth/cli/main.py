@@ -1,4 +1,10 @@
-"""Entry point of ``optimum-depth``: parses arguments, runs a subcommand, turns user mistakes into exit code 2."""
+"""Entry point of ``optimum-depth``: parses arguments, runs a subcommand, and reports errors.
+
+A mistake of the user (any :class:`~optimum_depth.errors.OptimumDepthError`: a bad option, a missing file, an
+impossible target, a corrupt checkpoint) prints one line on stderr and exits with code 2; nothing was changed.
+Ctrl-C prints one line and exits with 130 (outputs are staged, so nothing is left behind). Any other exception is a
+bug: its traceback is shown and the exit code is 1.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +13,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..errors import OptimumDepthError
 from . import benchmark, card, evaluate, prune, push, quickstart, recover, score
-from .common import UsageError
 
 logger = logging.getLogger("optimum_depth.cli")
 
 SUBCOMMANDS = (quickstart, score, prune, recover, evaluate, benchmark, card, push)
 """Subcommand modules; each has ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from ..architectures import UnsupportedArchitectureError
-    from ..config import PruningTargetError
-    from ..surgery import LayerIndexError
-
-    return (
-        UsageError,
-        ValueError,
-        FileNotFoundError,
-        NotADirectoryError,
-        IsADirectoryError,
-        PermissionError,
-        UnsupportedArchitectureError,
-        PruningTargetError,
-        LayerIndexError,
-        OSError,  # from_pretrained raises OSError for a model that cannot be found
-    )
+USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,21 +47,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The process exit code: 0 on success, 2 for a user mistake (message on stderr, no traceback).
+        The process exit code: 0 on success, 2 for a user mistake (one line on stderr), 130 when interrupted.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as err:
+    except OptimumDepthError as err:
         print(f"optimum-depth {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
+    except KeyboardInterrupt:
+        print(f"optimum-depth {args.command}: interrupted; nothing was written.", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
 
 
 if __name__ == "__main__":  # pragma: no cover

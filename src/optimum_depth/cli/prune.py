@@ -1,15 +1,14 @@
-"""``optimum-depth prune``: score, plan and remove blocks; write a native checkpoint with its plan, scores and plot."""
+"""``optimum-depth prune``: score, plan and remove; write a native checkpoint with its plan, scores, config and plot."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .common import add_model_arguments, add_output_arguments, add_pruning_arguments
-from .score import compute_scores, write_outputs
+from .score import compute_scores, sublayer_summary
 
 NAME = "prune"
-HELP = "Prune a model and save the pruned checkpoint (safetensors) with its plan, scores and plot."
+HELP = "Prune a model and save the pruned checkpoint (safetensors) with its plan, scores, config and plot."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,19 +16,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_pruning_arguments(parser)
     add_output_arguments(parser)
-    parser.add_argument("--plan", help="Apply this pruning_plan.json instead of scoring.")
+    parser.add_argument("--plan", help="Apply this pruning_plan.json (made for the same model) instead of scoring.")
+    parser.add_argument("--no-plot", action="store_true", help="Do not draw the PNG plot (no matplotlib needed).")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prunes and writes ``<output-dir>`` = the checkpoint + pruning_plan.json + layer_scores.json/png."""
+    """Prunes and writes ``<output-dir>`` = the checkpoint + its plan, scores, config and plot."""
+    from ..architectures import count_parameters
     from ..plan import PruningPlan
-    from ..scoring import count_parameters
+    from ..pruner import DepthPruner
+    from ..publishing.saving import save_pruned_model
+    from .common import check_output_dir, config_from_args, load_model
 
     if args.plan:
-        from ..pruner import DepthPruner
-        from .common import check_output_dir, config_from_args, load_model
-
-        plan = PruningPlan.load(args.plan)
+        plan = PruningPlan.from_pretrained(args.plan)
         config = config_from_args(args)
         check_output_dir(args)
         model, tokenizer = load_model(args)
@@ -40,20 +40,11 @@ def run(args: argparse.Namespace) -> int:
     before = count_parameters(model)
     pruner.apply(model, plan)
     after = count_parameters(model)
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        plan.save(tmp / "pruning_plan.json")
-        pruner.config.save_pretrained(tmp)
-        if scores is not None:
-            scores.to_json(tmp / "layer_scores.json")
-            positions = [scores.layer_indices.index(i) for i in plan.removed_blocks]
-            scores.plot(tmp / "layer_scores.png", selected=positions)
-
-    out = write_outputs(args, write)
+    out = save_pruned_model(
+        model, args.output_dir, tokenizer, plan=plan, scores=scores, config=pruner.config, plot=not args.no_plot
+    )
     print(
-        f"Removed blocks {list(plan.removed_blocks)} ({plan.criterion}); parameters {before:,} -> {after:,}. "
-        f"Saved to {out}"
+        f"Removed blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} ({plan.criterion}); parameters "
+        f"{before:,} -> {after:,}. Saved to {out}"
     )
     return 0

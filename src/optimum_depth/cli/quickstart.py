@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from .common import UsageError, add_model_arguments, add_output_arguments, check_output_dir, load_model, write_outputs
+from ..errors import DataNotFoundError
+from .common import add_model_arguments, add_output_arguments, check_data_dir, check_output_dir, load_model
+from .score import sublayer_summary
 
 NAME = "quickstart"
 HELP = "Prune SmolLM2-135M-Instruct by 25 percent, evaluate dense vs pruned, write checkpoint, plot and model card."
@@ -27,31 +28,49 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the subcommand's options."""
+    from ..config import GRANULARITIES
+    from .common import ALL_CRITERIA
+
     add_model_arguments(parser)
     add_output_arguments(parser)
-    parser.add_argument("--criterion", default="ppl", help="Block criterion (default: ppl, Shortened LLaMA's PPL).")
-    parser.add_argument("--pruning-ratio", type=float, default=0.25, help="Fraction of blocks to remove.")
-    parser.add_argument("--calibration", help="Calibration text file or directory (default: see module docs).")
     parser.add_argument(
-        "--data-dir", help="Evaluation data directory (default: $OPTIMUM_DEPTH_DATA_DIR or ../shared/data)."
+        "--granularity",
+        default="block",
+        choices=GRANULARITIES,
+        help="Remove whole blocks (default) or attention/MLP sublayers (FinerCut).",
     )
-    parser.add_argument("--eval-windows", type=int, default=64, help="WikiText-2 windows of 128 tokens to evaluate.")
-    parser.add_argument("--new-tokens", type=int, default=64, help="Generated tokens per latency measurement.")
+    parser.add_argument(
+        "--criterion",
+        default=None,
+        choices=ALL_CRITERIA,
+        help="Criterion (default: ppl, Shortened LLaMA's PPL, for blocks; finercut for sublayers).",
+    )
+    parser.add_argument(
+        "--pruning-ratio", type=float, default=0.25, help="Fraction of blocks to remove, in (0, 1) (default 0.25)."
+    )
+    parser.add_argument("--calibration", help="Calibration text file or folder (default: see the module docs).")
+    parser.add_argument(
+        "--data-dir", help="Evaluation data folder (default: $OPTIMUM_DEPTH_DATA_DIR or ../shared/data)."
+    )
+    parser.add_argument(
+        "--eval-windows", type=int, default=64, help="WikiText-2 windows of 128 tokens to evaluate (default 64)."
+    )
+    parser.add_argument(
+        "--new-tokens", type=int, default=64, help="Generated tokens per latency measurement (default 64)."
+    )
 
 
-def _hub_reachable() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes")
-
-
-def _calibration_source(args: argparse.Namespace, data_dir: Path | None, tokenizer) -> tuple[Any, str]:
+def _calibration_source(args: argparse.Namespace, data_dir: Path | None) -> tuple[Any, str]:
     """Returns ``(source, description)`` for calibration, following the documented order of preference."""
+    from ..data import hub_reachable
+
     if args.calibration:
         if not Path(args.calibration).exists():
-            raise FileNotFoundError(f"--calibration {args.calibration!r} does not exist.")
+            raise DataNotFoundError(f"--calibration {args.calibration!r} does not exist.")
         return args.calibration, args.calibration
     if data_dir is not None and (data_dir / "calib").is_dir():
         return str(data_dir / "calib"), str(data_dir / "calib")
-    if _hub_reachable():
+    if hub_reachable():
         try:
             from datasets import load_dataset
 
@@ -66,36 +85,17 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
     """Dense vs pruned: WikiText-2 perplexity when available, else agreement on self-generated text; latency."""
     from ..evaluation.agreement import self_generated_agreement
     from ..evaluation.evaluate import compare_models
+    from ..evaluation.settings import EvaluationSettings, LatencySettings, PerplexitySettings
 
-    latency_kwargs = {"warmup": 1, "repeats": 3}
-    batch_sizes, new_tokens = (1,), (args.new_tokens,)
+    latency = LatencySettings(batch_sizes=(1,), new_tokens=(args.new_tokens,), warmup=1, repeats=3)
+    perplexity = PerplexitySettings(datasets=("wikitext2",), seq_len=128, max_windows=args.eval_windows)
     try:
-        return compare_models(
-            dense,
-            pruned,
-            tokenizer,
-            dense_name="dense",
-            pruned_name="pruned",
-            perplexity_datasets=("wikitext2",),
-            perplexity_kwargs={"seq_len": 128, "max_windows": args.eval_windows},
-            data_dir=data_dir,
-            latency_batch_sizes=batch_sizes,
-            latency_new_tokens=new_tokens,
-            latency_kwargs=latency_kwargs,
-        )
-    except (FileNotFoundError, OSError, ConnectionError) as err:
+        settings = EvaluationSettings(perplexity=perplexity, latency=latency, data_dir=data_dir)
+        return compare_models(dense, pruned, tokenizer, settings, dense_name="dense", pruned_name="pruned")
+    except DataNotFoundError as err:
         logger.warning("No evaluation corpus (%s): measuring agreement on self-generated text instead.", err)
-    comparison = compare_models(
-        dense,
-        pruned,
-        tokenizer,
-        dense_name="dense",
-        pruned_name="pruned",
-        perplexity_datasets=(),
-        latency_batch_sizes=batch_sizes,
-        latency_new_tokens=new_tokens,
-        latency_kwargs=latency_kwargs,
-    )
+    settings = EvaluationSettings(perplexity=None, latency=latency)
+    comparison = compare_models(dense, pruned, tokenizer, settings, dense_name="dense", pruned_name="pruned")
     agreement = self_generated_agreement(dense, pruned)
     comparison.dense.perplexity["self-generated"] = agreement["dense_ppl"]
     comparison.pruned.perplexity["self-generated"] = agreement["pruned_ppl"]
@@ -104,44 +104,39 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the quickstart pipeline and writes every output atomically."""
-    from ..cards import PLOT_NAME, RESULTS_NAME, build_model_card
+    """Runs the quickstart pipeline and writes every output through a staging folder."""
     from ..config import DepthPruningConfig
-    from ..data import default_data_dir
     from ..pruner import DepthPruner
+    from ..publishing.saving import save_pruned_model
 
-    config = DepthPruningConfig(criterion=args.criterion, pruning_ratio=args.pruning_ratio)
+    criterion = args.criterion or ("finercut" if args.granularity == "sublayer" else "ppl")
+    config = DepthPruningConfig(criterion=criterion, granularity=args.granularity, pruning_ratio=args.pruning_ratio)
     check_output_dir(args)
-    if args.data_dir and not Path(args.data_dir).is_dir():
-        raise UsageError(f"--data-dir {args.data_dir!r} is not a directory.")
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    data_dir = check_data_dir(args.data_dir)
     model, tokenizer = load_model(args)
     pruner = DepthPruner(config)
     pruner.check(model)
-    source, description = _calibration_source(args, data_dir, tokenizer)
+    source, description = _calibration_source(args, data_dir)
     logger.info("Calibration: %s", description)
     dense = copy.deepcopy(model)
     scores = pruner.score(model, calibration=source, tokenizer=tokenizer)
     plan = pruner.plan(scores)
     pruner.apply(model, plan)
     comparison = _evaluate(args, dense, model, tokenizer, data_dir)
-    positions = [scores.layer_indices.index(i) for i in plan.removed_blocks]
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        plan.save(tmp / "pruning_plan.json")
-        scores.to_json(tmp / "layer_scores.json")
-        config.save_pretrained(tmp)
-        scores.plot(tmp / PLOT_NAME, selected=positions)
-        comparison.to_json(tmp / RESULTS_NAME)
-        card = build_model_card(model, results=comparison, plan=plan, scores=scores, plot_file=PLOT_NAME)
-        card.save(tmp / "README.md")
-
-    out = write_outputs(args, write)
+    out = save_pruned_model(
+        model,
+        args.output_dir,
+        tokenizer,
+        plan=plan,
+        scores=scores,
+        config=config,
+        results=comparison,
+        plot=True,
+        card=True,
+    )
     print(comparison.to_markdown())
     print(
-        f"\nRemoved original blocks {list(plan.removed_blocks)} with {config.criterion!r} "
+        f"\nRemoved original blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} with {config.criterion!r} "
         f"(calibration: {description}). Outputs in {out}"
     )
     return 0

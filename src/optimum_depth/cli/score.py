@@ -1,10 +1,9 @@
-"""``optimum-depth score``: importance of every block, as JSON and a PNG plot."""
+"""``optimum-depth score``: importance of every block (or sublayer), as JSON and a PNG plot, and the plan it implies."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from .common import (
     add_model_arguments,
@@ -14,11 +13,10 @@ from .common import (
     config_from_args,
     default_calibration_source,
     load_model,
-    write_outputs,
 )
 
 NAME = "score"
-HELP = "Score the importance of every block (writes layer_scores.json and layer_scores.png)."
+HELP = "Score the importance of every block (writes layer_scores.json, layer_scores.png and the implied plan)."
 logger = logging.getLogger(__name__)
 
 
@@ -27,11 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_pruning_arguments(parser)
     add_output_arguments(parser)
-    parser.add_argument("--no-plot", action="store_true", help="Do not draw the PNG plot.")
+    parser.add_argument("--no-plot", action="store_true", help="Do not draw the PNG plot (no matplotlib needed).")
 
 
 def compute_scores(args: argparse.Namespace):
-    """Loads the model and scores it. Returns ``(pruner, scores, model, tokenizer)``."""
+    """Checks the options, loads the model and scores it. Returns ``(pruner, scores, model, tokenizer)``."""
     from ..pruner import DepthPruner
 
     config = config_from_args(args)
@@ -45,21 +43,25 @@ def compute_scores(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Scores the model and writes the scores, the plan they imply, and the plot."""
+    """Scores the model and writes the scores, the plan they imply, the config and the plot."""
+    from ..publishing.saving import save_pruning_records, write_into_directory
+
     pruner, scores, _, _ = compute_scores(args)
     plan = pruner.plan(scores)
-    positions = [scores.layer_indices.index(i) for i in plan.removed_blocks]
 
-    def write(tmp: Path) -> None:
-        scores.to_json(tmp / "layer_scores.json")
-        plan.save(tmp / "pruning_plan.json")
-        pruner.config.save_pretrained(tmp)
-        if not args.no_plot:
-            scores.plot(tmp / "layer_scores.png", selected=positions)
+    def write(staging) -> None:
+        save_pruning_records(staging, plan=plan, scores=scores, config=pruner.config, plot=not args.no_plot)
 
-    out = write_outputs(args, write)
-    logger.info("Scores written to %s", out)
+    out = write_into_directory(args.output_dir, write)
     print(
-        f"{scores.criterion}: {len(scores.values)} blocks scored, would remove {list(plan.removed_blocks)}; wrote {out}"
+        f"{scores.criterion}: {len(scores.values)} candidates scored, would remove {list(plan.removed_blocks)}"
+        f"{sublayer_summary(plan)}; wrote {out}"
     )
     return 0
+
+
+def sublayer_summary(plan) -> str:
+    """``", attention of [...], MLP of [...]"`` for a sublayer plan, else ``""``."""
+    if plan.granularity != "sublayer":
+        return ""
+    return f", attention of {list(plan.removed_attention)}, MLP of {list(plan.removed_mlp)}"

@@ -10,9 +10,26 @@ from . import (  # noqa: F401  (importing a criterion module registers its crite
     sleb,
     taylor,
 )
-from .base import CRITERIA, Criterion, CriterionResult, ScoringContext, register_criterion
+from .base import (
+    CRITERIA,
+    Criterion,
+    CriterionResult,
+    ScoringContext,
+    check_calibration,
+    register_criterion,
+    run_criterion,
+)
 
-__all__ = ["CRITERIA", "Criterion", "CriterionResult", "ScoringContext", "available_criteria", "register_criterion"]
+__all__ = [
+    "CRITERIA",
+    "Criterion",
+    "CriterionResult",
+    "ScoringContext",
+    "available_criteria",
+    "check_calibration",
+    "register_criterion",
+    "run_criterion",
+]
 
 
 def available_criteria(granularity: str = "block") -> dict[str, Criterion]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
+
+from ..config import CRITERIA_BY_GRANULARITY
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..calibration import CalibrationData
@@ -58,7 +63,6 @@ class Criterion:
         granularity: ``"block"`` or ``"sublayer"``.
         needs_calibration: Whether it needs calibration data.
         needs_gradients: Whether it runs backward passes.
-        forward_only: Whether it only runs forward passes (so works on offloaded / quantized models).
     """
 
     name: str
@@ -66,7 +70,6 @@ class Criterion:
     granularity: str = "block"
     needs_calibration: bool = True
     needs_gradients: bool = False
-    forward_only: bool = True
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -74,11 +77,55 @@ CRITERIA: dict[str, Criterion] = {}
 
 
 def register_criterion(criterion: Criterion) -> Criterion:
-    """Adds a criterion to :data:`CRITERIA` (names are unique)."""
+    """Adds a criterion to :data:`CRITERIA`; its name must be one of the config's catalog for its granularity.
+
+    Raises:
+        ValueError: If the name is already registered or not in
+            :data:`optimum_depth.config.CRITERIA_BY_GRANULARITY`.
+    """
     if criterion.name in CRITERIA:
         raise ValueError(f"A criterion named {criterion.name!r} is already registered.")
+    if criterion.name not in CRITERIA_BY_GRANULARITY.get(criterion.granularity, ()):
+        raise ValueError(
+            f"Criterion {criterion.name!r} ({criterion.granularity}) is not in CRITERIA_BY_GRANULARITY; add it there so "
+            "DepthPruningConfig accepts it."
+        )
     CRITERIA[criterion.name] = criterion
     return criterion
+
+
+def check_calibration(config: DepthPruningConfig, calibration: CalibrationData | None) -> None:
+    """Raises a ``ConfigError`` if ``config.criterion`` needs calibration data and ``calibration`` is ``None``."""
+    if CRITERIA[config.criterion].needs_calibration and calibration is None:
+        raise ConfigError(
+            f"The {config.criterion!r} criterion needs calibration data: pass `calibration=` (texts, a file, a "
+            "dataset, token ids or 'self') or set `calibration_dataset` in the config."
+        )
+
+
+def run_criterion(context: ScoringContext) -> tuple[CriterionResult, float]:
+    """Runs ``context.config.criterion`` on ``context.model`` in eval mode (restored after), timed.
+
+    Gradients are enabled only for criteria that need them.
+
+    Args:
+        context: What the criterion sees (model, config, calibration, target, protected candidates).
+
+    Returns:
+        The criterion's result and the elapsed wall time in seconds.
+    """
+    check_calibration(context.config, context.calibration)
+    criterion = CRITERIA[context.config.criterion]
+    model = context.model
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        with torch.set_grad_enabled(criterion.needs_gradients):
+            result = criterion.fn(context)
+    finally:
+        model.train(was_training)
+    return result, time.perf_counter() - start
 
 
 def target_reached(context: ScoringContext, chosen: list[int], sizes: list[int], total: int) -> bool:

@@ -3,14 +3,14 @@
 Candidates are all attention and MLP sublayers. The default greedy search removes, one at a time, the candidate
 whose removal (together with those already removed) gives the smallest distance between the pruned and the dense
 model's next-token distributions on the calibration data; ``sublayer_search="one_shot"`` ranks every candidate once
-by its removal alone. See :mod:`optimum_depth.sublayer_search` and :mod:`optimum_depth.output_distances`.
+by its removal alone. See :mod:`optimum_depth.sublayers.search` and :mod:`optimum_depth.algorithms.output_distances`.
 """
 
 from __future__ import annotations
 
-from ..output_distances import get_distance
-from ..sublayer_engine import SublayerEngine
-from ..sublayer_search import StopRule, greedy_search, one_shot_search
+from ..algorithms.output_distances import get_distance
+from ..sublayers.engine import SublayerEngine
+from ..sublayers.search import StopRule, greedy_search, one_shot_search
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion
 
 
@@ -63,5 +63,5 @@ def finercut_criterion(context: ScoringContext) -> CriterionResult:
 
 
 FINERCUT = register_criterion(
-    Criterion("finercut", finercut_criterion, granularity="sublayer", needs_calibration=True, forward_only=True)
+    Criterion("finercut", finercut_criterion, granularity="sublayer", needs_calibration=True)
 )

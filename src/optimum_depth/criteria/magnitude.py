@@ -36,4 +36,4 @@ def magnitude_criterion(context: ScoringContext) -> CriterionResult:
     return CriterionResult(values=values, extra={"p": p})
 
 
-MAGNITUDE = register_criterion(Criterion("magnitude", magnitude_criterion, needs_calibration=False, forward_only=True))
+MAGNITUDE = register_criterion(Criterion("magnitude", magnitude_criterion, needs_calibration=False))

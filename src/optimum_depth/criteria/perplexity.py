@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..architectures import get_decoder_layers
-from ..engine import BlockwiseEngine, progress_bar
+from ..blocks.engine import BlockwiseEngine, progress_bar
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
@@ -19,11 +19,11 @@ def perplexity_criterion(context: ScoringContext) -> CriterionResult:
     With the :class:`BlockwiseEngine` the blocks before the candidate are never recomputed: candidate ``n`` costs
     ``L - 1 - n`` block forwards per batch instead of ``L - 1``.
 
-    With ``config.early_exit`` (default) the blocks are evaluated best-first (:func:`~optimum_depth.best_first.
+    With ``config.early_exit`` (default) the blocks are evaluated best-first (:func:`~optimum_depth.algorithms.best_first.
     best_first`): the summed NLL over the calibration batches only grows, so once the blocks the target removes
     are known exactly, every other block is evaluated only until a lower bound of its NLL exceeds theirs. The
     bound of a batch whose blocks have run comes from a few rows of the LM head (the dense model's most likely
-    tokens, :mod:`optimum_depth.head_bounds`), so most candidates never need the full head. The blocks the
+    tokens, :mod:`optimum_depth.algorithms.head_bounds`), so most candidates never need the full head. The blocks the
     target removes and their values are exactly those of a full evaluation; the other blocks' values are lower
     bounds (``extra["lower_bound_candidates"]``). ``early_exit=False`` scores every block on every batch.
 
@@ -64,7 +64,7 @@ def _best_first_nlls(
     context: ScoringContext, engine: BlockwiseEngine, positions: list[int]
 ) -> tuple[dict[int, float], list[int]]:
     """Summed NLL per block (partial for the blocks ruled out), completing the target's blocks exactly."""
-    from ..scoring import count_parameters  # scoring imports the criteria registry
+    from ..architectures import count_parameters  # scoring imports the criteria registry
 
     sizes = [count_parameters(block) for block in get_decoder_layers(context.model)]
     total = count_parameters(context.model)
@@ -78,4 +78,4 @@ def _best_first_nlls(
     return outcome.sums, outcome.lower_bounds
 
 
-PPL = register_criterion(Criterion("ppl", perplexity_criterion, needs_calibration=True, forward_only=True))
+PPL = register_criterion(Criterion("ppl", perplexity_criterion, needs_calibration=True))

@@ -1,7 +1,7 @@
 """Representation-similarity criteria: Block Influence (ShortGPT) and angular distance (Gromov et al.).
 
 Both need only the hidden states entering each block, from one forward per calibration batch, streamed through the
-:class:`~optimum_depth.engine.BlockwiseEngine` (nothing is cached across batches).
+:class:`~optimum_depth.blocks.engine.BlockwiseEngine` (nothing is cached across batches).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ..architectures import get_decoder_layers
-from ..config import PruningTargetError
-from ..engine import BlockwiseEngine
+from ..blocks.engine import BlockwiseEngine
+from ..errors import PruningTargetError
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion
 
 
@@ -110,7 +110,7 @@ def choose_window(distances: torch.Tensor, size: int, protected: frozenset[int])
 
 def _window_size_for_params(context: ScoringContext, distances: torch.Tensor) -> int:
     """Smallest window whose removal (from some allowed start) meets ``target_num_params``."""
-    from ..scoring import count_parameters  # scoring imports the criteria registry
+    from ..architectures import count_parameters  # scoring imports the criteria registry
 
     sizes = [count_parameters(block) for block in get_decoder_layers(context.model)]
     total = count_parameters(context.model)

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, field
 
 from ..architectures import get_decoder_layers
-from ..config import PruningTargetError
-from ..engine import BlockwiseEngine, progress_bar
+from ..blocks.engine import BlockwiseEngine, progress_bar
+from ..errors import PruningTargetError
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
 
@@ -37,9 +37,9 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
 
     The :class:`BlockwiseEngine` keeps the states entering each block: a candidate costs only the blocks after it,
     and no prefix is ever recomputed. With ``config.early_exit`` (default) each round evaluates its candidates
-    best-first (:func:`~optimum_depth.best_first.best_first`): the summed NLL over the calibration batches only
+    best-first (:func:`~optimum_depth.algorithms.best_first.best_first`): the summed NLL over the calibration batches only
     grows, so a candidate is evaluated only until a lower bound of its NLL exceeds the round winner's total (per
-    batch: 0 before its blocks run, then a bound from a few LM-head rows, :mod:`optimum_depth.head_bounds`, then
+    batch: 0 before its blocks run, then a bound from a few LM-head rows, :mod:`optimum_depth.algorithms.head_bounds`, then
     the exact NLL). The winner (and
     so the removal order) is exactly the exhaustive round's; the values of candidates cut short are lower bounds
     (``extra["lower_bound_candidates"]``). Without it, every candidate runs on every batch and the winner's computed
@@ -51,7 +51,7 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
     Returns:
         Values, removal order and per-round details.
     """
-    from ..scoring import count_parameters  # scoring imports the criteria registry
+    from ..architectures import count_parameters  # scoring imports the criteria registry
 
     if context.calibration is None:
         raise ValueError("The 'sleb' criterion needs calibration data.")
@@ -140,4 +140,4 @@ class _Rounds:
         return removed, outcome.sums[winners[0]]
 
 
-SLEB = register_criterion(Criterion("sleb", sleb_criterion, needs_calibration=True, forward_only=True))
+SLEB = register_criterion(Criterion("sleb", sleb_criterion, needs_calibration=True))

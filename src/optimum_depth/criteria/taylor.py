@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..architectures import get_decoder_layers
-from ..engine import progress_bar
+from ..blocks.engine import progress_bar
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion
 
 
@@ -110,6 +110,4 @@ def taylor_criterion(context: ScoringContext) -> CriterionResult:
     return CriterionResult(values=values, extra={"quantity": "sum |W * sum_b dL_b/dW| over block weights"})
 
 
-TAYLOR = register_criterion(
-    Criterion("taylor", taylor_criterion, needs_calibration=True, needs_gradients=True, forward_only=False)
-)
+TAYLOR = register_criterion(Criterion("taylor", taylor_criterion, needs_calibration=True, needs_gradients=True))

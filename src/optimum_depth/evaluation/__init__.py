@@ -3,7 +3,7 @@
 Each module has one job: :mod:`.results` holds the measured values, :mod:`.perplexity` (with the corpora of
 :mod:`.ppl_data`) the windowed perplexity of the papers, :mod:`.zero_shot` the lm-eval tasks read from local files
 (converted by :mod:`.task_data`), :mod:`.latency` the ``generate`` timing (peak memory from :mod:`.memory`), and
-:mod:`.evaluate` runs them together. lm-eval is imported only when zero-shot accuracy is measured.
+:mod:`.evaluate` runs them together as :mod:`.settings` says. lm-eval is imported only when zero-shot accuracy is measured.
 """
 
 from .evaluate import compare_models, evaluate_model
@@ -11,7 +11,8 @@ from .latency import measure_latency
 from .memory import PeakMemoryMonitor
 from .perplexity import evaluate_perplexity, make_windows, windows_perplexity
 from .ppl_data import PerplexityText, load_perplexity_text
-from .results import NOT_MEASURED, ComparisonResults, EvaluationResults, LatencyRecord
+from .results import NOT_MEASURED, ComparisonResults, EvaluationResults, LatencyRecord, load_results
+from .settings import EvaluationSettings, LatencySettings, PerplexitySettings, ZeroShotSettings
 from .task_data import ZERO_SHOT_TASKS
 from .zero_shot import evaluate_zero_shot
 
@@ -20,14 +21,19 @@ __all__ = [
     "ZERO_SHOT_TASKS",
     "ComparisonResults",
     "EvaluationResults",
+    "EvaluationSettings",
     "LatencyRecord",
+    "LatencySettings",
     "PeakMemoryMonitor",
+    "PerplexitySettings",
     "PerplexityText",
+    "ZeroShotSettings",
     "compare_models",
     "evaluate_model",
     "evaluate_perplexity",
     "evaluate_zero_shot",
     "load_perplexity_text",
+    "load_results",
     "make_windows",
     "measure_latency",
     "windows_perplexity",

@@ -1,26 +1,31 @@
 """One call for everything: perplexity, zero-shot accuracy and latency of a model, or of dense vs pruned.
 
-This module only orchestrates; the measurements live in :mod:`.perplexity`, :mod:`.zero_shot` and :mod:`.latency`.
-A section is measured only when asked for (``perplexity_datasets``/``zero_shot_tasks``/``latency_batch_sizes`` not
-empty); the others stay empty and render as "not measured".
+This module only orchestrates; the measurements live in :mod:`.perplexity`, :mod:`.zero_shot` and :mod:`.latency`,
+and what to measure is one :class:`~.settings.EvaluationSettings`. A section is measured only when its settings are
+given; the others stay empty and render as "not measured".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
-from collections.abc import Sequence
-from typing import Any
 
-from ..architectures import unwrap_model
-from ..scoring import count_parameters
+from ..architectures import count_parameters, unwrap_model
+from ..errors import ConfigError
 from .latency import measure_latency
 from .perplexity import evaluate_perplexity
-from .ppl_data import PerplexityText
 from .results import ComparisonResults, EvaluationResults
+from .settings import EvaluationSettings
 from .zero_shot import evaluate_zero_shot
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["compare_models", "evaluate_model"]
+
+
+def _kwargs(settings) -> dict:
+    """A settings dataclass as keyword arguments (shallow: corpus objects stay objects)."""
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
 
 
 def _model_name(model, name: str | None) -> str:
@@ -29,76 +34,38 @@ def _model_name(model, name: str | None) -> str:
     return str(getattr(unwrap_model(model).config, "_name_or_path", "") or type(model).__name__)
 
 
-def _quality(
-    model,
-    tokenizer,
-    name: str,
-    perplexity_datasets: Sequence[str | PerplexityText],
-    perplexity_kwargs: dict[str, Any],
-    zero_shot_tasks: Sequence[str],
-    zero_shot_kwargs: dict[str, Any],
-    data_dir: str | os.PathLike | None,
-) -> EvaluationResults:
+def _quality(model, tokenizer, name: str, settings: EvaluationSettings) -> EvaluationResults:
     results = EvaluationResults(model_name=name, num_parameters=count_parameters(unwrap_model(model)))
-    if perplexity_datasets:
+    if settings.perplexity is not None:
         results.perplexity, results.perplexity_settings = evaluate_perplexity(
-            model, tokenizer, datasets=perplexity_datasets, data_dir=data_dir, **perplexity_kwargs
+            model, tokenizer, data_dir=settings.data_dir, **_kwargs(settings.perplexity)
         )
-    if zero_shot_tasks:
+    if settings.zero_shot is not None:
         results.zero_shot, results.zero_shot_settings = evaluate_zero_shot(
-            model, tokenizer, tasks=zero_shot_tasks, data_dir=data_dir, **zero_shot_kwargs
+            model, tokenizer, data_dir=settings.data_dir, **_kwargs(settings.zero_shot)
         )
     return results
 
 
 def evaluate_model(
-    model,
-    tokenizer,
-    name: str | None = None,
-    perplexity_datasets: Sequence[str | PerplexityText] = ("wikitext2",),
-    zero_shot_tasks: Sequence[str] = (),
-    latency_batch_sizes: Sequence[int] = (),
-    latency_new_tokens: Sequence[int] = (128,),
-    data_dir: str | os.PathLike | None = None,
-    perplexity_kwargs: dict[str, Any] | None = None,
-    zero_shot_kwargs: dict[str, Any] | None = None,
-    latency_kwargs: dict[str, Any] | None = None,
+    model, tokenizer, settings: EvaluationSettings | None = None, name: str | None = None
 ) -> EvaluationResults:
     """Measures one model.
 
     Args:
         model: A causal LM.
         tokenizer: Its tokenizer.
+        settings: What to measure and how (default: WikiText-2 perplexity on 128-token windows).
         name: Name in the results (default: the config's ``_name_or_path``).
-        perplexity_datasets: Corpora for :func:`~.perplexity.evaluate_perplexity` (empty to skip).
-        zero_shot_tasks: Tasks for :func:`~.zero_shot.evaluate_zero_shot` (empty to skip; all seven are in
-            ``optimum_depth.evaluation.ZERO_SHOT_TASKS``).
-        latency_batch_sizes: Batch sizes for :func:`~.latency.measure_latency` (empty to skip).
-        latency_new_tokens: Output lengths for the latency grid.
-        data_dir: Local data directory for perplexity and zero-shot.
-        perplexity_kwargs: More arguments of ``evaluate_perplexity`` (``seq_len``, ``bos``, ``max_windows``, ...).
-        zero_shot_kwargs: More arguments of ``evaluate_zero_shot`` (``limit``, ``batch_size``, ``task_files``, ...).
-        latency_kwargs: More arguments of ``measure_latency`` (``warmup``, ``repeats``, ``prompt_len``, ...).
 
     Returns:
         The :class:`EvaluationResults`.
     """
-    name = _model_name(model, name)
-    results = _quality(
-        model,
-        tokenizer,
-        name,
-        perplexity_datasets,
-        perplexity_kwargs or {},
-        zero_shot_tasks,
-        zero_shot_kwargs or {},
-        data_dir,
-    )
-    if latency_batch_sizes:
-        records, settings = measure_latency(
-            model, tokenizer, batch_sizes=latency_batch_sizes, new_tokens=latency_new_tokens, **(latency_kwargs or {})
-        )
-        results.latency, results.latency_settings = records["model"], settings
+    settings = settings or EvaluationSettings()
+    results = _quality(model, tokenizer, _model_name(model, name), settings)
+    if settings.latency is not None:
+        records, latency_settings = measure_latency(model, tokenizer, **_kwargs(settings.latency))
+        results.latency, results.latency_settings = records["model"], latency_settings
     return results
 
 
@@ -106,39 +73,34 @@ def compare_models(
     dense,
     pruned,
     tokenizer,
+    settings: EvaluationSettings | None = None,
     dense_name: str | None = None,
     pruned_name: str | None = None,
-    perplexity_datasets: Sequence[str | PerplexityText] = ("wikitext2",),
-    zero_shot_tasks: Sequence[str] = (),
-    latency_batch_sizes: Sequence[int] = (1,),
-    latency_new_tokens: Sequence[int] = (128,),
-    data_dir: str | os.PathLike | None = None,
-    perplexity_kwargs: dict[str, Any] | None = None,
-    zero_shot_kwargs: dict[str, Any] | None = None,
-    latency_kwargs: dict[str, Any] | None = None,
 ) -> ComparisonResults:
     """Measures a dense model and its pruned version with identical settings; latency runs interleaved.
 
-    Arguments are those of :func:`evaluate_model`, applied to both models (which share the tokenizer).
+    Args:
+        dense: The original model.
+        pruned: The pruned model (sharing the tokenizer).
+        tokenizer: Their tokenizer.
+        settings: What to measure and how (default: WikiText-2 perplexity on 128-token windows).
+        dense_name: Name of the dense model in the results.
+        pruned_name: Name of the pruned model (default: ``"<dense name> (pruned)"``).
 
     Returns:
         The :class:`ComparisonResults` (speed-ups, ideal speed-up, PPL ratios, zero-shot retention).
     """
+    settings = settings or EvaluationSettings()
     dense_name = _model_name(dense, dense_name)
     pruned_name = pruned_name or f"{dense_name} (pruned)"
     if dense_name == pruned_name:
-        raise ValueError(f"Dense and pruned models need distinct names, both are {dense_name!r}.")
-    args = (perplexity_datasets, perplexity_kwargs or {}, zero_shot_tasks, zero_shot_kwargs or {}, data_dir)
-    dense_results = _quality(dense, tokenizer, dense_name, *args)
-    pruned_results = _quality(pruned, tokenizer, pruned_name, *args)
-    if latency_batch_sizes:
-        records, settings = measure_latency(
-            {"dense": dense, "pruned": pruned},
-            tokenizer,
-            batch_sizes=latency_batch_sizes,
-            new_tokens=latency_new_tokens,
-            **(latency_kwargs or {}),
+        raise ConfigError(f"Dense and pruned models need distinct names, both are {dense_name!r}.")
+    dense_results = _quality(dense, tokenizer, dense_name, settings)
+    pruned_results = _quality(pruned, tokenizer, pruned_name, settings)
+    if settings.latency is not None:
+        records, latency_settings = measure_latency(
+            {"dense": dense, "pruned": pruned}, tokenizer, **_kwargs(settings.latency)
         )
         dense_results.latency, pruned_results.latency = records["dense"], records["pruned"]
-        dense_results.latency_settings = pruned_results.latency_settings = settings
+        dense_results.latency_settings = pruned_results.latency_settings = latency_settings
     return ComparisonResults(dense=dense_results, pruned=pruned_results)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError, DataError
 from .memory import PeakMemoryMonitor
 from .results import LatencyRecord
 
@@ -46,10 +47,10 @@ def make_prompt_ids(
     """
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"][0]
     if ids.numel() == 0:
-        raise ValueError("The prompt tokenizes to no tokens.")
+        raise DataError("The prompt tokenizes to no tokens.")
     if prompt_len is not None:
         if prompt_len < 1:
-            raise ValueError(f"`prompt_len` must be positive, got {prompt_len}.")
+            raise ConfigError(f"`prompt_len` must be positive, got {prompt_len}.")
         ids = ids.repeat((prompt_len + ids.numel() - 1) // ids.numel())[:prompt_len]
     return ids.unsqueeze(0).repeat(batch_size, 1)
 
@@ -124,14 +125,14 @@ def measure_latency(
     """
     named = dict(models) if isinstance(models, Mapping) else {"model": models}
     if not named:
-        raise ValueError("No model to measure.")
+        raise ConfigError("No model to measure.")
     if not batch_sizes or not new_tokens or min(batch_sizes) < 1 or min(new_tokens) < 1:
-        raise ValueError(f"Batch sizes {list(batch_sizes)} and output lengths {list(new_tokens)} must be positive.")
+        raise ConfigError(f"Batch sizes {list(batch_sizes)} and output lengths {list(new_tokens)} must be positive.")
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"Need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+        raise ConfigError(f"Need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
     devices = {str(_model_device(m)) for m in named.values()}
     if len(devices) != 1:
-        raise ValueError(f"All models must be on one device to be compared, got {sorted(devices)}.")
+        raise ConfigError(f"All models must be on one device to be compared, got {sorted(devices)}.")
     device = _model_device(next(iter(named.values())))
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for model in named.values():

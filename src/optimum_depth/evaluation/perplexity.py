@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError, DataError
 from .ppl_data import PerplexityText, load_perplexity_text
 
 logger = logging.getLogger(__name__)
@@ -55,19 +56,19 @@ def make_windows(
         ValueError: If ``bos`` is unknown, a BOS token is needed but missing, or the stream is shorter than a window.
     """
     if bos not in BOS_MODES:
-        raise ValueError(f"`bos` must be one of {BOS_MODES}, got {bos!r}.")
+        raise ConfigError(f"`bos` must be one of {BOS_MODES}, got {bos!r}.")
     if seq_len < 2:
-        raise ValueError(f"`seq_len` must be at least 2, got {seq_len}.")
+        raise ConfigError(f"`seq_len` must be at least 2, got {seq_len}.")
     if bos != "none" and bos_token_id is None:
-        raise ValueError(f"bos={bos!r} needs a BOS token but the tokenizer has none; pass bos='none'.")
+        raise ConfigError(f"bos={bos!r} needs a BOS token but the tokenizer has none; pass bos='none'.")
     if max_windows is not None and max_windows < 1:
-        raise ValueError(f"`max_windows` must be positive, got {max_windows}.")
+        raise ConfigError(f"`max_windows` must be positive, got {max_windows}.")
     ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
     if bos == "first":
         ids = torch.cat([torch.tensor([bos_token_id], dtype=torch.long), ids])
     num_windows = ids.numel() // seq_len
     if num_windows == 0:
-        raise ValueError(f"The text has {ids.numel()} tokens, fewer than one window of seq_len={seq_len}.")
+        raise DataError(f"The text has {ids.numel()} tokens, fewer than one window of seq_len={seq_len}.")
     if max_windows is not None:
         num_windows = min(num_windows, max_windows)
     windows = ids[: num_windows * seq_len].view(num_windows, seq_len)
@@ -106,7 +107,7 @@ def windows_perplexity(model, windows: torch.Tensor, batch_size: int = 8, desc: 
         ``{"perplexity", "nll", "num_windows", "num_predicted_tokens"}`` (``nll`` = mean token NLL in nats).
     """
     if batch_size < 1:
-        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+        raise ConfigError(f"`batch_size` must be positive, got {batch_size}.")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -162,14 +163,14 @@ def evaluate_perplexity(
             and windowed before any model forward pass.
     """
     if bos not in BOS_MODES:
-        raise ValueError(f"`bos` must be one of {BOS_MODES}, got {bos!r}.")
+        raise ConfigError(f"`bos` must be one of {BOS_MODES}, got {bos!r}.")
     texts = [
         d if isinstance(d, PerplexityText) else load_perplexity_text(d, data_dir=data_dir, source=source)
         for d in datasets
     ]
     names = [t.name for t in texts]
     if len(set(names)) != len(names):
-        raise ValueError(f"Perplexity corpus names must be distinct, got {names}.")
+        raise ConfigError(f"Perplexity corpus names must be distinct, got {names}.")
     prepared = []
     for text in texts:
         ids = tokenizer(text.text, add_special_tokens=False, verbose=False)["input_ids"]

@@ -13,6 +13,7 @@ Each corpus becomes one string, built the way the papers build it:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import default_data_dir, iter_jsonl
+from ..data import default_data_dir, hub_reachable, iter_jsonl, read_text
+from ..errors import ConfigError, DataError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -48,33 +50,31 @@ class PerplexityText:
 
 
 def _read_json_rows(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            rows = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from err
+    try:
+        rows = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{str(path)!r} is not valid JSON: {err}") from err
     if not isinstance(rows, list) or not all(isinstance(r, str) for r in rows):
-        raise ValueError(f"{str(path)!r} must be a JSON list of strings (the HF `text` rows).")
+        raise DataError(f"{str(path)!r} must be a JSON list of strings (the HF `text` rows).")
     return rows
 
 
 def _read_wikitext_rows(path: Path) -> list[str]:
     if path.suffix == ".json":
         return _read_json_rows(path)
-    with open(path, encoding="utf-8") as handle:  # wiki.test.raw: one HF row per line, newline kept as in HF
-        return [line if line.strip() else "" for line in handle]
+    # wiki.test.raw: one HF row per line, newline kept as in HF
+    return [line if line.strip() else "" for line in io.StringIO(read_text(path))]
 
 
 def _read_ptb_sentences(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        return [line.strip() for line in handle if line.strip()]
+    return [line.strip() for line in read_text(path).split("\n") if line.strip()]
 
 
 def _read_c4_documents(path: Path) -> list[str]:
     documents = []
     for number, record in iter_jsonl(path):
         if not isinstance(record, dict) or "text" not in record:
-            raise ValueError(f"{str(path)!r} line {number} has no `text` field.")
+            raise DataError(f"{str(path)!r} line {number} has no `text` field.")
         documents.append(str(record["text"]))
         if len(documents) == C4_NUM_DOCUMENTS:
             break
@@ -83,7 +83,7 @@ def _read_c4_documents(path: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class _CorpusSpec:
-    local_file: str
+    local_files: tuple[str, ...]
     read: Callable[[Path], list[str]]
     hub_args: tuple[Any, ...]
     hub_kwargs: dict[str, Any]
@@ -93,17 +93,17 @@ class _CorpusSpec:
 
 CORPORA: dict[str, _CorpusSpec] = {
     "wikitext2": _CorpusSpec(
-        "wikitext2/wikitext2_test_hf_rows.json",
+        ("wikitext2/wikitext2_test_hf_rows.json", "wikitext2/wiki.test.raw"),
         _read_wikitext_rows,
         ("wikitext", "wikitext-2-raw-v1"),
         {"split": "test"},
         "text",
     ),
     "ptb": _CorpusSpec(
-        "ptb/ptb.test.txt", _read_ptb_sentences, ("ptb_text_only", "penn_treebank"), {"split": "test"}, "sentence"
+        ("ptb/ptb.test.txt",), _read_ptb_sentences, ("ptb_text_only", "penn_treebank"), {"split": "test"}, "sentence"
     ),
     "c4": _CorpusSpec(
-        "c4/c4_validation_2k.jsonl",
+        ("c4/c4_validation_2k.jsonl",),
         _read_c4_documents,
         ("allenai/c4",),
         {"data_files": {"validation": "en/c4-validation.00000-of-00008.json.gz"}, "split": "validation"},
@@ -139,7 +139,8 @@ def load_perplexity_text(
         name: ``"wikitext2"``, ``"ptb"`` or ``"c4"``.
         path: A file to read instead of the default one (same format: HF rows JSON or raw text for WikiText-2, text
             lines for PTB, jsonl with ``text`` for C4). Use ``ptb/ptb.valid.txt`` for LLM-Pruner's PTB split.
-        data_dir: Data directory holding the default files (default: :func:`optimum_depth.data.default_data_dir`).
+        data_dir: Data directory holding the default files (default: :func:`optimum_depth.data.default_data_dir`);
+            every documented file name of the corpus is tried (WikiText-2: the HF rows JSON, then ``wiki.test.raw``).
         source: ``"local"`` (files only), ``"hub"`` (``datasets.load_dataset``) or ``"auto"`` (local file when it
             exists, else the Hub).
         join: String joining the rows (default: :data:`DEFAULT_JOIN`; ``"\\n\\n"`` for PTB reproduces Shortened
@@ -149,37 +150,44 @@ def load_perplexity_text(
         The :class:`PerplexityText`.
 
     Raises:
-        ValueError: If the corpus name or ``source`` is unknown, or the file is malformed or empty.
-        FileNotFoundError: If ``source="local"`` and the file does not exist.
+        ConfigError: If the corpus name or ``source`` is unknown.
+        DataError: If the file is malformed or holds no text.
+        DataNotFoundError: If no local file exists (every path tried is named) and the Hub is not used or not
+            reachable.
     """
     if name not in CORPORA:
-        raise ValueError(f"Unknown perplexity corpus {name!r}; expected one of {sorted(CORPORA)}.")
+        raise ConfigError(f"Unknown perplexity corpus {name!r}; expected one of {sorted(CORPORA)}.")
     if source not in ("auto", "local", "hub"):
-        raise ValueError(f"`source` must be 'auto', 'local' or 'hub', got {source!r}.")
+        raise ConfigError(f"`source` must be 'auto', 'local' or 'hub', got {source!r}.")
     if path is not None and source == "hub":
-        raise ValueError("Pass either `path=` (a local file) or source='hub', not both.")
+        raise ConfigError("Pass either `path=` (a local file) or source='hub', not both.")
     spec = CORPORA[name]
     join = DEFAULT_JOIN[name] if join is None else join
-    file: Path | None = Path(path) if path is not None else None
-    if file is None and source != "hub":
-        root = Path(data_dir) if data_dir is not None else default_data_dir()
-        file = root / spec.local_file if root is not None else None
     if path is not None and not Path(path).is_file():
-        raise FileNotFoundError(f"Perplexity data file {os.fspath(path)!r} does not exist.")
+        raise DataNotFoundError(f"Perplexity data file {os.fspath(path)!r} does not exist.")
+    tried: list[Path] = []
+    if path is not None:
+        tried = [Path(path)]
+    elif source != "hub":
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        tried = [root / relative for relative in spec.local_files] if root is not None else []
+    file = next((f for f in tried if f.is_file() and f.stat().st_size > 0), None)
 
-    if source != "hub" and file is not None and file.is_file():
+    if file is not None:
         rows = spec.read(file)
         provenance: dict[str, Any] = {"path": str(file)}
-    elif source == "local":
-        raise FileNotFoundError(
-            f"No local {name} file (looked for {str(file) if file else spec.local_file!r}); pass `path=` or "
-            "`data_dir=`, set $OPTIMUM_DEPTH_DATA_DIR, or use source='hub'."
+    elif source == "local" or (source == "auto" and not hub_reachable()):
+        looked = ", ".join(repr(str(f)) for f in tried) or f"{spec.local_files} (no data folder found)"
+        raise DataNotFoundError(
+            f"No local {name} data: tried {looked} (missing or empty), and "
+            f"{'source is local' if source == 'local' else 'the Hub is not reachable'}. Pass `path=` or "
+            "`data_dir=` (--data-dir), or set $OPTIMUM_DEPTH_DATA_DIR."
         )
     else:
         logger.info("Loading %s from the Hub (%s).", name, spec.hub_args)
         rows = _rows_from_hub(spec)
         provenance = {"hub": list(spec.hub_args), **{k: v for k, v in spec.hub_kwargs.items()}}
     if not any(r.strip() for r in rows):
-        raise ValueError(f"The {name} data ({provenance}) holds no text.")
+        raise DataError(f"The {name} data ({provenance}) holds no text.")
     provenance.update({"rows": len(rows), "join": join})
     return PerplexityText(name=name, text=join.join(rows), source=provenance, max_windows=spec.max_windows)

@@ -1,59 +1,36 @@
 """Result objects of an evaluation: one model (:class:`EvaluationResults`) or dense vs pruned (:class:`ComparisonResults`).
 
 They hold measured values only. A section that was not measured stays empty and renders as "not measured"; nothing
-is ever filled in. Both serialise to JSON (``to_json``/``from_json``) and render markdown tables (``to_markdown``),
-which the model-card generator consumes.
+is ever filled in. Both follow the library's persistence convention (``save_pretrained`` / ``from_pretrained``,
+``to_dict`` / ``from_dict``, see :mod:`optimum_depth.persistence`); :func:`load_results` reads either kind from a file
+or folder. Both render markdown tables (``to_markdown``), which the model-card generator consumes.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
 
-from ..version import __version__
+from ..constants import RESULTS_NAME
+from ..errors import DataError
+from ..persistence import JsonRecord, read_json_object
 from .markdown import (
     NOT_MEASURED,
     comparison_markdown,
     evaluation_markdown,
-    latency_table,
-    perplexity_table,
-    zero_shot_table,
 )
 
-__all__ = ["NOT_MEASURED", "ComparisonResults", "EvaluationResults", "LatencyRecord"]
-
-
-def _load_json_text(text_or_path: str | os.PathLike) -> dict[str, Any]:
-    text = os.fspath(text_or_path)
-    if not text.lstrip().startswith("{"):
-        if not os.path.isfile(text):
-            raise FileNotFoundError(f"Results file {text!r} does not exist (and the argument is not JSON text).")
-        with open(text, encoding="utf-8") as handle:
-            text = handle.read()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Evaluation results are not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError("Evaluation results JSON must be an object.")
-    return data
-
-
-def _write_text(text: str, path: str | os.PathLike | None) -> None:
-    if path is not None:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+__all__ = ["NOT_MEASURED", "ComparisonResults", "EvaluationResults", "LatencyRecord", "load_results"]
 
 
 def _check_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
-    data = {k: v for k, v in data.items() if k != "optimum_depth_version"}
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"Unknown {cls.__name__} fields {unknown}; expected a subset of {sorted(known)}.")
+        raise DataError(f"Unknown {cls.__name__} fields {unknown}; expected a subset of {sorted(known)}.")
     return data
 
 
@@ -92,7 +69,7 @@ class LatencyRecord:
 
 
 @dataclass
-class EvaluationResults:
+class EvaluationResults(JsonRecord):
     """Everything measured about one model.
 
     Args:
@@ -117,6 +94,9 @@ class EvaluationResults:
     latency_settings: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    file_name: ClassVar[str] = RESULTS_NAME
+    required_keys: ClassVar[tuple[str, ...]] = ("model_name",)
+
     def __post_init__(self) -> None:
         self.latency = [r if isinstance(r, LatencyRecord) else LatencyRecord.from_dict(r) for r in self.latency]
 
@@ -135,53 +115,6 @@ class EvaluationResults:
                 return record
         return None
 
-    # ------------------------------------------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the results as a JSON-serialisable dict."""
-        data = asdict(self)
-        data["optimum_depth_version"] = __version__
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvaluationResults:
-        """Builds results from :meth:`to_dict` output.
-
-        Raises:
-            ValueError: If ``model_name`` is missing or a field is unknown.
-        """
-        data = _check_keys(cls, dict(data))
-        if "model_name" not in data:
-            raise ValueError("Evaluation results need a `model_name`.")
-        return cls(**data)
-
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """Serialises to JSON, and writes it to ``path`` when given.
-
-        Returns:
-            The JSON text.
-        """
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        _write_text(text, path)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> EvaluationResults:
-        """Parses results from JSON text or a file written by :meth:`to_json`."""
-        return cls.from_dict(_load_json_text(text_or_path))
-
-    # ----------------------------------------------------------------------------------------------------- markdown
-    def perplexity_markdown(self) -> str:
-        """Markdown table of the perplexities, or a "not measured" line."""
-        return perplexity_table(self)
-
-    def zero_shot_markdown(self) -> str:
-        """Markdown table of zero-shot accuracies (percent), or a "not measured" line."""
-        return zero_shot_table(self)
-
-    def latency_markdown(self) -> str:
-        """Markdown table of generation latency, or a "not measured" line."""
-        return latency_table(self)
-
     def to_markdown(self) -> str:
         """Renders all sections as markdown (unmeasured sections say so)."""
         return evaluation_markdown(self)
@@ -194,7 +127,7 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 @dataclass
-class ComparisonResults:
+class ComparisonResults(JsonRecord):
     """Dense vs pruned model, measured side by side (same data, settings and, for latency, interleaved runs).
 
     Args:
@@ -206,6 +139,10 @@ class ComparisonResults:
     dense: EvaluationResults
     pruned: EvaluationResults
     extra: dict[str, Any] = field(default_factory=dict)
+
+    file_name: ClassVar[str] = RESULTS_NAME
+    required_keys: ClassVar[tuple[str, ...]] = ("dense", "pruned")
+    derived_keys: ClassVar[tuple[str, ...]] = ("derived",)
 
     def __post_init__(self) -> None:
         if isinstance(self.dense, dict):
@@ -268,8 +205,8 @@ class ComparisonResults:
                 out[task] = other[metric] / metrics[metric]
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict: both models plus the derived ratios (recomputed on load, never trusted)."""
+    def _fields_to_dict(self) -> dict[str, Any]:
+        """Both models plus the derived ratios (written for readers, recomputed on load, never trusted)."""
         return {
             "dense": self.dense.to_dict(),
             "pruned": self.pruned.to_dict(),
@@ -280,36 +217,47 @@ class ComparisonResults:
                 "perplexity_ratios": self.perplexity_ratios(),
                 "zero_shot_retention": self.zero_shot_retention(),
             },
-            "optimum_depth_version": __version__,
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ComparisonResults:
-        """Builds a comparison from :meth:`to_dict` output (derived values are recomputed).
-
-        Raises:
-            ValueError: If ``dense`` or ``pruned`` is missing.
-        """
-        missing = [k for k in ("dense", "pruned") if k not in data]
-        if missing:
-            raise ValueError(f"Comparison results are missing {missing}.")
+    def _fields_from_dict(cls, data: dict[str, Any]) -> ComparisonResults:
         return cls(
             dense=EvaluationResults.from_dict(data["dense"]),
             pruned=EvaluationResults.from_dict(data["pruned"]),
             extra=dict(data.get("extra", {})),
         )
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """Serialises to JSON, and writes it to ``path`` when given. Returns the JSON text."""
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        _write_text(text, path)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> ComparisonResults:
-        """Parses a comparison from JSON text or a file written by :meth:`to_json`."""
-        return cls.from_dict(_load_json_text(text_or_path))
-
     def to_markdown(self) -> str:
         """Renders the comparison as markdown tables (unmeasured sections say so)."""
         return comparison_markdown(self)
+
+
+RESULT_TYPES: dict[str, type[EvaluationResults] | type[ComparisonResults]] = {
+    "EvaluationResults": EvaluationResults,
+    "ComparisonResults": ComparisonResults,
+}
+
+
+def load_results(path: str | os.PathLike) -> EvaluationResults | ComparisonResults:
+    """Reads evaluation results of either kind from a file or a folder holding ``evaluation_results.json``.
+
+    The kind is the file's ``record_type`` (files of older versions: a comparison has ``dense`` and ``pruned``).
+
+    Args:
+        path: The JSON file, or its folder.
+
+    Returns:
+        :class:`EvaluationResults` or :class:`ComparisonResults`.
+
+    Raises:
+        DataNotFoundError: If the file does not exist.
+        DataError: If it is not valid JSON or not results.
+    """
+    file = Path(path) / RESULTS_NAME if Path(path).is_dir() else Path(path)
+    data = read_json_object(file, "evaluation results")
+    kind = data.get("record_type") or (
+        "ComparisonResults" if {"dense", "pruned"} <= set(data) else "EvaluationResults"
+    )
+    if kind not in RESULT_TYPES:
+        raise DataError(f"{str(file)!r} holds a {kind!r} record, not evaluation results.")
+    return RESULT_TYPES[kind].from_pretrained(file)

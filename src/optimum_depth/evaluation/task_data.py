@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import iter_jsonl
+from ..errors import ConfigError, DataError, DataNotFoundError
 
 Record = dict[str, Any]
 
@@ -31,17 +32,17 @@ def _read_jsonl(path: Path) -> list[Record]:
     records = []
     for number, record in iter_jsonl(path):
         if not isinstance(record, dict):
-            raise ValueError(f"{str(path)!r} line {number} is not a JSON object.")
+            raise DataError(f"{str(path)!r} line {number} is not a JSON object.")
         records.append(record)
     if not records:
-        raise ValueError(f"{str(path)!r} holds no records.")
+        raise DataError(f"{str(path)!r} holds no records.")
     return records
 
 
 def _require(record: Record, keys: tuple[str, ...], path: Path, number: int) -> None:
     missing = [k for k in keys if k not in record]
     if missing:
-        raise ValueError(f"{str(path)!r} record {number} lacks field(s) {missing}.")
+        raise DataError(f"{str(path)!r} record {number} lacks field(s) {missing}.")
 
 
 def _labels_beside(path: Path) -> list[str] | None:
@@ -57,15 +58,15 @@ def _attach_labels(records: list[Record], path: Path, key: str) -> None:
     labels = _labels_beside(path)
     if labels is None:
         if any(key not in r for r in records):
-            raise ValueError(f"{str(path)!r} has no `{key}` field and no {path.stem}-labels.lst beside it.")
+            raise DataError(f"{str(path)!r} has no `{key}` field and no {path.stem}-labels.lst beside it.")
         return
     if len(labels) != len(records):
-        raise ValueError(
+        raise DataError(
             f"{path.stem}-labels.lst has {len(labels)} labels for {len(records)} records in {str(path)!r}."
         )
     for number, (record, label) in enumerate(zip(records, labels, strict=True), 1):
         if key in record and str(record[key]) != label:
-            raise ValueError(
+            raise DataError(
                 f"{str(path)!r} record {number}: `{key}`={record[key]!r} but the labels file says {label!r}."
             )
         record[key] = label
@@ -86,7 +87,7 @@ def read_boolq(path: Path) -> list[Record]:
         _require(row, ("question", "passage", "label"), path, number)
         label = _BOOLQ_LABELS.get(str(row["label"]).strip().lower())
         if label is None:
-            raise ValueError(f"{str(path)!r} record {number}: label {row['label']!r} is not 0/1/true/false.")
+            raise DataError(f"{str(path)!r} record {number}: label {row['label']!r} is not 0/1/true/false.")
         records.append({"question": row["question"], "passage": row["passage"], "label": label})
     return records
 
@@ -106,7 +107,7 @@ def read_winogrande(path: Path) -> list[Record]:
     for number, record in enumerate(records, 1):
         _require(record, ("sentence", "option1", "option2"), path, number)
         if "_" not in record["sentence"]:
-            raise ValueError(f"{str(path)!r} record {number}: the sentence has no `_` blank.")
+            raise DataError(f"{str(path)!r} record {number}: the sentence has no `_` blank.")
     _attach_labels(records, path, "answer")
     return [
         {k: (str(r[k]) if k == "answer" else r[k]) for k in ("sentence", "option1", "option2", "answer")}
@@ -127,9 +128,7 @@ def _read_question_choices(path: Path, question_key: str) -> list[Record]:
             _require(record, (question_key, "choices"), path, number)
             stem, choices = record[question_key], record["choices"]
         if str(record["answerKey"]).strip() not in choices["label"]:
-            raise ValueError(
-                f"{str(path)!r} record {number}: answerKey {record['answerKey']!r} is not a choice label."
-            )
+            raise DataError(f"{str(path)!r} record {number}: answerKey {record['answerKey']!r} is not a choice label.")
         records.append(
             {
                 "id": record.get("id", str(number)),
@@ -170,12 +169,12 @@ def read_hellaswag(path: Path) -> list[Record]:
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines or len(lines) % 6:
-        raise ValueError(f"{str(path)!r} has {len(lines)} lines; the llama.cpp HellaSwag format has 6 per item.")
+        raise DataError(f"{str(path)!r} has {len(lines)} lines; the llama.cpp HellaSwag format has 6 per item.")
     records = []
     for start in range(0, len(lines), 6):
         context, gold, *endings = lines[start : start + 6]
         if gold.strip() not in ("0", "1", "2", "3"):
-            raise ValueError(f"{str(path)!r} line {start + 2}: gold index {gold!r} is not 0-3.")
+            raise DataError(f"{str(path)!r} line {start + 2}: gold index {gold!r} is not 0-3.")
         records.append({"query": preprocess(context), "choices": [preprocess(e) for e in endings], "label": int(gold)})
     return records
 
@@ -230,7 +229,7 @@ def resolve_task_files(
     task_files = dict(task_files or {})
     unknown = sorted(set(tasks).union(task_files) - set(ZERO_SHOT_TASKS))
     if unknown:
-        raise ValueError(f"Unknown zero-shot task(s) {unknown}; expected names from {list(ZERO_SHOT_TASKS)}.")
+        raise ConfigError(f"Unknown zero-shot task(s) {unknown}; expected names from {list(ZERO_SHOT_TASKS)}.")
     root = Path(data_dir) if data_dir is not None else None
     files = {}
     for task in tasks:
@@ -239,12 +238,12 @@ def resolve_task_files(
         else:
             root = root if root is not None else default_data_dir()
             if root is None:
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f"No data directory for task {task!r}: pass `data_dir=` or `task_files=`, or set $OPTIMUM_DEPTH_DATA_DIR."
                 )
             file = root / ZERO_SHOT_TASKS[task].local_file
         if not file.is_file():
-            raise FileNotFoundError(f"Data file of zero-shot task {task!r} not found: {str(file)!r}.")
+            raise DataNotFoundError(f"Data file of zero-shot task {task!r} not found: {str(file)!r}.")
         files[task] = file
     return files
 

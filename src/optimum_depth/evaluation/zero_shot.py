@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .task_data import ZERO_SHOT_TASKS, resolve_task_files, write_task_data
 
 logger = logging.getLogger(__name__)
@@ -129,12 +130,12 @@ def evaluate_zero_shot(
         ImportError: If lm-eval is not installed (``pip install optimum-depth[eval]``).
     """
     if source not in ("local", "hub"):
-        raise ValueError(f"`source` must be 'local' or 'hub', got {source!r}.")
+        raise ConfigError(f"`source` must be 'local' or 'hub', got {source!r}.")
     if limit is not None and (limit <= 0 or (isinstance(limit, float) and limit > 1)):
-        raise ValueError(f"`limit` must be a positive int or a fraction in (0, 1], got {limit!r}.")
+        raise ConfigError(f"`limit` must be a positive int or a fraction in (0, 1], got {limit!r}.")
     tasks = list(tasks)
     if not tasks:
-        raise ValueError("No zero-shot tasks given.")
+        raise ConfigError("No zero-shot tasks given.")
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager

@@ -11,6 +11,7 @@ A sublayer-pruned checkpoint uses the ``pruned_<type>`` model type of these clas
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from transformers import (
@@ -27,10 +28,67 @@ from transformers.configuration_utils import PreTrainedConfig
 
 PROVENANCE_KEYS = ("surviving_layers", "source_model", "source_num_hidden_layers", "pruning")
 SUBLAYER_KEYS = ("skipped_attention", "skipped_mlp")
-NO_ATTENTION_LAYER_TYPE = "mlp"
-"""``layer_types`` entry of a block whose attention was removed. transformers' caches give such a layer a
-``DummyLayer`` that stores nothing, and ``Cache.get_seq_length()`` / mask sizing then read the first block that still
-has attention (so removing block 0's attention keeps generation correct)."""
+NO_ATTENTION_LAYER_TYPE = "moe"
+"""``layer_types`` entry of a block whose attention was removed. It is the one entry transformers both accepts in any
+config (``PreTrainedConfig`` validates ``layer_types``; nemotron_h uses it for its attention-free layers) and treats
+as attention-free: every cache gives such a layer a ``DummyLayer`` that stores nothing, and ``Cache.get_seq_length()``
+/ mask sizing then read the first block that still has attention (so removing block 0's attention keeps generation
+correct). Because the entry is valid for plain transformers, a tool that reads the checkpoint's ``config.json``
+without the pruned classes (``AutoTokenizer``, a generic ``PreTrainedConfig``) does not reject it."""
+
+LEGACY_NO_ATTENTION_LAYER_TYPES = ("mlp",)
+"""Entries that marked attention-free blocks in checkpoints of optimum-depth 0.1; read as
+:data:`NO_ATTENTION_LAYER_TYPE`."""
+
+
+def provenance_problem(surviving_layers: Any, num_hidden_layers: int, source_num_hidden_layers: Any) -> str | None:
+    """What is wrong with a config's pruning provenance, or ``None`` when it is consistent.
+
+    Consistent means: ``source_num_hidden_layers`` is a positive integer (or absent), and ``surviving_layers`` (when
+    present) is a strictly increasing list of ``num_hidden_layers`` integers within the source model's blocks.
+
+    Args:
+        surviving_layers: ``config.surviving_layers``.
+        num_hidden_layers: ``config.num_hidden_layers``.
+        source_num_hidden_layers: ``config.source_num_hidden_layers``.
+
+    Returns:
+        A sentence naming the problem, or ``None``.
+    """
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    source = source_num_hidden_layers
+    if source is not None and (not is_int(source) or source < 1):
+        return f"source_num_hidden_layers={source!r} is not a positive integer"
+    if surviving_layers is None:
+        return None
+    source = num_hidden_layers if source is None else source
+    values = surviving_layers
+    if not isinstance(values, (list, tuple)) or not all(is_int(i) for i in values):
+        return f"surviving_layers={values!r} is not a list of integers"
+    if len(values) != num_hidden_layers:
+        return f"surviving_layers has {len(values)} entries for num_hidden_layers={num_hidden_layers}"
+    if any(values[i + 1] <= values[i] for i in range(len(values) - 1)):
+        return f"surviving_layers={list(values)} is not strictly increasing (duplicates or wrong order)"
+    if values and (values[0] < 0 or values[-1] >= source):
+        return f"surviving_layers={list(values)} names blocks outside the source model's {source} blocks"
+    return None
+
+
+def _current_layer_types(layer_types: list[str]) -> list[str]:
+    return [NO_ATTENTION_LAYER_TYPE if kind in LEGACY_NO_ATTENTION_LAYER_TYPES else kind for kind in layer_types]
+
+
+_FIRST_USE_HOOKS: list[Callable[[], None]] = []
+"""Called once, when the first pruned config is built (optimum_depth registers its model classes there, so that
+``import optimum_depth`` stays light; a copy of this file beside a checkpoint has none)."""
+
+
+def call_on_first_pruned_config(hook: Callable[[], None]) -> None:
+    """Runs ``hook`` when the first pruned config is built (at once if one was built already)."""
+    _FIRST_USE_HOOKS.append(hook)
 
 
 class PrunedConfigMixin:
@@ -53,11 +111,19 @@ class PrunedConfigMixin:
     skipped_mlp: list[int]
 
     def _init_pruned_fields(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        while _FIRST_USE_HOOKS:
+            _FIRST_USE_HOOKS.pop(0)()
+        if kwargs.get("layer_types") is not None:  # families without a `layer_types` field
+            kwargs["layer_types"] = _current_layer_types(kwargs["layer_types"])
+        current = getattr(self, "layer_types", None)
+        if current is not None:  # families with one (already set)
+            self.layer_types = _current_layer_types(current)
         for key in PROVENANCE_KEYS:
             setattr(self, key, kwargs.pop(key, getattr(self, key, None)))
         for key in SUBLAYER_KEYS:
             value = kwargs.pop(key, getattr(self, key, None))
             setattr(self, key, sorted(int(i) for i in (value or [])))
+        self.check_provenance()  # a config.json edited or corrupted by hand is refused on load
         return kwargs
 
     @property
@@ -89,8 +155,20 @@ class PrunedConfigMixin:
                     f"{self.skipped_attention}."
                 )
 
+    def check_provenance(self) -> None:
+        """Checks that ``surviving_layers`` and ``source_num_hidden_layers`` describe this model's blocks.
+
+        Raises:
+            ValueError: Naming the inconsistency (see :func:`provenance_problem`).
+        """
+        problem = provenance_problem(self.surviving_layers, self.num_hidden_layers, self.source_num_hidden_layers)
+        if problem is not None:
+            raise ValueError(f"Inconsistent pruning provenance in this config: {problem}.")
+
     def validate(self) -> None:
-        """Runs the family's validators (blocks without attention count as full attention there) and the layout check."""
+        """Runs the family's validators (blocks without attention count as full attention there), the layout check
+        and the provenance check."""
+        self.check_provenance()
         self.check_sublayer_layout()
         probe = copy.copy(self)
         layer_types = getattr(self, "layer_types", None)

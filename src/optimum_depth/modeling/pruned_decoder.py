@@ -6,7 +6,7 @@ sublayer-pruned checkpoint together with ``modeling_pruned.py`` (the per-family 
 * A block keeps the family's own attention, MLP and norm modules, so parameter names, weights and LoRA targets are
   those of the base model; a removed sublayer and its norm are ``None`` (no parameters, no zeroed weights).
 * Attention modules keep ``layer_idx`` = block position. A block without attention has the layer type
-  ``"mlp"`` in ``config.layer_types``; every transformers cache built from the config gives that slot a
+  ``"moe"`` (:data:`NO_ATTENTION_LAYER_TYPE`) in ``config.layer_types``; every transformers cache built from the config gives that slot a
   ``DummyLayer`` that stores nothing, and ``Cache.get_seq_length()`` / mask sizing then read the first block that
   still has attention. A lazily grown ``DynamicCache()`` passed by the user gets the same dummy slots before the
   first block runs. So ``generate()`` and manual ``DynamicCache`` decoding stay exact even without block 0's
@@ -59,7 +59,7 @@ class SublayerClasses:
 
 def block_layer_types(config) -> list[str]:
     """Layer type of every block: the config's ``layer_types`` or the family default, with attention-free blocks
-    marked ``"mlp"``.
+    marked :data:`NO_ATTENTION_LAYER_TYPE`.
 
     Args:
         config: A pruned config.

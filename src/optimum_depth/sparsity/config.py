@@ -6,14 +6,15 @@ checks the rest against a model before anything is changed.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 from ..config import DepthPruningConfig
-from ..version import __version__
+from ..constants import SPARSITY_CONFIG_NAME
+from ..errors import ConfigError
+from ..persistence import JsonRecord
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ DEFAULT_LEARNING_RATES = {"prodigy": 1.0, "adam": 1e-2}
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        raise ConfigError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
 
 
 def _check_number(name: str, value: Any, low: float, high: float, open_low: bool = True) -> None:
@@ -37,7 +38,7 @@ def _check_number(name: str, value: Any, low: float, high: float, open_low: bool
         ok = (value > low if open_low else value >= low) and value <= high
     if not ok:
         bracket = "(" if open_low else "["
-        raise ValueError(f"`{name}` must be a number in {bracket}{low}, {high}], got {value!r}.")
+        raise ConfigError(f"`{name}` must be a number in {bracket}{low}, {high}], got {value!r}.")
 
 
 def parse_structure(structure: str) -> tuple[int, int] | None:
@@ -53,11 +54,11 @@ def parse_structure(structure: str) -> tuple[int, int] | None:
         kept, group = int(parts[0]), int(parts[1])
         if 0 < kept < group:
             return kept, group
-    raise ValueError(f"`structure` must be 'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4'), got {structure!r}.")
+    raise ConfigError(f"`structure` must be 'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4'), got {structure!r}.")
 
 
 @dataclass
-class SparsityConfig:
+class SparsityConfig(JsonRecord):
     """Configuration of a weight-sparsity run (BESA, or the Wanda / magnitude baselines).
 
     Args:
@@ -112,46 +113,49 @@ class SparsityConfig:
     match_target: bool = field(default=True, metadata={"help": "BESA: tilt to hit the target exactly."})
     depth_pruning: DepthPruningConfig | None = field(default=None, metadata={"help": "Depth pruning run first."})
 
+    file_name: ClassVar[str] = SPARSITY_CONFIG_NAME
+    required_keys: ClassVar[tuple[str, ...]] = ("method", "sparsity")
+
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
+            raise ConfigError(f"`method` must be one of {METHODS}, got {self.method!r}.")
         _check_number("sparsity", self.sparsity, 0.0, 1.0)
         if self.sparsity >= 1.0:
-            raise ValueError("`sparsity` must be below 1 (a target of 1 would zero every weight).")
+            raise ConfigError("`sparsity` must be below 1 (a target of 1 would zero every weight).")
         if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"`allocation` must be one of {ALLOCATIONS}, got {self.allocation!r}.")
+            raise ConfigError(f"`allocation` must be one of {ALLOCATIONS}, got {self.allocation!r}.")
         pattern = parse_structure(self.structure)
         if pattern is not None:
             if self.method == "besa":
-                raise ValueError(
+                raise ConfigError(
                     "`structure` N:M fixes the sparsity of every group, so there is nothing for BESA to allocate; "
                     "use method='wanda' or 'magnitude' for N:M."
                 )
             implied = 1.0 - pattern[0] / pattern[1]
             if abs(self.sparsity - implied) > 1e-9:
-                raise ValueError(f"`structure`={self.structure!r} implies sparsity {implied}, got {self.sparsity}.")
+                raise ConfigError(f"`structure`={self.structure!r} implies sparsity {implied}, got {self.sparsity}.")
         if self.target_modules is not None:
             names = [] if isinstance(self.target_modules, str) else list(self.target_modules)
             if not names or not all(isinstance(n, str) and n for n in names):
-                raise ValueError(f"`target_modules` must be a non-empty list of names, got {self.target_modules!r}.")
+                raise ConfigError(f"`target_modules` must be a non-empty list of names, got {self.target_modules!r}.")
             self.target_modules = names
         for name in ("num_samples", "seq_len", "batch_size", "epochs"):
             _check_int(name, getattr(self, name), 2 if name == "seq_len" else 1)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+            raise ConfigError(f"`seed` must be an integer, got {self.seed!r}.")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+            raise ConfigError(f"`optimizer` must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
         if self.learning_rate is not None:
             _check_number("learning_rate", self.learning_rate, 0.0, math.inf)
         _check_number("sparsity_step", self.sparsity_step, 0.0, 0.5)
         if abs(1.0 / self.sparsity_step - round(1.0 / self.sparsity_step)) > 1e-6:
-            raise ValueError(f"`1 / sparsity_step` must be an integer, got sparsity_step={self.sparsity_step}.")
+            raise ConfigError(f"`1 / sparsity_step` must be an integer, got sparsity_step={self.sparsity_step}.")
         _check_number("reconstruction_weight", self.reconstruction_weight, 0.0, math.inf)
         _check_number("penalty_weight", self.penalty_weight, 0.0, math.inf, open_low=False)
         if isinstance(self.depth_pruning, dict):
             self.depth_pruning = DepthPruningConfig.from_dict(self.depth_pruning)
         if self.depth_pruning is not None and not isinstance(self.depth_pruning, DepthPruningConfig):
-            raise ValueError(
+            raise ConfigError(
                 f"`depth_pruning` must be a DepthPruningConfig (or its dict), got {type(self.depth_pruning).__name__}."
             )
 
@@ -177,22 +181,7 @@ class SparsityConfig:
         return self.method != "magnitude"
 
     # ---------------------------------------------------------------------------------------- serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the config as a JSON-serialisable dict (with the library version)."""
+    def _fields_to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["depth_pruning"] = self.depth_pruning.to_dict() if self.depth_pruning is not None else None
-        data["optimum_depth_version"] = __version__
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SparsityConfig:
-        """Builds a config from a dict; unknown keys are dropped with a warning."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"optimum_depth_version"})
-        if unknown:
-            logger.warning("Ignoring unknown SparsityConfig keys: %s", unknown)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def to_json_string(self) -> str:
-        """Returns the config as indented JSON."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

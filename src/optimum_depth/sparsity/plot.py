@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..plotting import require_matplotlib
+from ..publishing.plotting import require_matplotlib
 
 __all__ = ["plot_layer_sparsity"]
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..architectures import get_decoder_layers, unwrap_model
+from ..constants import SPARSITY_RESULT_NAME
+from ..persistence import write_text_atomically
 from ..provenance import original_layer_indices
 from ..version import __version__
 from .config import SparsityConfig
@@ -109,11 +112,15 @@ class SparsityResult:
             "achieved_sparsity": self.achieved_sparsity,
         }
 
-    def to_json(self, path: str | os.PathLike) -> str:
-        """Writes :meth:`to_dict` as JSON and returns the path."""
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.to_dict(), handle, indent=2)
-        return os.fspath(path)
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Writes :meth:`to_dict` as ``sparsity_result.json`` into ``save_directory`` (created if needed).
+
+        Returns:
+            The path of the written file.
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_text_atomically(folder / SPARSITY_RESULT_NAME, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> str:
         """Draws the learned sparsity per layer (see :func:`optimum_depth.sparsity.plot_layer_sparsity`)."""

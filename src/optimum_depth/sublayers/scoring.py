@@ -1,0 +1,60 @@
+"""Scoring every attention / MLP sublayer with a registered criterion, packaged as :class:`LayerScores`."""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from ..architectures import ModelFacts, as_facts, count_parameters
+from ..calibration import CalibrationData
+from ..config import DepthPruningConfig
+from ..criteria import ScoringContext, run_criterion
+from ..scores import LayerScores
+from .candidates import list_sublayers, protected_sublayers, sublayer_num_params
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["score_sublayers"]
+
+
+def score_sublayers(
+    model: nn.Module | ModelFacts, config: DepthPruningConfig, calibration: CalibrationData | None
+) -> LayerScores:
+    """Runs the sublayer criterion ``config.criterion`` and packages its result.
+
+    Args:
+        model: The model (possibly wrapped), or its resolved facts (checked with :func:`~.planning.check_sublayer_target`).
+        config: The pruning config.
+        calibration: Calibration data.
+
+    Returns:
+        Scores with one candidate per sublayer (``sublayers`` gives the kinds, ``layer_indices`` the original blocks).
+    """
+    facts = as_facts(model)
+    sublayers = list_sublayers(facts)
+    protected = protected_sublayers(config, facts, sublayers)
+    context = ScoringContext(
+        model=facts.inner,
+        config=config,
+        calibration=calibration,
+        num_to_remove=config.num_to_remove(len(sublayers)),
+        protected=frozenset(protected),
+    )
+    result, elapsed = run_criterion(context)
+    logger.info("Scored %d sublayers with %r in %.2fs.", len(sublayers), config.criterion, elapsed)
+    return LayerScores(
+        criterion=config.criterion,
+        layer_indices=[s.original_block for s in sublayers],
+        values=[float(v) for v in result.values],
+        sublayers=[s.kind for s in sublayers],
+        num_params=[sublayer_num_params(facts, s) for s in sublayers],
+        total_params=count_parameters(facts.inner),
+        protected=protected,
+        removal_order=result.removal_order,
+        calibration=dict(calibration.spec) if calibration is not None else {},
+        elapsed_seconds=elapsed,
+        extra=result.extra,
+        source_num_hidden_layers=facts.source_num_layers,
+        source_fingerprint=facts.fingerprint,
+    )

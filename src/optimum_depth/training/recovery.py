@@ -1,0 +1,284 @@
+"""Ready recovery recipes on top of ``transformers.Trainer``: LoRA, QLoRA (4-bit base + LoRA) and full training.
+
+Defaults follow Shortened LLaMA's LoRA retraining (``src/lora_retrain.py`` and the ``prune_*.sh`` scripts of
+Nota-NetsPresso/shortened-llm, itself after alpaca-lora): r=8, alpha=16, dropout 0.05 on every attention and MLP
+projection, learning rate 1e-4, 2 epochs, batch 64 (4 x 16 accumulation), 100 warm-up steps, 256-token sequences.
+Full continued training uses 2e-5 by default (our choice; the paper's main recipe is LoRA).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments, default_data_collator
+
+from ..errors import ConfigError
+from ..model_zoo import load_pretrained_model
+from .recovery_data import ExampleDataset, PadCollator
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RECOVERY_METHODS",
+    "RecoveryConfig",
+    "load_model_for_recovery",
+    "prepare_model_for_recovery",
+    "recovery_training_arguments",
+    "build_recovery_trainer",
+]
+
+RECOVERY_METHODS = ("lora", "qlora", "full")
+
+
+@dataclass
+class RecoveryConfig:
+    """Hyper-parameters of a recovery run.
+
+    Args:
+        method: ``"lora"``, ``"qlora"`` (bitsandbytes 4-bit base + LoRA) or ``"full"``.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator.
+        lora_dropout: Dropout on the LoRA input.
+        target_modules: Modules that get adapters; ``None`` means every linear layer except the output head
+            (peft's ``"all-linear"``: q/k/v/o/gate/up/down for Llama, as Shortened LLaMA).
+        learning_rate: Peak learning rate; ``None``: 1e-4 for (Q)LoRA, 2e-5 for full training.
+        num_train_epochs: Epochs over the recovery data.
+        max_steps: If > 0, stop after this many optimizer steps (overrides epochs).
+        per_device_train_batch_size: Sequences per device per micro-batch.
+        gradient_accumulation_steps: Micro-batches per optimizer step.
+        warmup_steps: Linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        lr_scheduler_type: Scheduler name understood by ``TrainingArguments``.
+        gradient_checkpointing: Recompute activations in backward (saves memory on big models); non-reentrant, so
+            it also works with DDP's ``find_unused_parameters=True``.
+        bnb_4bit_quant_type: QLoRA: ``"nf4"`` or ``"fp4"``.
+        bnb_4bit_use_double_quant: QLoRA: quantize the quantization constants too.
+        seed: Training seed.
+    """
+
+    method: str = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] | str | None = None
+    learning_rate: float | None = None
+    num_train_epochs: float = 2.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 16
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "linear"
+    gradient_checkpointing: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.method not in RECOVERY_METHODS:
+            raise ConfigError(f"`method` must be one of {RECOVERY_METHODS}, got {self.method!r}.")
+        for name in ("lora_r", "lora_alpha", "per_device_train_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}.")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError(f"`learning_rate` must be positive, got {self.learning_rate!r}.")
+        if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
+            raise ConfigError(f"`bnb_4bit_quant_type` must be 'nf4' or 'fp4', got {self.bnb_4bit_quant_type!r}.")
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        """The learning rate, or the method's default."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 2e-5 if self.method == "full" else 1e-4
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the config as a JSON-serialisable dict."""
+        data = asdict(self)
+        data["learning_rate"] = self.resolved_learning_rate
+        return data
+
+
+def _compute_dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def load_model_for_recovery(path: str | os.PathLike, config: RecoveryConfig, **kwargs) -> nn.Module:
+    """Loads a (pruned) checkpoint the way the recipe needs it: full precision, or 4-bit for QLoRA.
+
+    Args:
+        path: Directory of a saved (pruned) model.
+        config: The recovery config.
+        **kwargs: Passed to ``AutoModelForCausalLM.from_pretrained``.
+
+    Returns:
+        The model.
+
+    Raises:
+        ImportError: For QLoRA without bitsandbytes.
+    """
+    if config.method != "qlora":
+        kwargs.setdefault("dtype", torch.float32)
+        return load_pretrained_model(path, **kwargs)
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ImportError("QLoRA needs bitsandbytes: pip install 'optimum-depth[quant]'.") from err
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=config.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=_compute_dtype(),
+    )
+    kwargs.setdefault("device_map", "cuda:0" if torch.cuda.is_available() else "cpu")
+    return load_pretrained_model(path, quantization_config=quantization, **kwargs)
+
+
+def _is_4bit(model: nn.Module) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False)) or any(
+        type(m).__name__ == "Linear4bit" for m in model.modules()
+    )
+
+
+def prepare_model_for_recovery(model: nn.Module, config: RecoveryConfig) -> nn.Module:
+    """Adds LoRA adapters (``lora``/``qlora``) or makes every weight trainable (``full``).
+
+    Args:
+        model: A transformers causal LM; for QLoRA, loaded in 4 bits (:func:`load_model_for_recovery`).
+        config: The recovery config.
+
+    Returns:
+        The model to train (a ``PeftModel`` for LoRA and QLoRA).
+
+    Raises:
+        ValueError: If the model is already a peft model, or QLoRA is asked on a model that is not 4-bit.
+    """
+    if hasattr(model, "peft_config"):
+        raise ConfigError("The model already has peft adapters; pass the plain model to prepare_model_for_recovery.")
+    if config.method == "full":
+        if _is_4bit(model):
+            raise ConfigError("Full training needs a full-precision model, not a 4-bit one.")
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.method == "qlora":
+        if not _is_4bit(model):
+            raise ConfigError(
+                "QLoRA needs a 4-bit base model: load the pruned checkpoint with "
+                "load_model_for_recovery(path, RecoveryConfig(method='qlora'))."
+            )
+        # Casts norms to fp32 and freezes the base; activation checkpointing is left to TrainingArguments.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    elif _is_4bit(model):
+        raise ConfigError("This model is 4-bit; use method='qlora'.")
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules if config.target_modules is not None else "all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def recovery_training_arguments(
+    output_dir: str | os.PathLike, config: RecoveryConfig, **overrides
+) -> TrainingArguments:
+    """``TrainingArguments`` of the recipe (any field can be overridden).
+
+    Args:
+        output_dir: Where checkpoints go.
+        config: The recovery config.
+        **overrides: Any ``TrainingArguments`` field, e.g. ``logging_steps``, ``save_steps``, ``report_to``.
+
+    Returns:
+        The training arguments.
+    """
+    kwargs: dict[str, Any] = dict(
+        output_dir=os.fspath(output_dir),
+        learning_rate=config.resolved_learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler_type,
+        logging_steps=10,
+        save_strategy="epoch",
+        report_to="none",
+        seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+    )
+    if config.gradient_checkpointing:
+        kwargs.update(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False})
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def build_recovery_trainer(
+    model: nn.Module,
+    train_dataset,
+    config: RecoveryConfig | None = None,
+    output_dir: str | os.PathLike = "recovery_output",
+    tokenizer=None,
+    eval_dataset=None,
+    callbacks: list | None = None,
+    training_args: TrainingArguments | None = None,
+    **overrides,
+) -> Trainer:
+    """A ``Trainer`` ready to recover a pruned model.
+
+    Args:
+        model: The pruned model (plain, or already prepared with :func:`prepare_model_for_recovery`).
+        train_dataset: From :func:`~optimum_depth.training.build_recovery_dataset` (or any dataset of
+            ``input_ids``/``labels``).
+        config: The recipe (default: LoRA with Shortened LLaMA's settings).
+        output_dir: Checkpoint directory (ignored when ``training_args`` is given).
+        tokenizer: Saved with checkpoints; its pad (else EOS) id pads unpacked examples.
+        eval_dataset: Optional evaluation data.
+        callbacks: Extra callbacks, e.g. a :class:`~optimum_depth.training.callback.DepthPruningCallback`.
+        training_args: Use these instead of :func:`recovery_training_arguments`.
+        **overrides: ``TrainingArguments`` fields overriding the recipe's.
+
+    Returns:
+        The trainer; call ``trainer.train()``.
+    """
+    config = config or RecoveryConfig()
+    if hasattr(model, "peft_config"):
+        if config.method == "full":
+            raise ConfigError("method='full' trains a plain model; this one has peft adapters.")
+    else:
+        model = prepare_model_for_recovery(model, config)
+    args = training_args or recovery_training_arguments(output_dir, config, **overrides)
+    collator: Any = default_data_collator
+    if isinstance(train_dataset, ExampleDataset):
+        pad = getattr(tokenizer, "pad_token_id", None)
+        pad = pad if pad is not None else getattr(tokenizer, "eos_token_id", None)
+        if pad is None:
+            raise ConfigError("Unpacked recovery data needs a `tokenizer` with a pad or EOS token for padding.")
+        collator = PadCollator(pad)
+    logger.info("Recovery recipe: %s", config.to_dict())
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )

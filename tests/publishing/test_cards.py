@@ -1,0 +1,225 @@
+"""Model cards: metadata parses, model-index holds the results, tables show the measured numbers, gaps say so."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from test_hub import comparison_results, prune_tiny_llama
+
+from optimum_depth import DepthPruner, DepthPruningConfig, PrunedLlamaConfig, PruningPlan
+from optimum_depth.evaluation import EvaluationResults
+from optimum_depth.publishing.cards import CardOptions, build_model_card, default_template, effective_plan
+
+
+def parse(card: ModelCard) -> ModelCard:
+    """Re-parses the card text the way the Hub and huggingface_hub read a README."""
+    return ModelCard(str(card))
+
+
+def table_row(text: str, first_cell: str, second_cell: str | None = None) -> list[str]:
+    """Cells of the markdown table row starting with ``first_cell`` (and ``second_cell``)."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == first_cell and (second_cell is None or cells[1] == second_cell):
+            return cells
+    raise AssertionError(f"no row {first_cell!r} {second_cell!r} in:\n{text}")
+
+
+def test_metadata_and_model_index_match_the_results():
+    model, pruner = prune_tiny_llama()
+    results = comparison_results()
+    card = parse(
+        build_model_card(
+            model,
+            results,
+            pruner.last_plan,
+            pruner.last_scores,
+            options=CardOptions(repo_id="org/tiny-pruned", base_model="org/base"),
+        )
+    )
+    data = card.data.to_dict()
+    assert data["base_model"] == "org/base"
+    assert data["library_name"] == "transformers"
+    assert {"depth-pruning", "optimum-depth", "magnitude"} <= set(data["tags"])
+    assert "license" not in data  # unknown base license: omitted, not guessed
+    name, entries = model_index_to_eval_results(data["model-index"])
+    assert name == "tiny-pruned"
+    expected = {("wikitext", "perplexity"): results.pruned.perplexity["wikitext2"]}
+    for task, hub_id in (("piqa", "ybisk/piqa"), ("arc_easy", "allenai/ai2_arc")):
+        for metric, value in results.pruned.zero_shot[task].items():
+            if not metric.endswith("_stderr"):
+                expected[(hub_id, metric)] = 100 * value
+    got = {(e.dataset_type, e.metric_type): e.metric_value for e in entries}
+    assert got == pytest.approx(expected, abs=1e-4)
+    piqa = next(e for e in entries if e.dataset_type == "ybisk/piqa")
+    assert piqa.dataset_args == {"num_few_shot": 0, "limit": 50}
+    assert all(e.task_type == "text-generation" for e in entries)
+
+
+def test_tables_show_the_measured_numbers():
+    model, pruner = prune_tiny_llama()
+    results = comparison_results()
+    text = parse(build_model_card(model, results, pruner.last_plan, pruner.last_scores)).text
+    dense, pruned = results.dense, results.pruned
+
+    row = table_row(text, "WikiText-2")
+    ppl_d, ppl_p = dense.perplexity["wikitext2"], pruned.perplexity["wikitext2"]
+    assert row[1:] == [f"{ppl_d:.2f}", f"{ppl_p:.2f}", f"{ppl_p / ppl_d:.3f}"]
+
+    row = table_row(text, "PIQA", "acc")
+    acc_d, acc_p = dense.zero_shot["piqa"]["acc"], pruned.zero_shot["piqa"]["acc"]
+    stderr = 100 * dense.zero_shot["piqa"]["acc_stderr"]
+    assert row[2] == f"{100 * acc_d:.2f} ± {stderr:.2f}"
+    assert row[4] == f"{100 * acc_p / acc_d:.1f}%"
+    row = table_row(text, "**average**", "acc")
+    avg_d = (dense.zero_shot["piqa"]["acc"] + dense.zero_shot["arc_easy"]["acc"]) / 2
+    avg_p = (pruned.zero_shot["piqa"]["acc"] + pruned.zero_shot["arc_easy"]["acc"]) / 2
+    assert row[2:] == [f"{100 * avg_d:.2f}", f"{100 * avg_p:.2f}", f"{100 * avg_p / avg_d:.1f}%"]
+
+    d, p = dense.latency[0], pruned.latency[0]
+    row = table_row(text, str(p.batch_size), str(p.prompt_len))
+    speedup = d.latency_s / p.latency_s
+    ideal = dense.num_parameters / pruned.num_parameters
+    assert row[3:] == [
+        f"{d.latency_s:.3f}",
+        f"{p.latency_s:.3f}",
+        f"{d.tokens_per_s:.1f}",
+        f"{p.tokens_per_s:.1f}",
+        f"{speedup:.2f}x",
+        f"{100 * speedup / ideal:.0f}%",
+        f"{d.peak_memory_mb:.0f}",
+        f"{p.peak_memory_mb:.0f}",
+    ]
+    assert f"Ideal speed-up (dense / pruned parameters): {ideal:.2f}x" in text
+    assert "device=cpu" in text and "threads=1" in text and "limit=50" in text
+
+    row = table_row(text, "parameters")
+    counted = sum(p.numel() for p in model.parameters())
+    assert row[1:] == [f"{dense.num_parameters:,}", f"{counted:,}", f"{counted / dense.num_parameters:.3f}"]
+    assert table_row(text, "decoder blocks")[1:3] == ["6", "4"]
+
+
+def test_removal_section_states_indices_criterion_and_protection():
+    model, pruner = prune_tiny_llama()
+    text = parse(build_model_card(model, plan=pruner.last_plan, scores=pruner.last_scores)).text
+    removed = list(pruner.last_plan.removed_blocks)
+    kept = [i for i in range(6) if i not in removed]
+    assert f"Removed decoder blocks (original numbering 0-5): {removed}, 2 of 6" in text
+    assert f"Kept blocks: {kept}" in text
+    assert "Criterion `magnitude`" in text and "protected blocks [0, 5]" in text
+    assert "num_layers_to_remove=2" in text
+    for block in removed:
+        assert f"block {block}: {pruner.last_plan.reason['scores'][str(block)]:.4g}" in text
+
+
+def test_unmeasured_sections_say_so_and_invent_nothing():
+    model, _ = prune_tiny_llama()
+    only_ppl = EvaluationResults(model_name="pruned", perplexity={"ptb": 77.125}, perplexity_settings={"seq_len": 32})
+    card = parse(build_model_card(model, only_ppl))
+    assert "Latency: not measured." in card.text
+    assert "Zero-shot accuracy: not measured." in card.text
+    assert table_row(card.text, "Penn Treebank")[1:] == ["not measured", "77.12", "not measured"]
+    assert table_row(card.text, "parameters")[1] == "not measured"
+    _, entries = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert [(e.dataset_type, e.metric_type, e.metric_value) for e in entries] == [
+        ("ptb_text_only", "perplexity", 77.125)
+    ]
+
+    bare = parse(build_model_card(model))
+    assert "model-index" not in bare.data.to_dict()
+    assert "Perplexity: not measured." in bare.text and "Latency: not measured." in bare.text
+    numbers = re.findall(r"\| \d+\.\d+ \|", bare.text)
+    assert numbers == []  # no measured value anywhere
+    assert "No recovery training is recorded" in bare.text
+
+
+def test_license_is_inherited_from_a_local_base_model(tmp_path):
+    base = tmp_path / "base-model"
+    base.mkdir()
+    (base / "README.md").write_text("---\nlicense: other\nlicense_name: tiny-license\nlicense_link: LICENSE\n---\n")
+    model, _ = prune_tiny_llama()
+    model.config.source_model = str(base)
+    data = parse(build_model_card(model)).data.to_dict()
+    assert (data["license"], data["license_name"], data["license_link"]) == ("other", "tiny-license", "LICENSE")
+    assert "base_model" not in data  # a local path is not a Hub id
+    assert str(tmp_path) not in str(build_model_card(model))  # local directories stay private
+    assert parse(build_model_card(model, options=CardOptions(license="mit"))).data.license == "mit"
+
+
+def test_source_model_hub_id_becomes_base_model_and_recovery_is_shown():
+    model, _ = prune_tiny_llama()
+    model.config.source_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model.config.recovery = {"method": "lora", "steps": 100, "data": "/data/alpaca.json"}
+    card = parse(build_model_card(model, options=CardOptions(repo_id="me/smol-pruned")))
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "- method: lora" in card.text and "- steps: 100" in card.text and "- data: alpaca.json" in card.text
+    assert 'AutoModelForCausalLM.from_pretrained("me/smol-pruned")' in card.text
+    assert "import optimum_depth" not in card.text
+
+
+def test_two_pruning_steps_compose_in_original_numbering():
+    model, pruner = prune_tiny_llama()
+    first = set(pruner.last_plan.removed_blocks)
+    second = DepthPruner(
+        DepthPruningConfig(criterion="magnitude", num_layers_to_remove=1, protect_first=1, protect_last=1)
+    )
+    second.prune(model)
+    removed = first | set(second.last_plan.removed_blocks)
+    plan = effective_plan(model.config)
+    assert set(plan.removed_blocks) == removed and len(removed) == 3
+    text = parse(build_model_card(model)).text
+    assert f"Removed decoder blocks (original numbering 0-5): {sorted(removed)}, 3 of 6" in text
+    assert "Step 1: criterion `magnitude`" in text and "Step 2: criterion `magnitude`" in text
+    with pytest.raises(ValueError, match="still has"):
+        kept = next(i for i in range(6) if i not in removed)
+        effective_plan(
+            model.config, PruningPlan(granularity="block", removed_blocks=(kept,), source_num_hidden_layers=6)
+        )
+
+
+class _SublayerPruned(torch.nn.Module):
+    """Stand-in for a sublayer-pruned model: only its config and parameters matter to the card."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(10, 3))
+        self.config = PrunedLlamaConfig(
+            num_hidden_layers=4,
+            surviving_layers=[0, 1, 3, 5],
+            source_num_hidden_layers=6,
+            skipped_attention=[1],
+            skipped_mlp=[2],
+            pruning={"criterion": "finercut", "granularity": "sublayer"},
+        )
+
+
+def test_sublayer_pruned_card_explains_how_to_load():
+    model = _SublayerPruned()
+    plan = effective_plan(model.config)
+    assert (plan.granularity, plan.removed_blocks, plan.removed_attention, plan.removed_mlp) == (
+        "sublayer",
+        (2, 4),
+        (1,),
+        (3,),
+    )
+    text = parse(build_model_card(model, options=CardOptions(repo_id="me/finer"))).text
+    assert "import optimum_depth.modeling" in text and "pip install optimum-depth" in text
+    assert "Removed attention sublayers (original blocks): [1]" in text
+    assert "Removed MLP sublayers (original blocks): [3]" in text
+    assert "2 of its 6 decoder blocks and 2 attention/MLP sublayers were removed, leaving 30 parameters" in text
+
+
+def test_plot_marks_the_removed_candidates():
+    _, pruner = prune_tiny_llama()
+    positions = pruner.last_scores.positions_removed_by(pruner.last_plan)
+    assert [pruner.last_scores.layer_indices[i] for i in positions] == list(pruner.last_plan.removed_blocks)
+
+
+def test_template_ships_with_the_package():
+    template = default_template()
+    assert template.startswith("---\n{{ card_data }}\n---")
+    assert "{% for r in zero_shot_rows -%}" in template
