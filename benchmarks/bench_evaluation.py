@@ -42,6 +42,7 @@ from optimum_depth.evaluation import (  # noqa: E402
     ComparisonResults,
     EvaluationResults,
     PeakMemoryMonitor,
+    ZeroShotSettings,
     evaluate_perplexity,
     evaluate_zero_shot,
     measure_latency,
@@ -186,7 +187,7 @@ def main() -> None:
         for target, model in ((results.dense, dense), (results.pruned, pruned)):
             start = time.perf_counter()
             target.zero_shot, target.zero_shot_settings = evaluate_zero_shot(
-                model, tokenizer, limit=args.zero_shot_limit, batch_size=8
+                model, tokenizer, ZeroShotSettings(limit=args.zero_shot_limit, batch_size=8)
             )
             print(f"zero-shot {target.model_name}: {time.perf_counter() - start:.0f} s", flush=True)
 

@@ -31,6 +31,7 @@ from optimum_depth.architectures import count_parameters
 from optimum_depth.evaluation import (
     ComparisonResults,
     EvaluationResults,
+    ZeroShotSettings,
     evaluate_perplexity,
     evaluate_zero_shot,
     measure_latency,
@@ -169,9 +170,9 @@ def evaluate_quality(
     zero_shot, zs_settings = evaluate_zero_shot(
         model,
         tokenizer,
-        limit=settings.zero_shot_limit,
-        batch_size=settings.zero_shot_batch_size,
-        seed=settings.zero_shot_seed,
+        ZeroShotSettings(
+            limit=settings.zero_shot_limit, batch_size=settings.zero_shot_batch_size, seed=settings.zero_shot_seed
+        ),
     )
     zs_s = time.perf_counter() - start
     print(f"  PPL {perplexity} ({ppl_s:.0f} s); zero-shot {zs_s:.0f} s", flush=True)

@@ -10,7 +10,7 @@ import torch
 from task_files import ARC, PIQA, WINOGRANDE, write_task_files
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_depth.evaluation import ZERO_SHOT_TASKS, evaluate_zero_shot
+from optimum_depth.evaluation import ZERO_SHOT_TASKS, ZeroShotSettings, evaluate_zero_shot
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def stories(request):
 def zero_shot_run(stories, tmp_path_factory):
     model, tokenizer = stories
     data = write_task_files(tmp_path_factory.mktemp("tasks"))
-    return evaluate_zero_shot(model, tokenizer, data_dir=data, batch_size=4)
+    return evaluate_zero_shot(model, tokenizer, ZeroShotSettings(batch_size=4), data_dir=data)
 
 
 @torch.no_grad()
@@ -104,7 +104,7 @@ def test_limit_and_task_subset(stories, tmp_path):
     model, tokenizer = stories
     data = write_task_files(tmp_path / "data")
     zero_shot, settings = evaluate_zero_shot(
-        model, tokenizer, tasks=["piqa"], data_dir=data, limit=2, work_dir=tmp_path / "work"
+        model, tokenizer, ZeroShotSettings(tasks=["piqa"], limit=2), data_dir=data, work_dir=tmp_path / "work"
     )
     assert list(zero_shot) == ["piqa"] and settings["evaluated_documents"] == {"piqa": 2}
     assert (tmp_path / "work" / "tasks" / "od_piqa.yaml").is_file()
@@ -113,13 +113,13 @@ def test_limit_and_task_subset(stories, tmp_path):
 def test_bad_arguments_fail_before_lm_eval_runs(stories, tmp_path):
     model, tokenizer = stories
     with pytest.raises(ValueError, match="Unknown zero-shot task"):
-        evaluate_zero_shot(model, tokenizer, tasks=["piqa", "mmlu"], data_dir=tmp_path)
+        evaluate_zero_shot(model, tokenizer, ZeroShotSettings(tasks=["piqa", "mmlu"]), data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="piqa"):
-        evaluate_zero_shot(model, tokenizer, tasks=["piqa"], data_dir=tmp_path)
+        evaluate_zero_shot(model, tokenizer, ZeroShotSettings(tasks=["piqa"]), data_dir=tmp_path)
     with pytest.raises(ValueError, match="limit"):
-        evaluate_zero_shot(model, tokenizer, tasks=["piqa"], data_dir=tmp_path, limit=0)
+        ZeroShotSettings(tasks=["piqa"], limit=0)
     with pytest.raises(ValueError, match="source"):
-        evaluate_zero_shot(model, tokenizer, source="web")
+        ZeroShotSettings(source="web")
 
 
 def test_piqa_per_document_predictions(stories, tmp_path):
@@ -132,6 +132,10 @@ def test_piqa_per_document_predictions(stories, tmp_path):
         predictions.append(int(np.argmax(lls)))
     labels = data / "piqa" / "valid-labels.lst"
     labels.write_text("".join(f"{p}\n" for p in predictions))
-    assert evaluate_zero_shot(model, tokenizer, tasks=["piqa"], data_dir=data)[0]["piqa"]["acc"] == 1.0
+    assert (
+        evaluate_zero_shot(model, tokenizer, ZeroShotSettings(tasks=["piqa"]), data_dir=data)[0]["piqa"]["acc"] == 1.0
+    )
     labels.write_text("".join(f"{1 - p}\n" for p in predictions))
-    assert evaluate_zero_shot(model, tokenizer, tasks=["piqa"], data_dir=data)[0]["piqa"]["acc"] == 0.0
+    assert (
+        evaluate_zero_shot(model, tokenizer, ZeroShotSettings(tasks=["piqa"]), data_dir=data)[0]["piqa"]["acc"] == 0.0
+    )

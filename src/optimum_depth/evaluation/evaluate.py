@@ -42,7 +42,7 @@ def _quality(model, tokenizer, name: str, settings: EvaluationSettings) -> Evalu
         )
     if settings.zero_shot is not None:
         results.zero_shot, results.zero_shot_settings = evaluate_zero_shot(
-            model, tokenizer, data_dir=settings.data_dir, **_kwargs(settings.zero_shot)
+            model, tokenizer, settings.zero_shot, data_dir=settings.data_dir
         )
     return results
 

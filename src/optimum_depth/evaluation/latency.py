@@ -91,6 +91,24 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _timed_rounds(named, input_ids, length: int, pad_token_id, repeats: int, measure_memory: bool, device):
+    """Times every model ``repeats`` times on one grid point, in alternating order; returns times and peak memory."""
+    names = list(named)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    peaks: dict[str, float | None] = dict.fromkeys(names)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            monitor = PeakMemoryMonitor(device) if measure_memory else None
+            if monitor is None:
+                times[name].append(timed_generate(named[name], input_ids, length, pad_token_id))
+                continue
+            with monitor:
+                times[name].append(timed_generate(named[name], input_ids, length, pad_token_id))
+            if monitor.peak_mb is not None:
+                peaks[name] = max(peaks[name] or 0.0, monitor.peak_mb)
+    return times, peaks
+
+
 def measure_latency(
     models: Mapping[str, Any] | Any,
     tokenizer,
@@ -146,18 +164,7 @@ def measure_latency(
         for round_ in range(warmup):
             for name in names if round_ % 2 == 0 else names[::-1]:
                 timed_generate(named[name], input_ids, length, pad_token_id)
-        times: dict[str, list[float]] = {name: [] for name in names}
-        peaks: dict[str, float | None] = dict.fromkeys(names)
-        for round_ in range(repeats):
-            for name in names if round_ % 2 == 0 else names[::-1]:
-                monitor = PeakMemoryMonitor(device) if measure_memory else None
-                if monitor is not None:
-                    with monitor:
-                        times[name].append(timed_generate(named[name], input_ids, length, pad_token_id))
-                    if monitor.peak_mb is not None:
-                        peaks[name] = max(peaks[name] or 0.0, monitor.peak_mb)
-                else:
-                    times[name].append(timed_generate(named[name], input_ids, length, pad_token_id))
+        times, peaks = _timed_rounds(named, input_ids, length, pad_token_id, repeats, measure_memory, device)
         for name in names:
             latency = statistics.median(times[name])
             records[name].append(

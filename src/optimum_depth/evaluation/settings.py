@@ -97,6 +97,10 @@ class ZeroShotSettings:
             raise ConfigError(f"`limit` must be a positive int or a fraction in (0, 1], got {limit!r}.")
         if isinstance(limit, float) and limit > 1:
             self.limit = int(limit)  # 200.0 from a command line means 200 documents
+        if self.source not in ("local", "hub"):
+            raise ConfigError(f"`source` must be 'local' or 'hub', got {self.source!r}.")
+        if isinstance(self.num_fewshot, bool) or not isinstance(self.num_fewshot, int) or self.num_fewshot < 0:
+            raise ConfigError(f"`num_fewshot` must be an integer >= 0, got {self.num_fewshot!r}.")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from .settings import ZeroShotSettings
 from .task_data import ZERO_SHOT_TASKS, resolve_task_files, write_task_data
 
 logger = logging.getLogger(__name__)
@@ -88,75 +88,61 @@ def _build_lm(model, tokenizer, batch_size: int, max_length: int | None):
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, backend="causal")
 
 
+def _prepare_tasks(task_manager_class, tasks: list[str], files: dict, root: Path, source: str):
+    """The lm-eval task manager, ``{lm-eval task name: our task name}`` and the documents per local file."""
+    if source != "local":
+        return task_manager_class(), {t: t for t in tasks}, {}
+    data_counts = write_task_data(files, root / "data")
+    render_task_configs(tasks, root / "data", root / "tasks")
+    task_manager = task_manager_class(include_path=str(root / "tasks"), include_defaults=False)
+    return task_manager, {ZERO_SHOT_TASKS[t].task: t for t in tasks}, data_counts
+
+
 def evaluate_zero_shot(
     model,
     tokenizer,
-    tasks: Sequence[str] = DEFAULT_TASKS,
+    settings: ZeroShotSettings | None = None,
+    *,
     data_dir: str | os.PathLike | None = None,
-    task_files: dict[str, str | os.PathLike] | None = None,
-    limit: int | float | None = None,
-    batch_size: int = 8,
-    num_fewshot: int = 0,
-    max_length: int | None = None,
-    source: str = "local",
     work_dir: str | os.PathLike | None = None,
-    seed: int = 1234,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Zero-shot accuracy of ``model`` with lm-eval.
 
     Args:
         model: A causal LM (dense or pruned), evaluated in memory.
         tokenizer: Its tokenizer.
-        tasks: Canonical task names (default: all seven).
+        settings: Tasks, limit, batch size, few-shot, seed, task files, source (default: the seven tasks, every
+            document); see :class:`~.settings.ZeroShotSettings`.
         data_dir: Directory with the local files (default: :func:`optimum_depth.data.default_data_dir`).
-        task_files: Task -> file, overriding the default file of a task (same format, or lm-eval's Hub layout).
-        limit: Documents per task (an int), or a fraction (a float < 1); ``None`` for all. lm-eval takes the first
-            ``limit`` documents of each task.
-        batch_size: Requests per forward pass.
-        num_fewshot: Few-shot examples (0 = zero-shot, as in the papers; local data has no training split, so
-            examples would come from the evaluation split itself).
-        max_length: Context length for lm-eval (default: the model's).
-        source: ``"local"`` (shipped configs + local files) or ``"hub"`` (lm-eval's stock tasks, needs the Hub).
         work_dir: Where converted data and rendered configs go (default: a temporary directory, removed after).
-        seed: Seed passed to lm-eval (python/numpy/torch/few-shot).
 
     Returns:
-        ``(zero_shot, settings)``: task -> metrics, and the settings (limit, num_fewshot, lm-eval version, data
-        files, documents evaluated per task), ready for :class:`~optimum_depth.evaluation.EvaluationResults`.
+        ``(zero_shot, settings)``: task -> metrics (with their standard errors), and the settings (limit,
+        num_fewshot, lm-eval version, data files, documents evaluated per task), ready for
+        :class:`~optimum_depth.evaluation.EvaluationResults`.
 
     Raises:
-        ValueError: On unknown tasks, a bad ``source``/``limit``, or malformed data files.
-        FileNotFoundError: If a task's data file is missing.
+        ConfigError: On unknown tasks.
+        DataError: On malformed data files.
+        DataNotFoundError: If a task's data file is missing.
         ImportError: If lm-eval is not installed (``pip install optimum-depth[eval]``).
     """
-    if source not in ("local", "hub"):
-        raise ConfigError(f"`source` must be 'local' or 'hub', got {source!r}.")
-    if limit is not None and (limit <= 0 or (isinstance(limit, float) and limit > 1)):
-        raise ConfigError(f"`limit` must be a positive int or a fraction in (0, 1], got {limit!r}.")
-    tasks = list(tasks)
-    if not tasks:
-        raise ConfigError("No zero-shot tasks given.")
+    settings = settings or ZeroShotSettings()
+    tasks, limit, seed, source = list(settings.tasks), settings.limit, settings.seed, settings.source
+    batch_size, num_fewshot = settings.batch_size, settings.num_fewshot
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError as err:
         raise ImportError("Zero-shot evaluation needs lm-eval: pip install 'optimum-depth[eval]'.") from err
 
-    files = resolve_task_files(tasks, data_dir, task_files) if source == "local" else {}
+    files = resolve_task_files(tasks, data_dir, settings.task_files) if source == "local" else {}
     with tempfile.TemporaryDirectory(prefix="optimum-depth-zero-shot-") as tmp:
         root = Path(work_dir) if work_dir is not None else Path(tmp)
-        if source == "local":
-            data_counts = write_task_data(files, root / "data")
-            render_task_configs(tasks, root / "data", root / "tasks")
-            task_manager = TaskManager(include_path=str(root / "tasks"), include_defaults=False)
-            task_names = {ZERO_SHOT_TASKS[t].task: t for t in tasks}
-        else:
-            data_counts = {}
-            task_manager = TaskManager()
-            task_names = {t: t for t in tasks}
+        task_manager, task_names, data_counts = _prepare_tasks(TaskManager, tasks, files, root, source)
         logger.info("Running lm-eval on %s (limit=%s)", list(task_names), limit)
         output = lm_eval.simple_evaluate(
-            model=_build_lm(model, tokenizer, batch_size, max_length),
+            model=_build_lm(model, tokenizer, batch_size, settings.max_length),
             tasks=list(task_names),
             task_manager=task_manager,
             num_fewshot=num_fewshot,
@@ -171,7 +157,7 @@ def evaluate_zero_shot(
         raise RuntimeError("lm-eval returned no results (non-zero rank in a distributed run?).")
     zero_shot = parse_lm_eval_results(output, task_names)
     samples = output.get("n-samples", {})
-    settings = {
+    recorded = {
         "limit": limit,
         "num_fewshot": num_fewshot,
         "batch_size": batch_size,
@@ -183,4 +169,4 @@ def evaluate_zero_shot(
         "evaluated_documents": {name: samples.get(key, {}).get("effective") for key, name in task_names.items()},
         "seed": seed,
     }
-    return zero_shot, settings
+    return zero_shot, recorded

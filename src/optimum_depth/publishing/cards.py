@@ -283,6 +283,26 @@ def _model_name(config, plan: PruningPlan | None, repo_id: str | None, base_mode
     return f"{name}-depth-pruned-{len(plan.removed_blocks)}-of-{total}-blocks"
 
 
+def _card_data(config, plan, pruned, options: CardOptions, base_model, model_name: str, steps) -> ModelCardData:
+    """The card's metadata: base model, tags, license and the ``model-index`` of the measured results."""
+    source = getattr(config, "source_model", None)
+    license_data = {"license": options.license} if options.license else inherited_license(base_model, source)
+    criteria = [s.get("criterion") for s in steps] or [plan.criterion if plan else None]
+    tags = ["depth-pruning", "optimum-depth", *[str(c).replace("_", "-") for c in criteria if c], *options.extra_tags]
+    eval_results = card_eval_results(pruned) if pruned is not None else []
+    return ModelCardData(
+        base_model=base_model,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=tags,
+        model_name=model_name if eval_results else None,
+        eval_results=eval_results or None,
+        license=license_data.get("license"),
+        license_name=license_data.get("license_name"),
+        license_link=license_data.get("license_link"),
+    )
+
+
 def build_model_card(
     model,
     results: EvaluationResults | ComparisonResults | None = None,
@@ -318,23 +338,9 @@ def build_model_card(
     plan = effective_plan(config, plan)
     source = getattr(config, "source_model", None)
     base_model = options.base_model or (source if _is_hub_id(source) else None)
-    license_data = {"license": options.license} if options.license else inherited_license(base_model, source)
     model_name = _model_name(config, plan, options.repo_id, base_model)
     steps = _pruning_steps(config)
-    criteria = [s.get("criterion") for s in steps] or [plan.criterion if plan else None]
-    tags = ["depth-pruning", "optimum-depth", *[str(c).replace("_", "-") for c in criteria if c], *options.extra_tags]
-    eval_results = card_eval_results(pruned) if pruned is not None else []
-    card_data = ModelCardData(
-        base_model=base_model,
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        tags=tags,
-        model_name=model_name if eval_results else None,
-        eval_results=eval_results or None,
-        license=license_data.get("license"),
-        license_name=license_data.get("license_name"),
-        license_link=license_data.get("license_link"),
-    )
+    card_data = _card_data(config, plan, pruned, options, base_model, model_name, steps)
 
     # The scores were taken on the dense model only when there was a single pruning step.
     dense_parameters = (scores.total_params or None) if scores is not None and len(steps) <= 1 else None

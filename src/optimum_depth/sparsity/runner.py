@@ -86,6 +86,45 @@ def _sparsify_block(block, linears, inputs, kwargs, config, buffers) -> tuple[di
     return achieved, extra
 
 
+def _sparsify_blocks(inner, data, config: SparsityConfig, show_progress: bool) -> list[BlockReport]:
+    """Sparsifies the blocks in order, each seeing the outputs of the previous, already pruned, block."""
+    layers = get_decoder_layers(inner)
+    original = original_layer_indices(inner.config)
+    reports: list[BlockReport] = []
+    captured = capture_block_inputs(inner, data.input_ids, config.batch_size) if data is not None else None
+    inputs = captured.hidden_states if captured is not None else None
+    buffers = (torch.empty_like(inputs), torch.empty_like(inputs)) if inputs is not None else None
+    progress = tqdm(list(enumerate(layers)), desc=f"{config.method} sparsity", disable=not show_progress)
+    for position, block in progress:
+        linears = find_prunable_linears(block, inner, config.target_modules)
+        extra: dict[str, Any] = {"reconstruction": None}
+        if captured is None or inputs is None or buffers is None:
+            achieved = _apply_masks(linears, baseline_masks(linears, None, config))
+        else:
+            device = next(block.parameters()).device
+            kwargs = _to_device(captured.block_kwargs[position], device)
+            if inputs.device != device:
+                inputs, buffers = inputs.to(device), (buffers[0].to(device), buffers[1].to(device))
+            if linears:
+                achieved, extra = _sparsify_block(block, linears, inputs, kwargs, config, buffers)
+            else:
+                achieved = {}
+                run_block(block, inputs, kwargs, config.batch_size, out=buffers[1])
+            inputs, buffers = buffers[1], (buffers[0], inputs)
+        report = BlockReport(
+            block=original[position],
+            layer_sparsity=achieved,
+            layer_params={name: linear.weight.numel() for name, linear in linears.items()},
+            **extra,
+        )
+        reports.append(report)
+        progress.set_postfix(sparsity=f"{report.sparsity:.3f}", recon=f"{extra['reconstruction'] or 0:.3g}")
+        logger.info(
+            "Block %d: sparsity %.4f, reconstruction error %s", report.block, report.sparsity, report.reconstruction
+        )
+    return reports
+
+
 def sparsify(
     model: nn.Module,
     config: SparsityConfig,
@@ -134,47 +173,11 @@ def sparsify(
         pruner.prune(model, calibration=calibration, tokenizer=tokenizer)  # in place
 
     inner = unwrap_model(model)
-    layers = get_decoder_layers(inner)
-    original = original_layer_indices(inner.config)
     was_training = inner.training
     inner.eval()
     start_time = time.perf_counter()
-    reports: list[BlockReport] = []
     try:
-        captured = capture_block_inputs(inner, data.input_ids, config.batch_size) if data is not None else None
-        inputs = captured.hidden_states if captured is not None else None
-        buffers = (torch.empty_like(inputs), torch.empty_like(inputs)) if inputs is not None else None
-        progress = tqdm(list(enumerate(layers)), desc=f"{config.method} sparsity", disable=not show_progress)
-        for position, block in progress:
-            linears = find_prunable_linears(block, inner, config.target_modules)
-            extra: dict[str, Any] = {"reconstruction": None}
-            if captured is None or inputs is None or buffers is None:
-                achieved = _apply_masks(linears, baseline_masks(linears, None, config))
-            else:
-                device = next(block.parameters()).device
-                kwargs = _to_device(captured.block_kwargs[position], device)
-                if inputs.device != device:
-                    inputs, buffers = inputs.to(device), (buffers[0].to(device), buffers[1].to(device))
-                if linears:
-                    achieved, extra = _sparsify_block(block, linears, inputs, kwargs, config, buffers)
-                else:
-                    achieved = {}
-                    run_block(block, inputs, kwargs, config.batch_size, out=buffers[1])
-                inputs, buffers = buffers[1], (buffers[0], inputs)
-            report = BlockReport(
-                block=original[position],
-                layer_sparsity=achieved,
-                layer_params={name: linear.weight.numel() for name, linear in linears.items()},
-                **extra,
-            )
-            reports.append(report)
-            progress.set_postfix(sparsity=f"{report.sparsity:.3f}", recon=f"{extra['reconstruction'] or 0:.3g}")
-            logger.info(
-                "Block %d: sparsity %.4f, reconstruction error %s",
-                report.block,
-                report.sparsity,
-                report.reconstruction,
-            )
+        reports = _sparsify_blocks(inner, data, config, show_progress)
     finally:
         inner.train(was_training)
     result = SparsityResult(
