@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from test_hub import comparison_results, prune_tiny_llama
 
-from optimum_depth import DepthPruner, DepthPruningConfig, PrunedLlamaConfig, PruningPlan
+from optimum_depth import DepthPruner, DepthPruningConfig, PrunedLlamaConfig, PruningPlan, save_pruned_model
 from optimum_depth.evaluation import EvaluationResults
 from optimum_depth.publishing.cards import CardOptions, build_model_card, default_template, effective_plan
 
@@ -223,3 +223,48 @@ def test_template_ships_with_the_package():
     template = default_template()
     assert template.startswith("---\n{{ card_data }}\n---")
     assert "{% for r in zero_shot_rows -%}" in template
+
+
+def test_model_index_says_when_perplexity_and_zero_shot_are_measured_on_a_subset():
+    model, pruner = prune_tiny_llama()
+    results = comparison_results()
+    corpus = {"num_windows": 32, "num_predicted_tokens": 4064, "corpus_tokens": 299_078}
+    results.pruned.perplexity_settings = {"seq_len": 128, "datasets": {"wikitext2": corpus}}
+    results.pruned.zero_shot_settings = {"limit": 20, "num_fewshot": 0, "evaluated_documents": {"piqa": 20}}
+    data = parse(build_model_card(model, results, pruner.last_plan, pruner.last_scores)).data.to_dict()
+    _, entries = model_index_to_eval_results(data["model-index"])
+    wiki = next(e for e in entries if e.metric_type == "perplexity")
+    assert "first 32 of 2336 windows of 128 tokens" in wiki.dataset_name and "subset" in wiki.dataset_split
+    assert wiki.dataset_args["windows"] == 32 and wiki.dataset_args["subset"] is True
+    piqa = next(e for e in entries if e.dataset_type == "ybisk/piqa")
+    assert "first 20 documents" in piqa.dataset_name and "subset" in piqa.dataset_split
+
+
+def test_the_whole_test_set_is_not_called_a_subset():
+    model, pruner = prune_tiny_llama()
+    results = comparison_results()
+    corpus = {"num_windows": 2336, "num_predicted_tokens": 296_672, "corpus_tokens": 299_078}
+    results.pruned.perplexity_settings = {"seq_len": 128, "datasets": {"wikitext2": corpus}}
+    results.pruned.zero_shot_settings = {"num_fewshot": 0}
+    data = parse(build_model_card(model, results, pruner.last_plan, pruner.last_scores)).data.to_dict()
+    _, entries = model_index_to_eval_results(data["model-index"])
+    wiki = next(e for e in entries if e.metric_type == "perplexity")
+    assert wiki.dataset_name == "WikiText-2" and wiki.dataset_split == "test"
+    assert all("subset" not in (e.dataset_split or "") for e in entries)
+
+
+def test_the_card_lists_exactly_the_files_of_the_folder_and_is_named_after_its_source(tmp_path):
+    model, pruner = prune_tiny_llama()
+    model.config.source_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    results = comparison_results()
+    elsewhere = tmp_path / "elsewhere"
+    results.save_pretrained(elsewhere)
+    folder = save_pruned_model(
+        model, tmp_path / "ckpt", plan=pruner.last_plan, scores=pruner.last_scores, plot=True, card=True
+    )
+    text = (folder / "README.md").read_text()
+    listed = set(re.findall(r"^- `([^`]+)`:", text, flags=re.M))
+    assert listed == {p.name for p in folder.iterdir()}
+    assert "evaluation_results.json" not in listed  # given nowhere: not listed
+    assert text.splitlines()[0] == "---" and "# SmolLM2-135M-Instruct-depth-pruned-2-of-6-blocks" in text
+    assert "model-depth-pruned" not in text
