@@ -3,11 +3,14 @@
 :mod:`.callback` (``DepthPruningCallback``: one-shot or iterative pruning during training), :mod:`.schedule` (when and
 how much), :mod:`.resume` (giving a fresh model a checkpoint's pruned structure), :mod:`.distributed` (one decision
 for every rank, and the checks of DDP / FSDP / DeepSpeed set-ups), :mod:`.optimizer_surgery` (dropping removed
-parameters from an optimizer), and recovery: :mod:`.recovery` (LoRA / QLoRA / full recipes), :mod:`.recovery_data`
-(Alpaca or raw text, packed) and :mod:`.merge` (adapters merged into a native checkpoint).
+parameters from an optimizer), and recovery: :mod:`.recovery` (LoRA / QLoRA / full recipes, LM or distillation
+objectives), :mod:`.recovery_data` (Alpaca, raw text or the dense model's own text, packed), :mod:`.distillation`
+(the KD ``Trainer``), :mod:`.distillation_losses` (the loss math), :mod:`.teacher_logits` (precomputed top-k teacher
+logits) and :mod:`.merge` (adapters merged into a native checkpoint).
 """
 
 from .callback import DepthPruningCallback
+from .distillation import DistillationTrainer, aligned_block_pairs
 from .merge import merge_adapters, merge_and_save
 from .recovery import (
     RECOVERY_METHODS,
@@ -28,10 +31,12 @@ from .recovery_data import (
     format_alpaca,
     load_instruction_records,
     pack_examples,
+    self_generated_dataset,
     tokenize_instructions,
     tokenize_texts,
 )
 from .resume import prepare_model_for_resume
+from .teacher_logits import TeacherLogitsDataset, precompute_teacher_logits
 
 __all__ = [
     "ALPACA_PROMPT",
@@ -39,10 +44,13 @@ __all__ = [
     "IGNORE_INDEX",
     "RECOVERY_METHODS",
     "DepthPruningCallback",
+    "DistillationTrainer",
     "ExampleDataset",
     "PackedDataset",
     "PadCollator",
     "RecoveryConfig",
+    "TeacherLogitsDataset",
+    "aligned_block_pairs",
     "build_recovery_dataset",
     "build_recovery_trainer",
     "format_alpaca",
@@ -51,9 +59,11 @@ __all__ = [
     "merge_adapters",
     "merge_and_save",
     "pack_examples",
+    "precompute_teacher_logits",
     "prepare_model_for_recovery",
     "prepare_model_for_resume",
     "recovery_training_arguments",
+    "self_generated_dataset",
     "tokenize_instructions",
     "tokenize_texts",
 ]

@@ -9,16 +9,19 @@ Full continued training uses 2e-5 by default (our choice; the paper's main recip
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments, default_data_collator
 
+from ..constants import RECOVERY_CONFIG_NAME
 from ..errors import ConfigError
 from ..model_zoo import load_pretrained_model
+from ..persistence import JsonRecord
 from .recovery_data import ExampleDataset, PadCollator
 
 logger = logging.getLogger(__name__)
@@ -33,10 +36,13 @@ __all__ = [
 ]
 
 RECOVERY_METHODS = ("lora", "qlora", "full")
+OBJECTIVES = ("lm", "kd", "kd+lm")
+ALIGNMENT_KINDS = ("nmse", "mse", "cosine")
+ALIGNMENT_BLOCKS = ("all", "after_cuts")
 
 
 @dataclass
-class RecoveryConfig:
+class RecoveryConfig(JsonRecord):
     """Hyper-parameters of a recovery run.
 
     Args:
@@ -59,6 +65,17 @@ class RecoveryConfig:
         bnb_4bit_quant_type: QLoRA: ``"nf4"`` or ``"fp4"``.
         bnb_4bit_use_double_quant: QLoRA: quantize the quantization constants too.
         seed: Training seed.
+        objective: ``"lm"`` (the causal-LM loss on the data), ``"kd"`` (distil the dense teacher's next-token
+            distributions, KL(teacher || student)) or ``"kd+lm"`` (both, mixed by ``alpha``). The KD objectives train
+            with :class:`~optimum_depth.training.distillation.DistillationTrainer` and need the teacher (or
+            precomputed teacher logits in the data).
+        temperature: KD softmax temperature (the loss is scaled by its square, Hinton et al.).
+        alpha: ``"kd+lm"``: weight of the LM loss (``1 - alpha`` weighs KD).
+        hidden_alignment: Weight of the hidden-state alignment between each kept block's output and the output of the
+            same original block in the teacher (0: off; needs the teacher model).
+        hidden_alignment_kind: ``"nmse"`` (squared error relative to the teacher state's norm), ``"mse"`` or
+            ``"cosine"``.
+        hidden_alignment_blocks: ``"all"`` kept blocks, or ``"after_cuts"`` (the first kept block after each cut).
     """
 
     method: str = "lora"
@@ -78,6 +95,14 @@ class RecoveryConfig:
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
     seed: int = 42
+    objective: str = "lm"
+    temperature: float = 1.0
+    alpha: float = 0.5
+    hidden_alignment: float = 0.0
+    hidden_alignment_kind: str = "nmse"
+    hidden_alignment_blocks: str = "all"
+
+    file_name: ClassVar[str] = RECOVERY_CONFIG_NAME
 
     def __post_init__(self) -> None:
         if self.method not in RECOVERY_METHODS:
@@ -92,6 +117,35 @@ class RecoveryConfig:
             raise ConfigError(f"`learning_rate` must be positive, got {self.learning_rate!r}.")
         if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
             raise ConfigError(f"`bnb_4bit_quant_type` must be 'nf4' or 'fp4', got {self.bnb_4bit_quant_type!r}.")
+        self._validate_distillation()
+
+    def _validate_distillation(self) -> None:
+        choices = {
+            "objective": OBJECTIVES,
+            "hidden_alignment_kind": ALIGNMENT_KINDS,
+            "hidden_alignment_blocks": ALIGNMENT_BLOCKS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
+        if not (_finite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"`temperature` must be a positive number, got {self.temperature!r}.")
+        if not (_finite(self.alpha) and 0.0 <= self.alpha <= 1.0):
+            raise ConfigError(f"`alpha` must be in [0, 1], got {self.alpha!r}.")
+        if not (_finite(self.hidden_alignment) and self.hidden_alignment >= 0):
+            raise ConfigError(f"`hidden_alignment` must be a number >= 0, got {self.hidden_alignment!r}.")
+        if self.objective == "lm" and self.hidden_alignment > 0:
+            raise ConfigError("`hidden_alignment` needs the teacher: use objective 'kd' or 'kd+lm'.")
+
+    @property
+    def distills(self) -> bool:
+        """Whether the objective uses the dense teacher."""
+        return self.objective != "lm"
+
+    @property
+    def resolved_alpha(self) -> float:
+        """Weight of the LM loss: 1 for ``"lm"``, 0 for ``"kd"``, ``alpha`` for ``"kd+lm"``."""
+        return {"lm": 1.0, "kd": 0.0}.get(self.objective, self.alpha)
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -100,11 +154,14 @@ class RecoveryConfig:
             return self.learning_rate
         return 2e-5 if self.method == "full" else 1e-4
 
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the config as a JSON-serialisable dict."""
+    def _fields_to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["learning_rate"] = self.resolved_learning_rate
+        data["learning_rate"] = self.resolved_learning_rate  # what the run used
         return data
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _compute_dtype() -> torch.dtype:
@@ -239,9 +296,10 @@ def build_recovery_trainer(
     eval_dataset=None,
     callbacks: list | None = None,
     training_args: TrainingArguments | None = None,
+    teacher: nn.Module | None = None,
     **overrides,
 ) -> Trainer:
-    """A ``Trainer`` ready to recover a pruned model.
+    """A ``Trainer`` ready to recover a pruned model (a :class:`DistillationTrainer` for the KD objectives).
 
     Args:
         model: The pruned model (plain, or already prepared with :func:`prepare_model_for_recovery`).
@@ -253,10 +311,16 @@ def build_recovery_trainer(
         eval_dataset: Optional evaluation data.
         callbacks: Extra callbacks, e.g. a :class:`~optimum_depth.training.callback.DepthPruningCallback`.
         training_args: Use these instead of :func:`recovery_training_arguments`.
+        teacher: The frozen dense model, for ``objective="kd"``/``"kd+lm"`` (may be 4-bit or offloaded; not needed
+            when the data carries precomputed teacher logits, see :mod:`.teacher_logits`).
         **overrides: ``TrainingArguments`` fields overriding the recipe's.
 
     Returns:
         The trainer; call ``trainer.train()``.
+
+    Raises:
+        ConfigError: If a KD objective has neither a teacher nor precomputed logits, or the teacher is given for
+            the LM objective.
     """
     config = config or RecoveryConfig()
     if hasattr(model, "peft_config"):
@@ -273,7 +337,7 @@ def build_recovery_trainer(
             raise ConfigError("Unpacked recovery data needs a `tokenizer` with a pad or EOS token for padding.")
         collator = PadCollator(pad)
     logger.info("Recovery recipe: %s", config.to_dict())
-    return Trainer(
+    common = dict(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -282,3 +346,21 @@ def build_recovery_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    if not config.distills:
+        if teacher is not None:
+            raise ConfigError("A teacher was given but objective='lm' does not use it; use 'kd' or 'kd+lm'.")
+        return Trainer(**common)
+    stored_temperature = getattr(train_dataset, "temperature", None) if teacher is None else None
+    if stored_temperature is not None and stored_temperature != config.temperature:
+        raise ConfigError(
+            f"The precomputed teacher logits are for temperature {stored_temperature}; the config asks "
+            f"{config.temperature}. Precompute them again, or set the same temperature."
+        )
+    if teacher is None and not getattr(train_dataset, "has_teacher_logits", False):
+        raise ConfigError(
+            f"objective={config.objective!r} needs the dense `teacher` model, or training data with precomputed "
+            "teacher logits (optimum_depth.training.teacher_logits)."
+        )
+    from .distillation import DistillationTrainer
+
+    return DistillationTrainer(teacher=teacher, recovery=config, **common)
