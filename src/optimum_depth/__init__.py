@@ -22,6 +22,7 @@ from .version import __version__
 _EXPORTS: dict[str, str] = {
     # configs, records and errors
     "DepthPruningConfig": "config",
+    "CompensationConfig": "config",
     "PruningPlan": "plan",
     "LayerScores": "scores",
     "OptimumDepthError": "errors",
@@ -51,6 +52,9 @@ _EXPORTS: dict[str, str] = {
     "convert_to_pruned_class": "sublayers.surgery",
     "register_pruned_classes": "modeling",
     "plot_sublayer_map": "sublayers.plot",
+    # compensation
+    "CompensationResult": "compensation",
+    "compensate": "compensation",
     # training
     "DepthPruningCallback": "training.callback",
     "prepare_model_for_resume": "training.resume",
@@ -94,6 +98,8 @@ __all__ = [
     "CalibrationData",
     "CheckpointError",
     "ComparisonResults",
+    "CompensationConfig",
+    "CompensationResult",
     "ConfigError",
     "DataError",
     "DataNotFoundError",
@@ -132,6 +138,7 @@ __all__ = [
     "UnsupportedParallelismError",
     "__version__",
     "build_model_card",
+    "compensate",
     "convert_to_pruned_class",
     "count_parameters",
     "get_architecture",
@@ -165,7 +172,8 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .architectures import ARCHITECTURES, count_parameters, get_architecture, get_decoder_layers
     from .blocks.surgery import remove_layers
     from .calibration import CalibrationData, prepare_calibration
-    from .config import DepthPruningConfig
+    from .compensation import CompensationResult, compensate
+    from .config import CompensationConfig, DepthPruningConfig
     from .errors import (
         CheckpointError,
         ConfigError,

@@ -52,6 +52,8 @@ class ArchitectureSpec:
             one for every family (sublayer-pruned configs of Llama and Phi-3 have it too).
         per_layer_index_lists: Config fields holding a list of block indices (renumbered after surgery). By default
             the blocks that lost their attention / MLP sublayer (sublayer-pruned checkpoints).
+        norm_after_mlp: Whether a norm follows the MLP inside the block (Gemma's sandwich norms): the MLP's
+            contribution to the residual stream is then not linear in its down-projection.
     """
 
     model_type: str
@@ -63,6 +65,7 @@ class ArchitectureSpec:
     mlp_norms: tuple[str, ...] = ("post_attention_layernorm",)
     per_layer_sequences: tuple[str, ...] = ("layer_types",)
     per_layer_index_lists: tuple[str, ...] = ("skipped_attention", "skipped_mlp")
+    norm_after_mlp: bool = False
 
 
 _GEMMA_ATTENTION_NORMS = ("input_layernorm", "post_attention_layernorm")
@@ -77,11 +80,13 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
         "gemma2",
         attention_norms=_GEMMA_ATTENTION_NORMS,
         mlp_norms=_GEMMA_MLP_NORMS,
+        norm_after_mlp=True,
     ),
     "gemma3_text": ArchitectureSpec(
         "gemma3_text",
         attention_norms=_GEMMA_ATTENTION_NORMS,
         mlp_norms=_GEMMA_MLP_NORMS,
+        norm_after_mlp=True,
     ),
     "phi3": ArchitectureSpec("phi3"),
     "smollm3": ArchitectureSpec("smollm3", per_layer_sequences=("layer_types", "no_rope_layers")),

@@ -15,7 +15,13 @@ from .constants import CONFIG_NAME
 from .errors import ConfigError, PruningTargetError
 from .persistence import JsonRecord
 
-__all__ = ["CRITERIA_BY_GRANULARITY", "DepthPruningConfig", "PruningTargetError"]
+__all__ = [
+    "COMPENSATION_METHODS",
+    "CRITERIA_BY_GRANULARITY",
+    "CompensationConfig",
+    "DepthPruningConfig",
+    "PruningTargetError",
+]
 
 GRANULARITIES = ("block", "sublayer")
 CRITERIA_BY_GRANULARITY: dict[str, tuple[str, ...]] = {
@@ -42,6 +48,62 @@ def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
 
 def _finite_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+COMPENSATION_METHODS = ("linear_ls", "linear_cosine")
+
+
+@dataclass
+class CompensationConfig(JsonRecord):
+    """Training-free compensation of removed blocks: one linear map per cut, folded into the kept weights.
+
+    For each run of removed blocks, a map ``T`` on the MLP output of the kept block before the run is fitted on
+    calibration text so that the pruned model's hidden state after the run approximates the dense model's (ReplaceMe,
+    Shopkhoev et al., 2025), then folded into that block's MLP down-projection: no module is added and the checkpoint
+    stays a plain native model. See ``docs/compensation.md`` for how much calibration it needs.
+
+    Args:
+        method: ``"linear_ls"`` (ridge least squares, shrunk towards the identity; the default) or
+            ``"linear_cosine"`` (ReplaceMe's cosine-distance variant, Adam on the rows; needs the rows in memory).
+        num_samples: Calibration sequences. Least squares over-fits on a few thousand tokens (10 x 128 makes
+            perplexity *worse* than no compensation); a few hundred sequences of 128 tokens are needed.
+        seq_len: Tokens per calibration sequence.
+        ridge: A fixed ridge, relative to the mean eigenvalue of ``MᵀM``; ``None`` chooses it among a grid on
+            held-out calibration sequences (the map is then refitted on all of them).
+        heldout_fraction: Fraction of the calibration sequences held out to choose the ridge and report the fit.
+        seed: Seed of the calibration sampling (distinct from the scoring calibration's by default).
+        batch_size: Sequences per block call while fitting.
+    """
+
+    method: str = field(default="linear_ls", metadata={"help": f"One of {COMPENSATION_METHODS}."})
+    num_samples: int = field(default=256, metadata={"help": "Calibration sequences for the fit."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per calibration sequence."})
+    ridge: float | None = field(default=None, metadata={"help": "Fixed relative ridge; None: chosen held-out."})
+    heldout_fraction: float = field(default=0.2, metadata={"help": "Sequences held out to choose the ridge."})
+    seed: int = field(default=1, metadata={"help": "Seed of the calibration sampling."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per block call."})
+
+    file_name: ClassVar[str] = "compensation_config.json"
+    required_keys: ClassVar[tuple[str, ...]] = ("method",)
+
+    def __post_init__(self) -> None:
+        if self.method not in COMPENSATION_METHODS:
+            raise ConfigError(f"`compensation` method must be one of {COMPENSATION_METHODS}, got {self.method!r}.")
+        for name in ("num_samples", "seq_len", "batch_size"):
+            _positive_int(f"compensation {name}", getattr(self, name))
+        if self.num_samples < 2:
+            raise ConfigError("Compensation needs at least 2 calibration sequences (one is held out).")
+        if self.ridge is not None and not (_finite_number(self.ridge) and self.ridge >= 0):
+            raise ConfigError(f"`compensation` ridge must be a number >= 0 or None, got {self.ridge!r}.")
+        if not (_finite_number(self.heldout_fraction) and 0 < self.heldout_fraction < 1):
+            raise ConfigError(f"`heldout_fraction` must be in (0, 1), got {self.heldout_fraction!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"`compensation` seed must be an integer, got {self.seed!r}.")
+
+    @property
+    def heldout_samples(self) -> int:
+        """Sequences held out (at least one, at most all but one)."""
+        return min(self.num_samples - 1, max(1, round(self.heldout_fraction * self.num_samples)))
 
 
 @dataclass
@@ -106,6 +168,9 @@ class DepthPruningConfig(JsonRecord):
     sublayer_search: str = field(default="greedy", metadata={"help": f"FinerCut search, one of {SUBLAYER_SEARCHES}."})
     angular_last_token: bool = field(default=True, metadata={"help": "Angular criterion at the last token."})
     early_exit: bool = field(default=True, metadata={"help": "PPL/SLEB/FinerCut: stop candidates that cannot win."})
+    compensation: CompensationConfig | None = field(
+        default=None, metadata={"help": f"Training-free compensation: None, {COMPENSATION_METHODS} or a config."}
+    )
 
     file_name: ClassVar[str] = CONFIG_NAME
     required_keys: ClassVar[tuple[str, ...]] = ("criterion",)
@@ -137,6 +202,22 @@ class DepthPruningConfig(JsonRecord):
                 raise ConfigError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
         if not (_finite_number(self.magnitude_p) and self.magnitude_p > 0):
             raise ConfigError(f"`magnitude_p` must be a finite positive number, got {self.magnitude_p!r}.")
+        self._validate_compensation()
+
+    def _validate_compensation(self) -> None:
+        if isinstance(self.compensation, str):
+            self.compensation = CompensationConfig(method=self.compensation)
+        elif isinstance(self.compensation, dict):
+            self.compensation = CompensationConfig.from_dict(self.compensation)
+        if self.compensation is not None and not isinstance(self.compensation, CompensationConfig):
+            raise ConfigError(
+                f"`compensation` must be None, one of {COMPENSATION_METHODS} or a CompensationConfig, got "
+                f"{self.compensation!r}."
+            )
+        if self.compensation is not None and self.granularity != "block":
+            raise ConfigError(
+                "`compensation` applies to block pruning; sublayer (FinerCut) plans are not compensated."
+            )
 
     def _validate_target(self) -> None:
         given = [
@@ -235,6 +316,11 @@ class DepthPruningConfig(JsonRecord):
             )
         protected |= {original.index(i) for i in self.protected_layers}
         return sorted(protected)
+
+    def _fields_to_dict(self) -> dict[str, Any]:
+        data = super()._fields_to_dict()
+        data["compensation"] = self.compensation.to_dict() if self.compensation is not None else None
+        return data
 
     def describe_target(self) -> dict[str, Any]:
         """The pruning target as a one-entry dict, e.g. ``{"pruning_ratio": 0.25}`` (recorded in plans)."""

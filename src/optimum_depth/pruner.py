@@ -20,6 +20,12 @@ from .blocks.planning import check_block_target, plan_blocks
 from .blocks.scoring import score_blocks
 from .blocks.surgery import apply_block_plan
 from .calibration import CalibrationData, resolve_calibration
+from .compensation.compensate import (
+    compensation_calibration,
+    fit_compensation,
+    fold_compensation,
+    record_compensation,
+)
 from .config import DepthPruningConfig
 from .criteria import CRITERIA
 from .errors import ConfigError, PlanMismatchError
@@ -197,12 +203,18 @@ class DepthPruner:
         )
         return event
 
-    def apply(self, model: nn.Module, plan: PruningPlan) -> nn.Module:
+    def apply(self, model: nn.Module, plan: PruningPlan, calibration: Any = None, tokenizer: Any = None) -> nn.Module:
         """Removes what ``plan`` names from ``model``, in place, and records the provenance in its config.
+
+        With ``config.compensation``, the compensation maps are fitted on the model before anything is removed, and
+        folded into the kept blocks after (see :mod:`optimum_depth.compensation`).
 
         Args:
             model: The model the plan was made for (or a copy of it), possibly wrapped by peft or DDP.
             plan: A plan in original numbering.
+            calibration: Calibration source of the compensation (default: ``config.calibration_dataset``); only used
+                with ``config.compensation``.
+            tokenizer: Tokenizer for text calibration sources.
 
         Returns:
             ``model`` itself, pruned (a sublayer plan converts a stock model to its ``Pruned<Family>ForCausalLM``
@@ -216,9 +228,21 @@ class DepthPruner:
             raise ConfigError(f"`plan` must be a PruningPlan, got {type(plan).__name__}.")
         facts = self._facts(model)
         check_plan_fits(facts, plan)
+        compensation = self._fit_compensation(facts, plan, calibration, tokenizer)
         GRANULARITY_STEPS[plan.granularity].apply(facts, plan)
         record_pruning_event(facts.inner.config, self._event(plan))
+        if compensation is not None:
+            fold_compensation(model, compensation)
+            record_compensation(facts.inner.config, compensation)
         return model
+
+    def _fit_compensation(self, facts: ModelFacts, plan: PruningPlan, calibration: Any, tokenizer: Any):
+        settings = self.config.compensation
+        if settings is None:
+            return None
+        source = calibration if calibration is not None else self.config.calibration_dataset
+        data = compensation_calibration(source, tokenizer, facts.inner, settings)
+        return fit_compensation(facts, plan, data, settings)
 
     def prune(self, model: nn.Module, calibration: Any = None, tokenizer: Any = None) -> nn.Module:
         """Scores, plans and applies in one call.
@@ -232,4 +256,4 @@ class DepthPruner:
             ``model`` itself, pruned; the scores and plan are kept as ``last_scores`` / ``last_plan``.
         """
         scores = self.score(model, calibration=calibration, tokenizer=tokenizer)
-        return self.apply(model, self.plan(scores))
+        return self.apply(model, self.plan(scores), calibration=calibration, tokenizer=tokenizer)

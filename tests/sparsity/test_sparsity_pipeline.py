@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from optimum_depth import DepthPruningConfig, PruningTargetError, UnsupportedArchitectureError, save_pruned_model
 from optimum_depth.architectures import get_decoder_layers
+from optimum_depth.blocks.replay import run_block
 from optimum_depth.sparsity import (
     SparsityConfig,
     capture_block_inputs,
@@ -20,7 +21,6 @@ from optimum_depth.sparsity import (
     sparsify,
     sparsity_card_section,
 )
-from optimum_depth.sparsity.capture import run_block
 from optimum_depth.sublayers.surgery import remove_sublayers
 
 from tiny_models import make_tiny_model, random_ids

@@ -5,8 +5,8 @@ layers in place, block by block, and records the method, target and per-layer sp
 Weights stay dense tensors with exact zeros: the checkpoint loads natively, and gives no speed-up by itself.
 """
 
+from ..blocks.replay import BlockInputs, capture_block_inputs
 from .besa import BlockAllocation, LearnedSparseMask, learn_block_allocation, normalised_reconstruction_error
-from .capture import BlockInputs, capture_block_inputs
 from .card import sparsity_card_section
 from .config import METHODS, SparsityConfig
 from .keep_masks import SparsityMaskCallback

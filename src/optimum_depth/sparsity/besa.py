@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .capture import call_block
+from ..blocks.replay import call_block
 from .config import SparsityConfig
 from .masks import (
     candidate_probabilities,

@@ -16,12 +16,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..architectures import get_decoder_layers, unwrap_model
+from ..blocks.replay import capture_block_inputs, collect_input_sq_norms, run_block
 from ..calibration import resolve_calibration
 from ..provenance import original_layer_indices
 from ..pruner import DepthPruner
 from .baselines import baseline_masks
 from .besa import learn_block_allocation
-from .capture import capture_block_inputs, collect_input_sq_norms, run_block
 from .config import SparsityConfig
 from .report import BlockReport, SparsityResult, record_sparsity
 from .targets import check, find_prunable_linears

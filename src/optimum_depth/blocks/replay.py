@@ -1,4 +1,4 @@
-"""Feeding decoder blocks one at a time: capture their inputs and call arguments, replay them, collect activations.
+"""Replaying decoder blocks one at a time: capture their inputs and call arguments, replay them, collect activations.
 
 :func:`capture_block_inputs` records, with forward pre-hooks, the hidden states entering the first block for every
 calibration sequence and the keyword arguments (attention mask, position embeddings, ...) that the decoder passes to

@@ -1,0 +1,193 @@
+"""The block-by-block pass that fits compensation maps (orchestration; the math lives in :mod:`.linear_maps`).
+
+The calibration sequences go through the dense blocks and, side by side, through the kept blocks of the pruned model
+(block by block, the way BESA and SparseGPT walk a model, with the call arguments each block received in a real
+forward). At each fold block the MLP output ``M`` and the rest of the block output ``Y`` are kept; when the dense walk
+reaches the fold's target, the map ``T`` with ``Y + M T ≈ dense state`` is fitted from streamed ``float64``
+statistics (``MᵀM`` and ``Mᵀ(L - Y)``, hidden x hidden), its ridge chosen on held-out sequences, and the pruned walk
+continues from the compensated state, so later maps see the earlier ones (sequential fitting).
+
+Only hidden states of the current position are held (dense and pruned, ``samples x seq_len x hidden`` each), never a
+stack of activations; the fitted maps are returned, not yet folded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers.utils.logging import is_progress_bar_enabled
+
+from ..blocks.replay import call_block
+from .cuts import Fold
+from .linear_maps import DEFAULT_RELATIVE_RIDGES, GramAccumulator, fit_cosine_transform, ridge_solve, select_ridge
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FittedMap", "WalkInputs", "fit_maps"]
+
+METHODS = ("linear_ls", "linear_cosine")
+
+
+@dataclass
+class WalkInputs:
+    """What the walk runs on.
+
+    Args:
+        dense_blocks: Every block of the dense model, by original index.
+        kept_blocks: The blocks of the model being compensated, by original index (the same modules as in
+            ``dense_blocks`` when the plan is not applied yet).
+        mlp_outputs: For each kept block, the module whose output is the block's MLP contribution to the residual
+            stream (the MLP down-projection), by original index.
+        block_kwargs: The call arguments of each block, by original index (from a real forward of the dense model).
+        hidden_states: Calibration hidden states entering block 0, ``(samples, seq_len, hidden)``.
+        heldout: Number of sequences (the last ones) held out to choose the ridge.
+        batch_size: Sequences per block call.
+    """
+
+    dense_blocks: dict[int, nn.Module]
+    kept_blocks: dict[int, nn.Module]
+    mlp_outputs: dict[int, nn.Module]
+    block_kwargs: dict[int, dict[str, Any]]
+    hidden_states: torch.Tensor
+    heldout: int
+    batch_size: int = 8
+
+
+@dataclass
+class FittedMap:
+    """A map fitted for one fold, with how well it fits.
+
+    Args:
+        fold: The fold.
+        transform: ``float64[hidden, hidden]``, acting on the fold block's MLP output rows.
+        relative_ridge: The ridge used (relative to the mean eigenvalue of ``MᵀM``).
+        heldout_error: Held-out residual with the map, relative to the held-out residual without it (below 1 means
+            the map helps on text it was not fitted on).
+        heldout_errors: The held-out residual of every candidate ridge (when the ridge was chosen).
+    """
+
+    fold: Fold
+    transform: torch.Tensor = field(repr=False)
+    relative_ridge: float | None
+    heldout_error: float
+    heldout_errors: dict[float, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """JSON record for the provenance (``config.pruning["compensation"]["maps"]``)."""
+        return {
+            "fold_block": self.fold.block,
+            "target_after_block": self.fold.target,
+            "removed": list(self.fold.removed),
+            "relative_ridge": self.relative_ridge,
+            "heldout_relative_error": round(self.heldout_error, 6),
+        }
+
+
+def _run(block: nn.Module, states: torch.Tensor, kwargs: dict, batch_size: int) -> torch.Tensor:
+    out = torch.empty_like(states)
+    for start in range(0, states.shape[0], batch_size):
+        out[start : start + batch_size] = call_block(block, states[start : start + batch_size], kwargs)
+    return out
+
+
+def _run_capturing_mlp(block, mlp_out: nn.Module, states, kwargs, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs a kept block and returns ``(Y, M)``: its output is ``Y + M`` with ``M`` its MLP contribution."""
+    outputs, mlp = torch.empty_like(states), torch.empty_like(states)
+    captured: list[torch.Tensor] = []
+    handle = mlp_out.register_forward_hook(lambda _m, _args, output: captured.append(output))
+    try:
+        for start in range(0, states.shape[0], batch_size):
+            captured.clear()
+            stop = start + batch_size
+            outputs[start:stop] = call_block(block, states[start:stop], kwargs)
+            mlp[start:stop] = captured[-1]
+    finally:
+        handle.remove()
+    return outputs - mlp, mlp
+
+
+def _statistics(m: torch.Tensor, target: torch.Tensor, batch_size: int) -> GramAccumulator:
+    stats = GramAccumulator(m.shape[-1], target.shape[-1])
+    for start in range(0, m.shape[0], batch_size):
+        stats.update(m[start : start + batch_size], target[start : start + batch_size])
+    return stats
+
+
+def _fit(
+    fold: Fold, m: torch.Tensor, y: torch.Tensor, dense: torch.Tensor, method: str, ridge, inputs: WalkInputs
+) -> FittedMap:
+    """Fits ``Y + M T ≈ dense`` on the fitting rows, ridge chosen (or checked) on the held-out rows."""
+    fit_rows = m.shape[0] - inputs.heldout
+    target = dense - y
+    fit_stats = _statistics(m[:fit_rows], target[:fit_rows], inputs.batch_size)
+    held_stats = _statistics(m[fit_rows:], target[fit_rows:], inputs.batch_size)
+    identity = torch.eye(m.shape[-1], dtype=torch.float64)
+    baseline = max(held_stats.residual(identity), 1e-300)
+    if method == "linear_cosine":
+        transform = fit_cosine_transform(m[:fit_rows], dense[:fit_rows], base=y[:fit_rows])
+        return FittedMap(fold, transform, None, held_stats.residual(transform) / baseline)
+    if ridge is None:
+        selection = select_ridge(fit_stats, held_stats, DEFAULT_RELATIVE_RIDGES, prior="identity")
+        transform = ridge_solve(fit_stats.merge(held_stats), selection.relative_ridge, prior="identity")
+        errors = {r: e / baseline for r, e in selection.heldout_errors.items()}
+        return FittedMap(fold, transform, selection.relative_ridge, errors[selection.relative_ridge], errors)
+    transform = ridge_solve(fit_stats, float(ridge), prior="identity")
+    error = held_stats.residual(transform) / baseline
+    return FittedMap(
+        fold, ridge_solve(fit_stats.merge(held_stats), float(ridge), prior="identity"), float(ridge), error
+    )
+
+
+@torch.no_grad()
+def fit_maps(
+    inputs: WalkInputs,
+    folds: list[Fold],
+    method: str = "linear_ls",
+    ridge: float | None = None,
+) -> list[FittedMap]:
+    """Walks the calibration states through the dense and the pruned blocks and fits one map per fold.
+
+    Args:
+        inputs: Blocks, call arguments and calibration states.
+        folds: From :func:`~.cuts.plan_folds`.
+        method: ``"linear_ls"`` (ridge least squares, shrunk towards the identity) or ``"linear_cosine"`` (ReplaceMe's
+            cosine-distance variant, Adam on the rows).
+        ridge: A fixed relative ridge, or ``None`` to choose it on the held-out sequences.
+
+    Returns:
+        The fitted maps, in fold order.
+    """
+    removed = {b for fold in folds for b in fold.removed}
+    start = min(min(removed), min(f.block for f in folds))
+    stop = max(f.target for f in folds)
+    by_block = {fold.block: fold for fold in folds}
+    pending: dict[int, tuple[Fold, torch.Tensor, torch.Tensor]] = {}
+    fitted: list[FittedMap] = []
+    dense = pruned = inputs.hidden_states
+    for index in range(start):  # the prefix is the same in both models
+        dense = _run(inputs.dense_blocks[index], dense, inputs.block_kwargs[index], inputs.batch_size)
+    pruned = dense
+    blocks = tqdm(range(start, stop + 1), desc="compensation", leave=False, disable=not is_progress_bar_enabled())
+    for index in blocks:
+        kwargs = inputs.block_kwargs[index]
+        dense = _run(inputs.dense_blocks[index], dense, kwargs, inputs.batch_size)
+        if index in by_block:
+            block = inputs.kept_blocks[index]
+            y, m = _run_capturing_mlp(block, inputs.mlp_outputs[index], pruned, kwargs, inputs.batch_size)
+            pending[by_block[index].target] = (by_block[index], y, m)
+            pruned = y + m
+        elif index not in removed:
+            pruned = _run(inputs.kept_blocks[index], pruned, kwargs, inputs.batch_size)
+        if index in pending:
+            fold, y, m = pending.pop(index)
+            result = _fit(fold, m, y, dense, method, ridge, inputs)
+            fitted.append(result)
+            logger.info("Compensation map for blocks %s: held-out error x%.3f", fold.removed, result.heldout_error)
+            # Only removed blocks lie between a fold block and its target: the compensated output goes on directly.
+            pruned = y + (m.double() @ result.transform).to(m.dtype)
+    return sorted(fitted, key=lambda f: f.fold.block)
