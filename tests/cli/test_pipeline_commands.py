@@ -169,3 +169,29 @@ def test_recover_with_lora_writes_a_native_merged_checkpoint(pruned_checkpoint, 
         )
         == 2
     )
+
+
+def test_recover_by_distillation_on_self_generated_text(pruned_checkpoint, stories_path, tmp_path):
+    out = tmp_path / "kd"
+    argv = ["recover", str(pruned_checkpoint), "--data", "self", "--objective", "kd+lm", "--method", "full"]
+    argv += ["--teacher", str(stories_path), "--hidden-alignment", "0.5", "--max-steps", "2", "--batch-size", "2"]
+    argv += ["--block-size", "32", "--max-examples", "8", "--output-dir", str(out)]
+    assert main(argv) == 0
+    before = AutoModelForCausalLM.from_pretrained(pruned_checkpoint)
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert after.config.surviving_layers == before.config.surviving_layers
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters(), strict=True))
+    # The checkpoint records the local path of its source, which the teacher defaults to.
+    del argv[argv.index("--teacher") : argv.index("--teacher") + 2]
+    assert main([*argv[:-1], str(tmp_path / "kd2")]) == 0
+
+
+def test_prune_with_compensation_records_the_maps(stories_path, tmp_path):
+    out = tmp_path / "comp"
+    argv = ["prune", "--model", str(stories_path), "--criterion", "block_influence", "--num-layers-to-remove", "1"]
+    argv += ["--protect-first", "1", "--compensation", "linear_ls", "--compensation-samples", "16"]
+    assert main([*argv, "--output-dir", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    maps = config["pruning"]["compensation"]["maps"]
+    assert len(maps) == 1 and maps[0]["removed"] == config["pruning"]["removed_layers"]
+    assert json.loads((out / "depth_pruning_config.json").read_text())["compensation"]["num_samples"] == 16

@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..config import CRITERIA_BY_GRANULARITY, DISTANCES, GRANULARITIES, DepthPruningConfig
+from ..config import COMPENSATION_METHODS, CRITERIA_BY_GRANULARITY, DISTANCES, GRANULARITIES, DepthPruningConfig
 from ..errors import DataNotFoundError, UsageError
 
 BLOCK_CRITERIA = CRITERIA_BY_GRANULARITY["block"]
@@ -81,6 +81,19 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
         help="Remove whole blocks (default) or attention/MLP sublayers (needs --criterion finercut).",
     )
     group.add_argument("--distance", choices=DISTANCES, help="FinerCut's output distance (default js).")
+    group.add_argument(
+        "--compensation",
+        choices=("none", *COMPENSATION_METHODS),
+        help="Training-free compensation folded into the kept weights (blocks only): linear_ls (least squares, ridge "
+        "chosen on held-out text) or linear_cosine. Default: none.",
+    )
+    group.add_argument(
+        "--compensation-samples",
+        type=positive_int,
+        default=None,
+        help="Calibration sequences of 128 tokens for the compensation fit (default 256; least squares needs a few "
+        "hundred).",
+    )
     for option, (kind, text) in CONFIG_OPTIONS.items():
         group.add_argument(f"--{option.replace('_', '-')}", dest=option, type=kind, default=None, help=text)
     group.add_argument(
@@ -122,6 +135,12 @@ def config_from_args(args: argparse.Namespace, default_criterion: str = "magnitu
         data["criterion"] = "finercut" if data.get("granularity") == "sublayer" else default_criterion
     if args.calibration is not None:
         data["calibration_dataset"] = args.calibration
+    if args.compensation is not None:
+        data["compensation"] = None if args.compensation == "none" else {"method": args.compensation}
+    if args.compensation_samples is not None:
+        if not data.get("compensation"):
+            raise UsageError("--compensation-samples needs --compensation linear_ls or linear_cosine.")
+        data["compensation"] = {**dict(data["compensation"]), "num_samples": args.compensation_samples}
     known = {f.name for f in fields(DepthPruningConfig)}
     return DepthPruningConfig(**{k: v for k, v in data.items() if k in known})
 
@@ -134,6 +153,13 @@ def default_calibration_source() -> str:
     if data_dir is not None and (data_dir / "calib").is_dir():
         return str(data_dir / "calib")
     return "self"
+
+
+def config_calibration(config: DepthPruningConfig) -> str | None:
+    """The calibration source of a config, or the default one when the config needs one and names none."""
+    if config.calibration_dataset is not None:
+        return config.calibration_dataset
+    return default_calibration_source() if config.compensation is not None else None
 
 
 def load_model(args: argparse.Namespace, name_or_path: str | None = None):

@@ -26,19 +26,19 @@ def run(args: argparse.Namespace) -> int:
     from ..plan import PruningPlan
     from ..pruner import DepthPruner
     from ..publishing.saving import save_pruned_model
-    from .common import check_output_dir, config_from_args, load_model
+    from .common import check_output_dir, config_calibration, config_from_args, load_model
 
     if args.plan:
         plan = PruningPlan.from_pretrained(args.plan)
         config = config_from_args(args)
         check_output_dir(args)
         model, tokenizer = load_model(args)
-        pruner, scores = DepthPruner(config), None
+        pruner, scores, calibration = DepthPruner(config), None, config_calibration(config)
     else:
-        pruner, scores, model, tokenizer = compute_scores(args)
+        pruner, scores, model, tokenizer, calibration = compute_scores(args)
         plan = pruner.plan(scores)
     before = count_parameters(model)
-    pruner.apply(model, plan)
+    pruner.apply(model, plan, calibration=calibration, tokenizer=tokenizer)
     after = count_parameters(model)
     out = save_pruned_model(
         model, args.output_dir, tokenizer, plan=plan, scores=scores, config=pruner.config, plot=not args.no_plot

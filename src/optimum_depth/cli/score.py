@@ -29,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compute_scores(args: argparse.Namespace):
-    """Checks the options, loads the model and scores it. Returns ``(pruner, scores, model, tokenizer)``."""
+    """Checks the options, loads the model and scores it.
+
+    Returns:
+        ``(pruner, scores, model, tokenizer, calibration)``; ``calibration`` is the source the scores came from (the
+        compensation of ``prune`` samples from it too).
+    """
     from ..pruner import DepthPruner
 
     config = config_from_args(args)
@@ -39,14 +44,14 @@ def compute_scores(args: argparse.Namespace):
     pruner.check(model)
     calibration = config.calibration_dataset or default_calibration_source()
     scores = pruner.score(model, calibration=calibration, tokenizer=tokenizer)
-    return pruner, scores, model, tokenizer
+    return pruner, scores, model, tokenizer, calibration
 
 
 def run(args: argparse.Namespace) -> int:
     """Scores the model and writes the scores, the plan they imply, the config and the plot."""
     from ..publishing.saving import save_pruning_records, write_into_directory
 
-    pruner, scores, _, _ = compute_scores(args)
+    pruner, scores, _, _, _ = compute_scores(args)
     plan = pruner.plan(scores)
 
     def write(staging) -> None:
