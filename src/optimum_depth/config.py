@@ -17,6 +17,7 @@ from .persistence import JsonRecord
 
 __all__ = [
     "COMPENSATION_METHODS",
+    "COMPENSATION_SELECTIONS",
     "CRITERIA_BY_GRANULARITY",
     "CompensationConfig",
     "DepthPruningConfig",
@@ -51,6 +52,7 @@ def _finite_number(value: Any) -> bool:
 
 
 COMPENSATION_METHODS = ("linear_ls", "linear_cosine")
+COMPENSATION_SELECTIONS = ("criterion", "aware")
 
 
 @dataclass
@@ -73,6 +75,10 @@ class CompensationConfig(JsonRecord):
         heldout_fraction: Fraction of the calibration sequences held out to choose the ridge and report the fit.
         seed: Seed of the calibration sampling (distinct from the scoring calibration's by default).
         batch_size: Sequences per block call while fitting.
+        selection: ``"criterion"`` (the criterion chooses the blocks, the maps are fitted after; the default) or
+            ``"aware"`` (with ``criterion="sleb"``: every greedy candidate is scored after its own fitted map, see
+            :mod:`optimum_depth.compensation.selection`).
+        selection_samples: Calibration sequences the aware selection uses (its memory grows with them).
     """
 
     method: str = field(default="linear_ls", metadata={"help": f"One of {COMPENSATION_METHODS}."})
@@ -82,6 +88,8 @@ class CompensationConfig(JsonRecord):
     heldout_fraction: float = field(default=0.2, metadata={"help": "Sequences held out to choose the ridge."})
     seed: int = field(default=1, metadata={"help": "Seed of the calibration sampling."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per block call."})
+    selection: str = field(default="criterion", metadata={"help": f"One of {COMPENSATION_SELECTIONS}."})
+    selection_samples: int = field(default=128, metadata={"help": "Sequences used by the aware selection."})
 
     file_name: ClassVar[str] = "compensation_config.json"
     required_keys: ClassVar[tuple[str, ...]] = ("method",)
@@ -89,8 +97,14 @@ class CompensationConfig(JsonRecord):
     def __post_init__(self) -> None:
         if self.method not in COMPENSATION_METHODS:
             raise ConfigError(f"`compensation` method must be one of {COMPENSATION_METHODS}, got {self.method!r}.")
-        for name in ("num_samples", "seq_len", "batch_size"):
+        if self.selection not in COMPENSATION_SELECTIONS:
+            raise ConfigError(
+                f"`compensation` selection must be one of {COMPENSATION_SELECTIONS}, got {self.selection!r}."
+            )
+        for name in ("num_samples", "seq_len", "batch_size", "selection_samples"):
             _positive_int(f"compensation {name}", getattr(self, name))
+        if self.selection_samples < 2:
+            raise ConfigError("The aware selection needs at least 2 calibration sequences (one scores).")
         if self.num_samples < 2:
             raise ConfigError("Compensation needs at least 2 calibration sequences (one is held out).")
         if self.ridge is not None and not (_finite_number(self.ridge) and self.ridge >= 0):
@@ -218,6 +232,16 @@ class DepthPruningConfig(JsonRecord):
             raise ConfigError(
                 "`compensation` applies to block pruning; sublayer (FinerCut) plans are not compensated."
             )
+        if self.aware_selection and self.criterion != "sleb":
+            raise ConfigError(
+                "Compensation-aware selection (`selection='aware'`) runs SLEB's greedy rounds: set criterion='sleb' "
+                f"(got {self.criterion!r}), or selection='criterion' to compensate this criterion's plan."
+            )
+
+    @property
+    def aware_selection(self) -> bool:
+        """Whether the blocks are chosen with the compensation maps fitted (``compensation.selection == "aware"``)."""
+        return self.compensation is not None and self.compensation.selection == "aware"
 
     def _validate_target(self) -> None:
         given = [

@@ -147,7 +147,8 @@ class DepthPruner:
 
         Args:
             model: The model, possibly wrapped by peft/DDP.
-            calibration: Calibration source (see :func:`optimum_depth.prepare_calibration`), or prepared data.
+            calibration: Calibration source (see :func:`optimum_depth.prepare_calibration`), or prepared data. The
+                compensation-aware selection samples it with the compensation's settings (a few hundred sequences).
             tokenizer: Tokenizer for text calibration sources.
 
         Returns:
@@ -156,7 +157,11 @@ class DepthPruner:
         facts = self._facts(model)
         self.steps.check(facts, self.config)
         data = calibration if isinstance(calibration, CalibrationData) else None
-        if data is None and CRITERIA[self.config.criterion].needs_calibration:
+        settings = self.config.compensation
+        if data is None and settings is not None and settings.selection == "aware":
+            source = calibration if calibration is not None else self.config.calibration_dataset
+            data = compensation_calibration(source, tokenizer, facts.inner, settings)
+        elif data is None and CRITERIA[self.config.criterion].needs_calibration:
             data = resolve_calibration(self.config, facts.inner, calibration, tokenizer)
         self.last_scores = self.steps.score(facts, self.config, data)
         return self.last_scores

@@ -179,3 +179,29 @@ def test_compensation_settings_are_validated():
             CompensationConfig(**kwargs)
     config = DepthPruningConfig(criterion="sleb", pruning_ratio=0.2, compensation="linear_ls")
     assert DepthPruningConfig.from_dict(json.loads(config.to_json_string())) == config
+
+
+def test_the_least_squares_map_equals_lstsq_on_the_captured_activations():
+    """The map of a single cut, without ridge, is ``lstsq(M, dense - Y)`` on the fold block's own activations."""
+    from optimum_depth.compensation import fit_compensation
+
+    model = make_tiny_model("llama").eval()
+    data = _calibration(n=40)
+    captured = {}
+    layers = model.model.layers
+    hooks = [
+        layers[1].mlp.down_proj.register_forward_hook(lambda _m, _a, out: captured.__setitem__("m", out)),
+        layers[1].register_forward_hook(lambda _m, _a, out: captured.__setitem__("block1", out[0] if isinstance(out, tuple) else out)),
+        layers[2].register_forward_hook(lambda _m, _a, out: captured.__setitem__("dense", out[0] if isinstance(out, tuple) else out)),
+    ]  # fmt: skip
+    with torch.no_grad():
+        model(input_ids=data.input_ids)
+    for hook in hooks:
+        hook.remove()
+    m = captured["m"].reshape(-1, captured["m"].shape[-1]).double()
+    y = captured["block1"].reshape(m.shape).double() - m
+    target = captured["dense"].reshape(m.shape).double() - y
+    reference = torch.linalg.lstsq(m, target).solution
+    result = fit_compensation(model, _plan((2,)), data, CompensationConfig(num_samples=40, seq_len=16, ridge=0.0))
+    (fitted,) = result.maps
+    torch.testing.assert_close(fitted.transform, reference, rtol=1e-5, atol=1e-6)

@@ -74,7 +74,7 @@ def _base_linear(module: nn.Module) -> Any:
     return getattr(module, "base_layer", module)
 
 
-def _mlp_output(block: nn.Module, facts: ModelFacts) -> nn.Module:
+def mlp_output_module(block: nn.Module, facts: ModelFacts) -> nn.Module:
     """The module whose output is the block's MLP contribution (the down-projection; a peft wrapper of it if any)."""
     if facts.spec.norm_after_mlp:
         raise UnsupportedArchitectureError(
@@ -116,7 +116,7 @@ def compensation_calibration(source: Any, tokenizer: Any, model: nn.Module, conf
 def _walk_inputs(dense: ModelFacts, kept: ModelFacts, data: CalibrationData, config: CompensationConfig, folds):
     kept_blocks = dict(zip(kept.original_indices, kept.layers, strict=True))
     mlp_outputs: dict[int, nn.Module] = {
-        f.block: _mlp_output(kept_blocks[f.block], kept) for f in folds
+        f.block: mlp_output_module(kept_blocks[f.block], kept) for f in folds
     }  # checked first
     captured = capture_block_inputs(dense.inner, data.input_ids, config.batch_size)
     return WalkInputs(
@@ -226,7 +226,7 @@ def fold_compensation(model: nn.Module, result: CompensationResult) -> None:
     facts = as_facts(model)
     position = {original: p for p, original in enumerate(facts.original_indices)}
     for fitted in result.maps:
-        module = _mlp_output(facts.layers[position[fitted.fold.block]], facts)
+        module = mlp_output_module(facts.layers[position[fitted.fold.block]], facts)
         transform = fitted.transform
         fold_output_transform(_base_linear(module), transform)
         for lora_b in getattr(module, "lora_B", {}).values():  # peft: the adapter's output is mapped too

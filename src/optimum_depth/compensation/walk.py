@@ -28,7 +28,7 @@ from .linear_maps import DEFAULT_RELATIVE_RIDGES, GramAccumulator, fit_cosine_tr
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FittedMap", "WalkInputs", "fit_maps"]
+__all__ = ["FittedMap", "WalkInputs", "fit_map", "fit_maps", "run_capturing_mlp"]
 
 METHODS = ("linear_ls", "linear_cosine")
 
@@ -95,7 +95,7 @@ def _run(block: nn.Module, states: torch.Tensor, kwargs: dict, batch_size: int) 
     return out
 
 
-def _run_capturing_mlp(block, mlp_out: nn.Module, states, kwargs, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
+def run_capturing_mlp(block, mlp_out: nn.Module, states, kwargs, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs a kept block and returns ``(Y, M)``: its output is ``Y + M`` with ``M`` its MLP contribution."""
     outputs, mlp = torch.empty_like(states), torch.empty_like(states)
     captured: list[torch.Tensor] = []
@@ -118,14 +118,35 @@ def _statistics(m: torch.Tensor, target: torch.Tensor, batch_size: int) -> GramA
     return stats
 
 
-def _fit(
-    fold: Fold, m: torch.Tensor, y: torch.Tensor, dense: torch.Tensor, method: str, ridge, inputs: WalkInputs
+def fit_map(
+    fold: Fold,
+    m: torch.Tensor,
+    y: torch.Tensor,
+    dense: torch.Tensor,
+    method: str,
+    ridge: float | None,
+    heldout: int,
+    batch_size: int = 8,
 ) -> FittedMap:
-    """Fits ``Y + M T ≈ dense`` on the fitting rows, ridge chosen (or checked) on the held-out rows."""
-    fit_rows = m.shape[0] - inputs.heldout
+    """Fits ``Y + M T ≈ dense`` on the fitting rows, ridge chosen (or checked) on the held-out rows.
+
+    Args:
+        fold: The fold the map is for.
+        m: The fold block's MLP output, ``(samples, seq_len, hidden)``.
+        y: The rest of the fold block's output, same shape.
+        dense: The dense hidden state to reproduce, same shape.
+        method: ``"linear_ls"`` or ``"linear_cosine"``.
+        ridge: A fixed relative ridge, or ``None`` to choose it on the held-out rows.
+        heldout: Number of sequences (the last ones) held out.
+        batch_size: Sequences per statistics update.
+
+    Returns:
+        The fitted map.
+    """
+    fit_rows = m.shape[0] - heldout
     target = dense - y
-    fit_stats = _statistics(m[:fit_rows], target[:fit_rows], inputs.batch_size)
-    held_stats = _statistics(m[fit_rows:], target[fit_rows:], inputs.batch_size)
+    fit_stats = _statistics(m[:fit_rows], target[:fit_rows], batch_size)
+    held_stats = _statistics(m[fit_rows:], target[fit_rows:], batch_size)
     identity = torch.eye(m.shape[-1], dtype=torch.float64)
     baseline = max(held_stats.residual(identity), 1e-300)
     if method == "linear_cosine":
@@ -178,14 +199,14 @@ def fit_maps(
         dense = _run(inputs.dense_blocks[index], dense, kwargs, inputs.batch_size)
         if index in by_block:
             block = inputs.kept_blocks[index]
-            y, m = _run_capturing_mlp(block, inputs.mlp_outputs[index], pruned, kwargs, inputs.batch_size)
+            y, m = run_capturing_mlp(block, inputs.mlp_outputs[index], pruned, kwargs, inputs.batch_size)
             pending[by_block[index].target] = (by_block[index], y, m)
             pruned = y + m
         elif index not in removed:
             pruned = _run(inputs.kept_blocks[index], pruned, kwargs, inputs.batch_size)
         if index in pending:
             fold, y, m = pending.pop(index)
-            result = _fit(fold, m, y, dense, method, ridge, inputs)
+            result = fit_map(fold, m, y, dense, method, ridge, inputs.heldout, inputs.batch_size)
             fitted.append(result)
             logger.info("Compensation map for blocks %s: held-out error x%.3f", fold.removed, result.heldout_error)
             # Only removed blocks lie between a fold block and its target: the compensated output goes on directly.

@@ -55,6 +55,8 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
 
     if context.calibration is None:
         raise ValueError("The 'sleb' criterion needs calibration data.")
+    if context.config.aware_selection:
+        return _compensation_aware(context)
     sizes = [count_parameters(block) for block in get_decoder_layers(context.model)]
     total = count_parameters(context.model)
     engine = BlockwiseEngine(context.model, context.calibration, batch_size=context.config.batch_size)
@@ -141,3 +143,36 @@ class _Rounds:
 
 
 SLEB = register_criterion(Criterion("sleb", sleb_criterion, needs_calibration=True))
+
+
+def _compensation_aware(context: ScoringContext) -> CriterionResult:
+    """SLEB's rounds with each candidate scored after its own fitted compensation map (see
+    :mod:`optimum_depth.compensation.selection`); protected blocks get the highest value."""
+    from ..architectures import as_facts, count_parameters
+    from ..compensation.selection import aware_greedy_selection
+
+    facts = as_facts(context.model)
+    sizes = [count_parameters(block) for block in facts.layers]
+    total = count_parameters(context.model)
+    removable = [b for b in range(len(sizes)) if b not in context.protected]
+    rounds = context.num_to_remove if context.num_to_remove is not None else min(len(removable), len(sizes) - 1)
+    assert context.config.compensation is not None  # aware_selection implies it
+    result = aware_greedy_selection(
+        facts,
+        context.calibration,  # type: ignore[arg-type]  # checked by the caller
+        context.config.compensation,
+        rounds,
+        context.protected,
+        enough=lambda order: target_reached(context, order, sizes, total),
+    )
+    if not target_reached(context, result.removal_order, sizes, total):
+        raise PruningTargetError("Compensation-aware SLEB removed every candidate without reaching the target.")
+    highest = max(result.values.values())
+    extra = {
+        "quantity": "scoring perplexity without the block and with its cut's fitted map, when last scored",
+        "selection": "compensation-aware",
+        "dense_perplexity": result.dense_perplexity,
+        "rounds": result.rounds,
+    }
+    values = [result.values.get(i, highest) for i in range(len(sizes))]
+    return CriterionResult(values=values, removal_order=result.removal_order, extra=extra)

@@ -1,0 +1,1 @@
+"""The quality benchmark (see ``benchmarks/bench_quality.py``)."""
