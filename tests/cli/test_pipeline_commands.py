@@ -195,3 +195,17 @@ def test_prune_with_compensation_records_the_maps(stories_path, tmp_path):
     maps = config["pruning"]["compensation"]["maps"]
     assert len(maps) == 1 and maps[0]["removed"] == config["pruning"]["removed_layers"]
     assert json.loads((out / "depth_pruning_config.json").read_text())["compensation"]["num_samples"] == 16
+
+
+def test_prune_with_compensation_aware_selection(stories_path, tmp_path):
+    out = tmp_path / "aware"
+    argv = ["prune", "--model", str(stories_path), "--criterion", "sleb", "--num-layers-to-remove", "1"]
+    argv += ["--compensation", "linear_ls", "--compensation-samples", "16", "--compensation-selection", "aware"]
+    assert main([*argv, "--output-dir", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["pruning"]["compensation"]["settings"]["selection"] == "aware"
+    assert json.loads((out / "layer_scores.json").read_text())["extra"]["selection"] == "compensation-aware"
+    # Without a compensation method the selection option is a usage error (exit 2), and so is another criterion.
+    assert main(["prune", "--model", str(stories_path), "--compensation-selection", "aware", "--output-dir",
+                 str(tmp_path / "x")]) == 2  # fmt: skip
+    assert main([*argv[:4], "ppl", *argv[5:], "--output-dir", str(tmp_path / "y")]) == 2

@@ -205,3 +205,13 @@ def test_the_least_squares_map_equals_lstsq_on_the_captured_activations():
     result = fit_compensation(model, _plan((2,)), data, CompensationConfig(num_samples=40, seq_len=16, ridge=0.0))
     (fitted,) = result.maps
     torch.testing.assert_close(fitted.transform, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cut_at_block_0_leaves_tied_embeddings_alone():
+    dense = make_tiny_model("llama", tie_word_embeddings=True)
+    model = copy.deepcopy(dense)
+    _pruner().apply(model, _plan((0, 1)), calibration=_calibration())
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    torch.testing.assert_close(model.get_input_embeddings().weight, dense.get_input_embeddings().weight)
+    (fitted,) = model.config.pruning["compensation"]["maps"]
+    assert fitted["fold_block"] == 2 and fitted["removed"] == [0, 1]

@@ -8,7 +8,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..config import COMPENSATION_METHODS, CRITERIA_BY_GRANULARITY, DISTANCES, GRANULARITIES, DepthPruningConfig
+from ..config import (
+    COMPENSATION_METHODS,
+    COMPENSATION_SELECTIONS,
+    CRITERIA_BY_GRANULARITY,
+    DISTANCES,
+    GRANULARITIES,
+    DepthPruningConfig,
+)
 from ..errors import DataNotFoundError, UsageError
 
 BLOCK_CRITERIA = CRITERIA_BY_GRANULARITY["block"]
@@ -94,6 +101,13 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
         help="Calibration sequences of 128 tokens for the compensation fit (default 256; least squares needs a few "
         "hundred).",
     )
+    group.add_argument(
+        "--compensation-selection",
+        choices=COMPENSATION_SELECTIONS,
+        default=None,
+        help="criterion (default): the criterion chooses the blocks, then they are compensated; aware (with --criterion "
+        "sleb): every greedy candidate is scored after its own fitted map.",
+    )
     for option, (kind, text) in CONFIG_OPTIONS.items():
         group.add_argument(f"--{option.replace('_', '-')}", dest=option, type=kind, default=None, help=text)
     group.add_argument(
@@ -137,10 +151,12 @@ def config_from_args(args: argparse.Namespace, default_criterion: str = "magnitu
         data["calibration_dataset"] = args.calibration
     if args.compensation is not None:
         data["compensation"] = None if args.compensation == "none" else {"method": args.compensation}
-    if args.compensation_samples is not None:
+    for option, key in (("compensation_samples", "num_samples"), ("compensation_selection", "selection")):
+        if getattr(args, option) is None:
+            continue
         if not data.get("compensation"):
-            raise UsageError("--compensation-samples needs --compensation linear_ls or linear_cosine.")
-        data["compensation"] = {**dict(data["compensation"]), "num_samples": args.compensation_samples}
+            raise UsageError(f"--{option.replace('_', '-')} needs --compensation linear_ls or linear_cosine.")
+        data["compensation"] = {**dict(data["compensation"]), key: getattr(args, option)}
     known = {f.name for f in fields(DepthPruningConfig)}
     return DepthPruningConfig(**{k: v for k, v in data.items() if k in known})
 
