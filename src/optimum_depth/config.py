@@ -78,7 +78,10 @@ class CompensationConfig(JsonRecord):
         selection: ``"criterion"`` (the criterion chooses the blocks, the maps are fitted after; the default) or
             ``"aware"`` (with ``criterion="sleb"``: every greedy candidate is scored after its own fitted map, see
             :mod:`optimum_depth.compensation.selection`).
-        selection_samples: Calibration sequences the aware selection uses (its memory grows with them).
+        selection_samples: Calibration sequences the aware selection uses (its memory grows with them); the last
+            ``heldout_fraction`` of them choose each map's ridge and score the candidates.
+        selection_candidates: After the first round, the aware selection rescores only this many blocks (the best
+            of their latest scores) plus the blocks next to a cut, as lazy greedy does; ``0`` rescores every block.
     """
 
     method: str = field(default="linear_ls", metadata={"help": f"One of {COMPENSATION_METHODS}."})
@@ -89,7 +92,8 @@ class CompensationConfig(JsonRecord):
     seed: int = field(default=1, metadata={"help": "Seed of the calibration sampling."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per block call."})
     selection: str = field(default="criterion", metadata={"help": f"One of {COMPENSATION_SELECTIONS}."})
-    selection_samples: int = field(default=128, metadata={"help": "Sequences used by the aware selection."})
+    selection_samples: int = field(default=64, metadata={"help": "Sequences used by the aware selection."})
+    selection_candidates: int = field(default=10, metadata={"help": "Blocks rescored per later round (0: all)."})
 
     file_name: ClassVar[str] = "compensation_config.json"
     required_keys: ClassVar[tuple[str, ...]] = ("method",)
@@ -105,6 +109,10 @@ class CompensationConfig(JsonRecord):
             _positive_int(f"compensation {name}", getattr(self, name))
         if self.selection_samples < 2:
             raise ConfigError("The aware selection needs at least 2 calibration sequences (one scores).")
+        if isinstance(self.selection_candidates, bool) or not isinstance(self.selection_candidates, int):
+            raise ConfigError(f"`selection_candidates` must be an integer >= 0, got {self.selection_candidates!r}.")
+        if self.selection_candidates < 0:
+            raise ConfigError(f"`selection_candidates` must be an integer >= 0, got {self.selection_candidates!r}.")
         if self.num_samples < 2:
             raise ConfigError("Compensation needs at least 2 calibration sequences (one is held out).")
         if self.ridge is not None and not (_finite_number(self.ridge) and self.ridge >= 0):

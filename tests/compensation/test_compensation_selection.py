@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -19,7 +20,9 @@ from optimum_depth.errors import ConfigError
 
 from tiny_models import make_tiny_model, random_ids
 
-SETTINGS = CompensationConfig(num_samples=24, seq_len=16, batch_size=4, selection="aware", selection_samples=20)
+SETTINGS = CompensationConfig(
+    num_samples=24, seq_len=16, batch_size=4, selection="aware", selection_samples=20, selection_candidates=0
+)
 
 
 def _reference_perplexity(model, removed, maps, ids):
@@ -52,6 +55,22 @@ def test_each_candidate_is_scored_as_the_real_compensated_model(family):
     assert [r["removed"] for r in result.rounds] == result.removal_order
 
 
+def test_later_rounds_rescore_the_best_blocks_and_the_cuts_neighbours():
+    model = make_tiny_model("llama", num_hidden_layers=8).eval()
+    lazy = dataclasses.replace(SETTINGS, selection_candidates=2)
+    ids = random_ids(20, 16, seed=5)
+    one_round = aware_greedy_selection(as_facts(model), CalibrationData(ids, {}), SETTINGS, 1, protected=set())
+    result = aware_greedy_selection(as_facts(model), CalibrationData(ids, {}), lazy, 2, protected=set())
+    first = result.removal_order[0]
+    assert first == one_round.removal_order[0]  # the first round is exhaustive
+    round_one = one_round.values
+    best_two = sorted((b for b in range(8) if b != first), key=lambda b: round_one[b])[:2]
+    expected = set(best_two) | ({first - 1, first + 1} & set(range(8)))
+    rescored = {b for b, v in result.values.items() if b != first and v != round_one[b]}
+    assert rescored == expected  # the others keep their first-round score
+    assert result.removal_order[1] in expected
+
+
 def test_pruner_runs_the_aware_selection_then_compensates():
     model = make_tiny_model("llama").eval()
     config = DepthPruningConfig(criterion="sleb", num_layers_to_remove=2, compensation=SETTINGS)
@@ -72,3 +91,5 @@ def test_aware_selection_is_refused_without_sleb_or_with_a_bad_setting():
         CompensationConfig(selection="greedy")
     with pytest.raises(ConfigError, match="at least 2"):
         CompensationConfig(selection="aware", selection_samples=1)
+    with pytest.raises(ConfigError, match="selection_candidates"):
+        CompensationConfig(selection="aware", selection_candidates=-1)

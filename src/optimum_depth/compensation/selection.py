@@ -7,7 +7,9 @@ long runs in the middle of the model) are then preferred over blocks that are in
 
 Cost, per round: one least-squares map per distinct cut (hidden x hidden statistics of one block's MLP output, cached
 across rounds) and, per candidate, a forward of the blocks from the cut to the end on the scoring sequences (as SLEB,
-which runs the blocks after the candidate). The maps of the selection are fitted on dense hidden states
+which runs the blocks after the candidate). The first round scores every block; later rounds rescore the
+``selection_candidates`` blocks with the best latest scores plus the blocks next to a cut (lazy greedy: a removal
+rarely makes a far-away block cheaper to drop), the others keeping their latest score. The maps of the selection are fitted on dense hidden states
 ("independent" maps: each cut assumes the earlier ones are repaired exactly); the final maps are then fitted
 sequentially by :func:`~optimum_depth.compensation.fit_compensation` as for any plan.
 
@@ -140,6 +142,15 @@ def _first_changed(old: dict[int, tuple[Fold, torch.Tensor]], new: dict[int, tup
     return min({b} | folds_changed)
 
 
+def _to_rescore(remaining: list[int], removed: list[int], values: dict[int, float], settings) -> list[int]:
+    """Lazy greedy: the first round scores every block; later ones the best latest scores and the cuts' neighbours."""
+    if not removed or settings.selection_candidates == 0:
+        return remaining
+    best = sorted(remaining, key=lambda b: values[b])[: settings.selection_candidates]
+    neighbours = {b + step for b in removed for step in (-1, 1)}
+    return sorted(set(best) | (neighbours & set(remaining)))
+
+
 @torch.no_grad()
 def aware_greedy_selection(
     facts: ModelFacts,
@@ -191,7 +202,7 @@ def aware_greedy_selection(
         if enough is not None and enough(removed):
             break
         best: tuple[float, int, dict[int, tuple[Fold, torch.Tensor]]] | None = None
-        remaining = [b for b in candidates if b not in removed]
+        remaining = _to_rescore([b for b in candidates if b not in removed], removed, values, settings)
         for b in progress_bar(remaining, desc=f"compensation-aware: round {round_index + 1}/{num_to_remove}"):
             trial = sorted([*removed, b])
             folds = {f.block: (f, bank.transform(f)) for f in plan_folds(trial, num_blocks)}
