@@ -6,12 +6,13 @@ for every rank, and the checks of DDP / FSDP / DeepSpeed set-ups), :mod:`.optimi
 parameters from an optimizer), and recovery: :mod:`.recovery` (LoRA / QLoRA / full recipes, LM or distillation
 objectives), :mod:`.recovery_data` (Alpaca, raw text or the dense model's own text, packed), :mod:`.distillation`
 (the KD ``Trainer``), :mod:`.distillation_losses` (the loss math), :mod:`.teacher_logits` (precomputed top-k teacher
-logits) and :mod:`.merge` (adapters merged into a native checkpoint).
+logits), :mod:`.merge` (adapters merged into a native checkpoint, saved once from any wrapping: plain, peft, DDP,
+FSDP2) and :mod:`.fsdp` (sharded training: detection, FSDP2 on CPU, the teacher sharded like the student, gathering).
 """
 
 from .callback import DepthPruningCallback
 from .distillation import DistillationTrainer, aligned_block_pairs
-from .merge import merge_adapters, merge_and_save
+from .merge import merge_adapters, merge_and_save, save_recovered_model
 from .recovery import (
     RECOVERY_METHODS,
     RecoveryConfig,
@@ -63,6 +64,7 @@ __all__ = [
     "prepare_model_for_recovery",
     "prepare_model_for_resume",
     "recovery_training_arguments",
+    "save_recovered_model",
     "self_generated_dataset",
     "tokenize_instructions",
     "tokenize_texts",

@@ -22,6 +22,7 @@ from ..constants import RECOVERY_CONFIG_NAME
 from ..errors import ConfigError
 from ..model_zoo import load_pretrained_model
 from ..persistence import JsonRecord
+from .fsdp import CPU_FSDP_ACCELERATOR_CONFIG, enable_fsdp_on_cpu
 from .recovery_data import ExampleDataset, PadCollator
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,10 @@ def recovery_training_arguments(
 ) -> TrainingArguments:
     """``TrainingArguments`` of the recipe (any field can be overridden).
 
+    Under ``accelerate launch`` with an FSDP config on a machine without GPUs, this first calls
+    :func:`~optimum_depth.training.fsdp.enable_fsdp_on_cpu` (and reuses its process state), so the same script and
+    config shard the model on CPU (gloo) as on GPUs (NCCL).
+
     Args:
         output_dir: Where checkpoints go.
         config: The recovery config.
@@ -284,6 +289,8 @@ def recovery_training_arguments(
     if config.gradient_checkpointing:
         kwargs.update(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False})
     kwargs.update(overrides)
+    if enable_fsdp_on_cpu(timeout=kwargs.get("ddp_timeout")):  # accelerate launch with an FSDP config, no GPU
+        kwargs["accelerator_config"] = {**(kwargs.get("accelerator_config") or {}), **CPU_FSDP_ACCELERATOR_CONFIG}
     return TrainingArguments(**kwargs)
 
 
