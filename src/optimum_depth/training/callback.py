@@ -364,3 +364,9 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
             raise ConfigError("DepthPruningCallback needs the model; it is passed by transformers.Trainer.")
         self._start(args, state, model)
         self._run_due_events(args, state, model, optimizer)
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        """Runs the events due after this optimizer step."""
+        self._release_zero_gradients()
+        if model is not None and self.pruning_schedule is not None:
+            self._run_due_events(args, state, model, optimizer)
