@@ -16,7 +16,13 @@ from transformers.trainer_callback import TrainerControl, TrainerState
 
 from optimum_depth import DepthPruningConfig, remove_layers
 from optimum_depth.errors import ConfigError, UnsupportedParallelismError
-from optimum_depth.training import DepthPruningCallback, DistillationTrainer, PackedDataset, RecoveryConfig
+from optimum_depth.training import (
+    DepthPruningCallback,
+    DistillationTrainer,
+    PackedDataset,
+    RecoveryConfig,
+    build_recovery_trainer,
+)
 from optimum_depth.training.fsdp import (
     enable_fsdp_on_cpu,
     full_state_dict_on_main_rank,
@@ -140,6 +146,15 @@ def test_a_callback_added_after_the_trainer_was_built_is_refused_under_fsdp(tmp_
     with pytest.raises(UnsupportedParallelismError, match="add_callback"):
         trainer.train()
     assert len(model.model.layers) == 6
+
+
+def test_qlora_is_refused_under_fsdp_before_anything_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    model = make_tiny_model("llama")
+    ids = random_ids(4, 8)
+    with pytest.raises(UnsupportedParallelismError, match="QLoRA"):
+        build_recovery_trainer(model, PackedDataset(ids, ids.clone()), RecoveryConfig(method="qlora"))
+    assert not hasattr(model, "peft_config")
 
 
 # ------------------------------------------------------------------------------- FSDP2 on a 1-process group
