@@ -12,6 +12,7 @@ FSDP2) and :mod:`.fsdp` (sharded training: detection, FSDP2 on CPU, the teacher 
 
 from .callback import DepthPruningCallback
 from .distillation import DistillationTrainer, aligned_block_pairs
+from .fsdp import CPU_FSDP_ACCELERATOR_CONFIG, enable_fsdp_on_cpu
 from .merge import merge_adapters, merge_and_save, save_recovered_model
 from .recovery import (
     RECOVERY_METHODS,
@@ -41,6 +42,7 @@ from .teacher_logits import TeacherLogitsDataset, precompute_teacher_logits
 
 __all__ = [
     "ALPACA_PROMPT",
+    "CPU_FSDP_ACCELERATOR_CONFIG",
     "ALPACA_PROMPT_WITH_INPUT",
     "IGNORE_INDEX",
     "RECOVERY_METHODS",
@@ -54,6 +56,7 @@ __all__ = [
     "aligned_block_pairs",
     "build_recovery_dataset",
     "build_recovery_trainer",
+    "enable_fsdp_on_cpu",
     "format_alpaca",
     "load_instruction_records",
     "load_model_for_recovery",

@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 from transformers import Trainer
 
 from ..architectures import get_decoder_layers, unwrap_model
@@ -177,6 +176,8 @@ class DistillationTrainer(Trainer):
 
     def _prepare_teacher(self, model: nn.Module) -> None:
         """Once, at the first loss: shards the teacher on the student's mesh when the student is FSDP2-managed."""
+        from torch.distributed.tensor import DTensor
+
         self._teacher_checked = True
         if self.teacher is None or not is_fsdp_managed(model) or is_fsdp_managed(self.teacher):
             return
