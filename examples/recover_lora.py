@@ -13,9 +13,12 @@ Reduced run (5-block TinyStories model, 4 optimizer steps of 2 x 64 tokens):
     python examples/recover_lora.py --model ../shared/models/stories260K --protect-first 1 --protect-last 1 \
         --max-steps 4 --batch-size 2 --grad-accum 1 --block-size 64 --max-examples 40 --output-dir /tmp/rec
 
-Two processes (DDP over gloo on CPU, or NCCL on GPUs), same options:
-    accelerate launch --multi_gpu --num_processes 2 examples/recover_lora.py --output-dir /tmp/rec ...
-    # equivalently: accelerate launch --config_file examples/accelerate_config_2proc_cpu.yaml examples/recover_lora.py ...
+Several processes with accelerate (gloo on CPU, NCCL on GPUs), same options; the configs are in examples/accelerate:
+    accelerate launch --config_file examples/accelerate/ddp.yaml examples/recover_lora.py --output-dir /tmp/rec ...
+    accelerate launch --config_file examples/accelerate/fsdp2.yaml examples/recover_lora.py --output-dir /tmp/rec ...
+    # DDP: one-shot or iterative pruning. FSDP2: one-shot only; the callback prunes while the Trainer is built, before
+    # the model is sharded (on CPU, recovery_training_arguments sets accelerate's FSDP up itself). QLoRA: one process
+    # or DDP. examples/accelerate/deepspeed_zero3.yaml is provided but untested (see docs/distributed.md).
 
 Resume an interrupted run (same arguments plus ``--save-steps N`` in the first run):
     --resume-from-checkpoint /tmp/rec/checkpoints/checkpoint-10
@@ -39,10 +42,11 @@ from optimum_depth.training import (
     build_recovery_dataset,
     build_recovery_trainer,
     load_model_for_recovery,
-    merge_and_save,
     prepare_model_for_recovery,
+    save_recovered_model,
 )
 from optimum_depth.training.callback import DepthPruningCallback
+from optimum_depth.training.fsdp import sharded_training
 from optimum_depth.training.resume import prepare_model_for_resume
 
 logger = logging.getLogger("recover_lora")
@@ -102,9 +106,13 @@ def main() -> None:
     output = os.path.join(args.output_dir, "checkpoints")
 
     full_precision_base = None
+    sharded = sharded_training() is not None  # accelerate launch with an FSDP (or DeepSpeed) config
+    callbacks = []
     if args.method == "qlora":
         if args.schedule != "one_shot":
             raise ValueError("QLoRA prunes once, in full precision, before quantizing: use --schedule one_shot.")
+        if sharded:
+            raise ValueError("QLoRA (bitsandbytes 4-bit) is not supported under FSDP here: use one process or DDP.")
         pruned_dir = os.path.join(args.output_dir, "pruned")
         DepthPruner(pruning).prune(model, calibration=calibration, tokenizer=tokenizer)
         save_pruned_model(model, pruned_dir, tokenizer=tokenizer)
@@ -114,28 +122,31 @@ def main() -> None:
         model = prepare_model_for_recovery(model, recovery)
         if args.resume_from_checkpoint:
             prepare_model_for_resume(model, args.resume_from_checkpoint)
-    trainer = build_recovery_trainer(model, data, recovery, output_dir=output, tokenizer=tokenizer, **save)
-    if args.method != "qlora":
-        trainer.add_callback(
-            DepthPruningCallback(pruning, calibration=calibration, tokenizer=tokenizer, trainer=trainer)
-        )
+        # Given to the constructor, so that under FSDP it prunes while the Trainer is built, before sharding. A
+        # resumed sharded run already has the pruned structure (prepare_model_for_resume): no callback then.
+        if not (sharded and args.resume_from_checkpoint):
+            callbacks.append(DepthPruningCallback(pruning, calibration=calibration, tokenizer=tokenizer))
+    trainer = build_recovery_trainer(
+        model, data, recovery, output_dir=output, tokenizer=tokenizer, callbacks=callbacks, **save
+    )
+    for callback in callbacks:
+        callback.trainer = trainer  # pruning events also reach the report_to integrations
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
 
-    if trainer.accelerator.is_main_process:
-        merged = merge_and_save(
-            trainer.model,
-            os.path.join(args.output_dir, "merged"),
-            tokenizer=tokenizer,
-            full_precision_base=full_precision_base,
-            recovery={
-                **recovery.to_dict(),
-                "data": str(args.data),
-                "steps": trainer.state.global_step,
-                "world_size": trainer.args.world_size,
-            },
-        )
-        logger.info("Merged checkpoint: %s (loads with AutoModelForCausalLM.from_pretrained)", merged)
-    trainer.accelerator.wait_for_everyone()
+    # Every rank calls it: gathers sharded weights on rank 0, merges LoRA, writes once.
+    merged = save_recovered_model(
+        trainer.model,
+        os.path.join(args.output_dir, "merged"),
+        tokenizer=tokenizer,
+        full_precision_base=full_precision_base,
+        recovery={
+            **recovery.to_dict(),
+            "data": str(args.data),
+            "steps": trainer.state.global_step,
+            "world_size": trainer.args.world_size,
+        },
+    )
+    logger.info("Merged checkpoint: %s (loads with AutoModelForCausalLM.from_pretrained)", merged)
 
 
 if __name__ == "__main__":

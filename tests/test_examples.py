@@ -97,16 +97,21 @@ def test_recover_lora_one_shot(tmp_path):
 
 
 @pytest.mark.slow
-def test_recover_lora_two_processes_ddp(tmp_path):
+@pytest.mark.parametrize("config", ["ddp.yaml", "fsdp2.yaml"])
+def test_recover_lora_two_processes(tmp_path, config):
+    """The shipped accelerate configs, unchanged but for the port: DDP, and FSDP2 (gloo on CPU)."""
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(accelerate), "launch", "--config_file", str(EXAMPLES / "accelerate" / config),
+        "--num_processes", "2", "--main_process_port", str(free_port()),
         str(EXAMPLES / "recover_lora.py"), "--model", str(STORIES_PATH), *RECOVERY_ARGS,
         "--output-dir", str(tmp_path / "out"),
     ]  # fmt: skip
-    run(command, tmp_path)
+    result = run(command, tmp_path)
     check_recovered(tmp_path / "out", world_size=2)
+    if config == "fsdp2.yaml":  # really sharded, and pruned before sharding
+        assert "Pruned before fsdp wraps the model (world size 2)" in result.stderr
+        assert "FSDP on CPU: 2 gloo processes" in result.stderr
 
 
 def test_iterative_pruning_in_trainer(tmp_path):

@@ -1,4 +1,7 @@
-"""Forward-only criteria on accelerate-dispatched (CPU / disk offloaded) and bitsandbytes 4-bit models."""
+"""Forward-only criteria on accelerate-dispatched (CPU / disk offloaded) and bitsandbytes 4-bit models.
+
+Scoring runs in one process (under DDP/FSDP on rank 0, before the model is sharded), so a model larger than one device
+is split with accelerate's own offload (``device_map`` / ``dispatch_model`` / disk offload) rather than sharded."""
 
 from __future__ import annotations
 
@@ -55,6 +58,43 @@ def test_forward_only_criteria_on_offloaded_models(kind, tmp_path):
     # bounds may differ, the selection may not.
     for criterion, scores in all_scores(model, ids, early_exit=True).items():
         assert selection(scores) == selection(expected[criterion]), criterion
+
+
+def alternating_device_map(num_layers: int) -> dict[str, str]:
+    """Blocks alternately in RAM and on disk (what ``infer_auto_device_map`` never does by itself)."""
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "disk"}
+    device_map.update({f"model.layers.{i}": ("cpu" if i % 2 == 0 else "disk") for i in range(num_layers)})
+    return device_map
+
+
+def test_sleb_and_ppl_on_a_checkpoint_loaded_split_over_ram_and_disk(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from optimum_depth import DepthPruner, remove_layers
+
+    dense = make_tiny_model("llama")
+    dense.save_pretrained(tmp_path / "dense")
+    ids = random_ids(4, 12, seed=12)
+    for criterion in ("sleb", "ppl"):
+        config = DepthPruningConfig(criterion=criterion, num_layers_to_remove=2, batch_size=2, early_exit=False)
+        expected = score_blocks(dense, config, CalibrationData(ids))
+        folder = tmp_path / f"offload-{criterion}"  # a fresh folder for every load (accelerate reuses a full one)
+        model = AutoModelForCausalLM.from_pretrained(
+            tmp_path / "dense", device_map=alternating_device_map(6), offload_folder=str(folder), dtype=torch.float32
+        ).eval()
+        assert model.model.layers[1].self_attn.q_proj.weight.device.type == "meta"  # on disk (read from safetensors)
+        scores = score_blocks(model, config, CalibrationData(ids))
+        assert scores.values == pytest.approx(expected.values, rel=1e-6, abs=1e-7), criterion
+        assert scores.removal_order == expected.removal_order, criterion
+    # A pruned model dispatched again needs a new offload folder too: the same blocks, the same logits.
+    plan = DepthPruner(DepthPruningConfig(criterion="sleb", num_layers_to_remove=2)).plan(expected)
+    pruned = remove_layers(make_tiny_model("llama"), list(plan.removed_blocks))
+    pruned.save_pretrained(tmp_path / "pruned")
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "pruned", device_map=alternating_device_map(4), offload_folder=str(tmp_path / "offload-pruned")
+    ).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, pruned(ids).logits)
 
 
 @pytest.fixture

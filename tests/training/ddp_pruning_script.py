@@ -1,6 +1,7 @@
 """Run by tests/test_callbacks_ddp.py under ``accelerate launch --multi_gpu --num_processes 2``: iterative pruning
 during DDP training of a tiny model (plain or with LoRA adapters), of blocks or, with ``finercut``, of sublayers; every
-rank writes its final structure and a digest of its weights."""
+rank writes its final structure and a digest of its weights, and every rank calls ``save_recovered_model`` on the DDP
+wrapper (rank 0 writes the merged checkpoint)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from optimum_depth import DepthPruningConfig  # noqa: E402
 from optimum_depth.architectures import unwrap_model  # noqa: E402
 from optimum_depth.sublayers.candidates import list_sublayers  # noqa: E402
 from optimum_depth.training.callback import DepthPruningCallback  # noqa: E402
+from optimum_depth.training.merge import save_recovered_model  # noqa: E402
 from optimum_depth.training.optimizer_surgery import optimizer_parameters  # noqa: E402
 
 from tiny_models import make_tiny_model, random_ids  # noqa: E402
@@ -70,6 +72,10 @@ def main(out_dir: str, criterion: str, wrapping: str) -> None:
     callback = DepthPruningCallback(config, calibration=random_ids(4, 16, seed=1))
     trainer = Trainer(model, args, train_dataset=CountingDataset(), callbacks=[callback])
     trainer.train()
+    merged = save_recovered_model(trainer.model_wrapped, os.path.join(out_dir, "merged"))  # every rank calls it
+    model.eval()
+    with torch.no_grad():
+        live_logits = model(input_ids=random_ids(2, 8, seed=9)).logits
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -85,6 +91,8 @@ def main(out_dir: str, criterion: str, wrapping: str) -> None:
         "optimizer_params": len(optimizer_parameters(trainer.optimizer)),
         "trainable_params": sum(1 for p in model.parameters() if p.requires_grad),
         "events": [e for e in trainer.state.log_history if "pruning/event" in e],
+        "merged": str(merged),
+        "live_logits": live_logits.tolist(),
     }
     with open(os.path.join(out_dir, f"rank{args.process_index}.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle)

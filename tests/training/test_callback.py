@@ -13,7 +13,6 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import TrainerControl, TrainerState
 
 from optimum_depth import DepthPruningConfig, PruningTargetError, UnsupportedArchitectureError, remove_layers
-from optimum_depth.errors import UnsupportedParallelismError
 from optimum_depth.training.callback import DepthPruningCallback
 from optimum_depth.training.resume import prepare_model_for_resume, read_pruning_state
 
@@ -244,15 +243,6 @@ def test_impossible_target_fails_before_anything_changes(tmp_path):
     with pytest.raises(PruningTargetError, match="after the end of training"):
         trainer.train()
     assert len(model.model.layers) == 6
-
-
-@pytest.mark.parametrize("variable", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
-def test_fsdp_and_deepspeed_are_refused_when_the_trainer_is_built(tmp_path, monkeypatch, variable):
-    args = training_args(tmp_path)
-    monkeypatch.setenv(variable, "true")
-    callback = DepthPruningCallback(block_config(num_layers_to_remove=1))
-    with pytest.raises(UnsupportedParallelismError, match="Prune before training"):
-        callback.on_init_end(args, TrainerState(), TrainerControl())
 
 
 def test_events_reach_report_to_when_the_trainer_is_given(tmp_path):

@@ -10,6 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import optimum_depth.modeling  # noqa: F401  (registers the pruned classes for the sublayer checkpoints)
+
+from tiny_models import random_ids
 
 SCRIPT = Path(__file__).with_name("ddp_pruning_script.py")
 
@@ -48,3 +54,11 @@ def test_two_process_ddp_ranks_prune_identically(tmp_path, criterion, wrapping):
     assert reports[0]["surviving_layers"] == reports[1]["surviving_layers"]
     assert reports[0]["sublayers"] == reports[1]["sublayers"]
     assert reports[0]["weights_sha256"] == reports[1]["weights_sha256"]
+    # save_recovered_model on the DDP wrapper: one merged checkpoint with the trained model's outputs.
+    merged = Path(reports[0]["merged"])
+    assert reports[1]["merged"] == str(merged) and (merged / "model.safetensors").is_file()
+    reloaded = AutoModelForCausalLM.from_pretrained(merged).eval()
+    assert not any("lora" in key for key in reloaded.state_dict())
+    with torch.no_grad():
+        logits = reloaded(input_ids=random_ids(2, 8, seed=9)).logits
+    torch.testing.assert_close(logits, torch.tensor(reports[0]["live_logits"]), rtol=1e-5, atol=1e-5)

@@ -6,12 +6,14 @@ for every rank, and the checks of DDP / FSDP / DeepSpeed set-ups), :mod:`.optimi
 parameters from an optimizer), and recovery: :mod:`.recovery` (LoRA / QLoRA / full recipes, LM or distillation
 objectives), :mod:`.recovery_data` (Alpaca, raw text or the dense model's own text, packed), :mod:`.distillation`
 (the KD ``Trainer``), :mod:`.distillation_losses` (the loss math), :mod:`.teacher_logits` (precomputed top-k teacher
-logits) and :mod:`.merge` (adapters merged into a native checkpoint).
+logits), :mod:`.merge` (adapters merged into a native checkpoint, saved once from any wrapping: plain, peft, DDP,
+FSDP2) and :mod:`.fsdp` (sharded training: detection, FSDP2 on CPU, the teacher sharded like the student, gathering).
 """
 
 from .callback import DepthPruningCallback
 from .distillation import DistillationTrainer, aligned_block_pairs
-from .merge import merge_adapters, merge_and_save
+from .fsdp import CPU_FSDP_ACCELERATOR_CONFIG, enable_fsdp_on_cpu
+from .merge import merge_adapters, merge_and_save, save_recovered_model
 from .recovery import (
     RECOVERY_METHODS,
     RecoveryConfig,
@@ -40,6 +42,7 @@ from .teacher_logits import TeacherLogitsDataset, precompute_teacher_logits
 
 __all__ = [
     "ALPACA_PROMPT",
+    "CPU_FSDP_ACCELERATOR_CONFIG",
     "ALPACA_PROMPT_WITH_INPUT",
     "IGNORE_INDEX",
     "RECOVERY_METHODS",
@@ -53,6 +56,7 @@ __all__ = [
     "aligned_block_pairs",
     "build_recovery_dataset",
     "build_recovery_trainer",
+    "enable_fsdp_on_cpu",
     "format_alpaca",
     "load_instruction_records",
     "load_model_for_recovery",
@@ -63,6 +67,7 @@ __all__ = [
     "prepare_model_for_recovery",
     "prepare_model_for_resume",
     "recovery_training_arguments",
+    "save_recovered_model",
     "self_generated_dataset",
     "tokenize_instructions",
     "tokenize_texts",

@@ -8,6 +8,11 @@ the model object, its modules and surviving parameters stay the same objects, so
 peft or DDP wrapper keep working. Events happen in ``on_train_begin`` (step 0: after the optimizer exists, before
 its first step) and in ``on_step_end`` right after the optimizer step that reaches an event's step, so a checkpoint
 saved at that step already has the pruned structure. Under multi-process DDP rank 0 decides and broadcasts the plan.
+
+Under FSDP or DeepSpeed the model is wrapped and sharded when training starts, so the (one-shot) event runs earlier,
+in ``on_init_end``, while every rank still holds the plain model: rank 0 scores and broadcasts the plan, every rank
+applies it, the structures are compared, and only then does the Trainer create the optimizer and shard the pruned
+model. Iterative schedules are refused there (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from ..sublayers.candidates import list_sublayers
 from ..sublayers.surgery import check_conversion_to_pruned_class, convert_to_pruned_class
 from .distributed import (
     all_ranks_agree,
-    check_parallelism_before_training,
+    check_parallelism_before_wrapping,
     check_wrapped_model,
     decide_on_main_rank,
+    refuse_late_sharded_pruning,
     world_size,
 )
 from .optimizer_surgery import remove_parameters_from_optimizer
@@ -136,6 +142,10 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         self.initial_structure: dict[str, list[int]] | None = None
         self.structure: dict[str, list[int]] | None = None
         self._zero_gradient_holds: list[torch.nn.Parameter] = []
+        self._before_wrapping: str | None = None
+        """``"fsdp"``/``"deepspeed"`` once the event ran in ``on_init_end``, before the Trainer sharded the model."""
+        self._deferred_logs: list[dict[str, Any]] = []
+        self._defer_logs = False
 
     # ------------------------------------------------------------------------------------------ checkpoint state
     def _calibration_state(self) -> Any:
@@ -200,7 +210,8 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
 
     def _start(self, args, state, model) -> None:
         """Validates everything and lays out the schedule (fresh run) or checks the structure (resumed run)."""
-        check_wrapped_model(args, model)
+        if self._before_wrapping is None:
+            check_wrapped_model(args, model)
         criterion = CRITERIA[self.config.criterion]
         if _has_quantized_weights(model) and (criterion.needs_gradients or not criterion.needs_calibration):
             raise ConfigError(
@@ -258,7 +269,7 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         del before
         if optimizer is not None:
             remove_parameters_from_optimizer(optimizer, removed)
-        if world_size() > 1:
+        if world_size() > 1 and self._before_wrapping is None:  # DDP's reducer already exists
             self._hold_zero_gradients(removed)
         del removed
         model.zero_grad(set_to_none=True)  # gradient-based criteria leave gradients behind
@@ -310,6 +321,9 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         self._zero_gradient_holds = []
 
     def _log(self, state, record: dict[str, Any]) -> None:
+        if self._defer_logs:
+            self._deferred_logs.append(record)  # Trainer.train() starts a new TrainerState: logged in on_train_begin
+            return
         if self.trainer is not None:
             self.trainer.log(dict(record))
             return
@@ -319,13 +333,33 @@ class DepthPruningCallback(TrainerCallback, ExportableState):
         state.log_history.append(entry)
 
     # ------------------------------------------------------------------------------------------ Trainer hooks
-    def on_init_end(self, args, state, control, **kwargs):
-        """Refuses FSDP and DeepSpeed as soon as the Trainer is built."""
-        check_parallelism_before_training(args)
+    def on_init_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        """Under FSDP/DeepSpeed: prunes now, before the Trainer wraps and shards the model (one-shot only)."""
+        sharding = check_parallelism_before_wrapping(args, self.config, model, optimizer)
+        if sharding is None:
+            return
+        if model is None:
+            raise ConfigError("DepthPruningCallback needs the model; it is passed by transformers.Trainer.")
+        self._before_wrapping = sharding
+        self._defer_logs = True
+        try:
+            self._start(args, state, model)
+            self._run_due_events(args, state, model, None)
+        except BaseException:
+            self._before_wrapping = None
+            self._deferred_logs = []
+            raise
+        logger.info("Pruned before %s wraps the model (world size %d).", sharding, world_size())
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         """Validates, lays out the schedule and runs the events due at the current step (step 0: one-shot)."""
-        check_parallelism_before_training(args)
+        if self._before_wrapping is not None:
+            self._defer_logs = False
+            for record in self._deferred_logs:
+                self._log(state, record)
+            self._deferred_logs = []
+            return
+        refuse_late_sharded_pruning(args)
         if model is None:
             raise ConfigError("DepthPruningCallback needs the model; it is passed by transformers.Trainer.")
         self._start(args, state, model)

@@ -11,6 +11,12 @@ The teacher is frozen and in eval mode; it may be a 4-bit or offloaded copy. Ins
 may carry precomputed top-k teacher logits (:mod:`.teacher_logits`), so a teacher that does not fit next to the
 student, or repeated epochs, do not pay the teacher forward again.
 
+Under FSDP2 (an accelerate FSDP config with ``fsdp_version: 2``) the teacher is sharded too, automatically: the first
+``compute_loss`` finds the student FSDP-managed and shards the teacher on the student's device mesh
+(:func:`~optimum_depth.training.fsdp.shard_like`, one unit per decoder block), so each rank holds ``1/world_size``
+of it. The teacher is not given to accelerate (FSDP2's ``prepare`` pairs a model with its optimizer); its forward is
+a collective that every rank runs for every batch.
+
 Why not trl's ``GKDTrainer``: it is built on ``SFTTrainer`` with chat-formatted datasets and on-policy generation;
 recovering a pruned model needs plain packed text, a frozen teacher (or stored logits) and block-wise alignment, which
 a ``compute_loss`` override gives with no extra dependency.
@@ -31,6 +37,7 @@ from ..architectures import get_decoder_layers, unwrap_model
 from ..errors import ConfigError
 from ..provenance import original_layer_indices, source_num_layers
 from .distillation_losses import hidden_alignment_loss, kd_loss, topk_kd_loss
+from .fsdp import is_fsdp_managed, shard_like
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +142,19 @@ class DistillationTrainer(Trainer):
         self.teacher = teacher
         self.block_pairs: list[tuple[int, int]] | None = None
         self._pairs_for: tuple[int, ...] = ()
+        self._teacher_checked = False
         if teacher is not None:
+            dispatched = getattr(teacher, "hf_device_map", None) is not None
+            placed = dispatched or bool(getattr(teacher, "is_loaded_in_4bit", False))
+            if self.is_fsdp_enabled and placed:
+                raise ConfigError(
+                    "Under FSDP the teacher is sharded like the student; give it as a plain model (not dispatched "
+                    "with a device_map, not quantized), or precompute its logits (precompute_teacher_logits)."
+                )
             teacher.eval()
             for param in teacher.parameters():
                 param.requires_grad_(False)
-            if getattr(teacher, "hf_device_map", None) is None and not getattr(teacher, "is_loaded_in_4bit", False):
+            if not placed and not self.is_fsdp_enabled:  # under FSDP, sharding moves each rank's part
                 teacher.to(self.args.device)
 
     # ------------------------------------------------------------------------------------------- columns kept
@@ -159,8 +174,24 @@ class DistillationTrainer(Trainer):
             self._pairs_for = kept
         return self.block_pairs
 
+    def _prepare_teacher(self, model: nn.Module) -> None:
+        """Once, at the first loss: shards the teacher on the student's mesh when the student is FSDP2-managed."""
+        from torch.distributed.tensor import DTensor
+
+        self._teacher_checked = True
+        if self.teacher is None or not is_fsdp_managed(model) or is_fsdp_managed(self.teacher):
+            return
+        if not any(isinstance(p, DTensor) for p in model.parameters()):  # FSDP1: flat parameters, no mesh
+            logger.warning("FSDP1 student: the teacher stays whole on every rank (use fsdp_version: 2 to shard it).")
+            self.teacher.to(self.args.device)
+            return
+        shard_like(self.teacher, model)
+        logger.info("Sharded the frozen teacher on the student's device mesh (FSDP2).")
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """KD (+ LM) (+ hidden alignment) loss of one batch, normalised by ``num_items_in_batch``."""
+        if not self._teacher_checked:
+            self._prepare_teacher(model)
         config = self.recovery
         inputs = dict(inputs)
         stored = {key: inputs.pop(key) for key in TEACHER_KEYS if key in inputs}

@@ -1,5 +1,6 @@
 """Multi-process support for pruning during training: one decision broadcast to every rank, and the checks that
-refuse set-ups where pruning mid-training cannot work (FSDP, DeepSpeed, DDP without unused-parameter detection).
+decide when pruning can happen (under FSDP/DeepSpeed: once, before the model is sharded) or refuse set-ups where it
+cannot work (iterative pruning under FSDP/DeepSpeed, DDP without unused-parameter detection).
 
 Why DDP needs ``find_unused_parameters=True``: DDP's reducer is built once, when ``Trainer`` wraps the model, from
 the list of parameters at that time, and callbacks never see the wrapper to rebuild it. After blocks are removed
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..errors import UnsupportedParallelismError
+from .fsdp import is_sharded_model, sharded_training
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ __all__ = [
     "world_size",
     "rank",
     "decide_on_main_rank",
-    "check_parallelism_before_training",
+    "check_parallelism_before_wrapping",
+    "refuse_late_sharded_pruning",
     "check_wrapped_model",
     "all_ranks_agree",
 ]
@@ -51,16 +53,23 @@ def rank() -> int:
     return 0
 
 
-def decide_on_main_rank(decide: Callable[[], T], to_json: Callable[[T], Any], from_json: Callable[[Any], T]) -> T:
+def decide_on_main_rank(
+    decide: Callable[[], T],
+    to_json: Callable[[T], Any],
+    from_json: Callable[[Any], T],
+    action: str = "deciding what to prune",
+) -> T:
     """Runs ``decide`` on rank 0 only and gives every rank the same result.
 
     The result travels as JSON (never pickled code objects). If ``decide`` raises on rank 0, every rank raises, so
-    no process is left waiting in a collective.
+    no process is left waiting in a collective. ``decide`` must not run collectives itself (the other ranks are
+    already waiting in the broadcast): score a plain model, never an FSDP-sharded one.
 
     Args:
         decide: Computes the decision (e.g. scores and a pruning plan) on rank 0.
         to_json: Turns the decision into JSON-serialisable data.
         from_json: Rebuilds the decision from that data.
+        action: What rank 0 does, for the other ranks' error message.
 
     Returns:
         The decision, identical on every rank.
@@ -83,36 +92,82 @@ def decide_on_main_rank(decide: Callable[[], T], to_json: Callable[[T], Any], fr
     dist.broadcast_object_list(payload, src=0)
     message = json.loads(payload[0])
     if "error" in message:
-        raise RuntimeError(f"Rank 0 failed while deciding what to prune: {message['error']}")
+        raise RuntimeError(f"Rank 0 failed while {action}: {message['error']}")
     if rank() == 0 and result is not None:
         return result
     return from_json(message["ok"])
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+def _iterative_refusal(sharding: str) -> str:
+    engine = {"fsdp": "FSDP", "deepspeed": "DeepSpeed"}[sharding]
+    return (
+        f"DepthPruningCallback cannot prune during {engine} training (schedule='iterative'): {engine} shards every "
+        "block's parameters (and optimizer state) when training starts, so a block cannot be scored on one rank or "
+        "removed later. Prune before training instead: schedule='one_shot' with this callback (it then prunes when "
+        f"the Trainer is built, before {engine} wraps the model), or DepthPruner(config).prune(model, ...) before "
+        "building the Trainer; or use DDP (accelerate launch --config_file examples/accelerate/ddp.yaml), which "
+        "supports iterative pruning."
+    )
 
 
-def check_parallelism_before_training(args) -> None:
-    """Refuses FSDP and DeepSpeed runs (checked when the ``Trainer`` is built, before anything changes).
+def check_parallelism_before_wrapping(args, config, model: nn.Module | None, optimizer) -> str | None:
+    """Checks, when the ``Trainer`` is built, whether and how pruning can run under the requested parallelism.
+
+    Under FSDP or DeepSpeed the callback prunes right away (before the Trainer wraps and shards the model), which
+    works only for one one-shot event, on a model whose parameters are not sharded yet, with no optimizer built on
+    the unpruned model.
 
     Args:
         args: The ``TrainingArguments``.
+        config: The :class:`~optimum_depth.DepthPruningConfig`.
+        model: The model the Trainer holds.
+        optimizer: The optimizer given to the Trainer (``None`` unless passed in ``optimizers=``).
+
+    Returns:
+        ``"fsdp"`` or ``"deepspeed"`` when the run shards the model (prune now), ``None`` otherwise (DDP or one
+        process: prune in ``on_train_begin`` as usual).
+
+    Raises:
+        UnsupportedParallelismError: Iterative pruning under FSDP/DeepSpeed, a user-built optimizer, or a model
+            already sharded.
+    """
+    sharding = sharded_training(args)
+    if sharding is None:
+        return None
+    engine = {"fsdp": "FSDP", "deepspeed": "DeepSpeed"}[sharding]
+    if config.schedule != "one_shot":
+        raise UnsupportedParallelismError(_iterative_refusal(sharding))
+    if optimizer is not None:
+        raise UnsupportedParallelismError(
+            f"Under {engine}, DepthPruningCallback prunes when the Trainer is built, before the model is wrapped, "
+            "but this Trainer was given an optimizer (`optimizers=`) made for the unpruned model. Let the Trainer "
+            "create it (TrainingArguments `optim`, `learning_rate`, ...), or prune with DepthPruner before building "
+            "the optimizer."
+        )
+    if model is not None and is_sharded_model(model):
+        raise UnsupportedParallelismError(
+            "The model's parameters are already sharded (loaded with `distributed_config`, or by DeepSpeed ZeRO-3 "
+            "zero.Init), so blocks can no longer be scored or removed. Prune the unsharded model first "
+            "(DepthPruner(config).prune(model, ...), save_pruned_model), then load the pruned checkpoint sharded."
+        )
+    return sharding
+
+
+def refuse_late_sharded_pruning(args) -> None:
+    """Refuses pruning in ``on_train_begin`` of a sharded run (the model is wrapped and sharded by then).
 
     Raises:
         UnsupportedParallelismError: Under FSDP or DeepSpeed.
     """
-    if getattr(args, "fsdp", None) or _flag("ACCELERATE_USE_FSDP"):
-        raise UnsupportedParallelismError(
-            "DepthPruningCallback does not support FSDP: FSDP shards and flattens the parameters of the blocks it "
-            "wraps, so blocks cannot be removed mid-training. Prune before training instead (DepthPruner(config)"
-            ".prune(model, ...)), then train the pruned model with FSDP; or use DDP."
-        )
-    if getattr(args, "deepspeed", None) or _flag("ACCELERATE_USE_DEEPSPEED"):
-        raise UnsupportedParallelismError(
-            "DepthPruningCallback does not support DeepSpeed: its engine partitions parameters and optimizer state "
-            "at start-up. Prune before training instead (DepthPruner(config).prune(model, ...)), or use DDP."
-        )
+    sharding = sharded_training(args)
+    if sharding is None:
+        return
+    engine = {"fsdp": "FSDP", "deepspeed": "DeepSpeed"}[sharding]
+    raise UnsupportedParallelismError(
+        f"Under {engine}, DepthPruningCallback must prune before the Trainer shards the model, when the Trainer is "
+        "built: pass it to the constructor (Trainer(..., callbacks=[DepthPruningCallback(...)]) or "
+        "build_recovery_trainer(..., callbacks=[...])) instead of trainer.add_callback(...) after it."
+    )
 
 
 def _find_unused_parameters(args, model: nn.Module) -> bool:

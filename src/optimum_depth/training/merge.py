@@ -1,21 +1,34 @@
-"""Folding LoRA adapters into the pruned model and saving a native checkpoint (plain ``from_pretrained``)."""
+"""Folding LoRA adapters into the pruned model and saving a native checkpoint (plain ``from_pretrained``).
+
+:func:`save_recovered_model` is the one call that saves a trained model whatever its wrapping (plain, peft, DDP,
+FSDP2-sharded, in one or several processes): every rank calls it, the weights are gathered on rank 0 when they are
+sharded, LoRA adapters are merged into a copy (the live model is not changed), rank 0 writes the checkpoint once with
+:func:`~optimum_depth.publishing.saving.save_pruned_model` (safetensors, provenance kept), and every rank returns
+only when it is written, or raises if rank 0 failed. :func:`merge_and_save` is the single-process form that merges
+in place.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError, UnsupportedParallelismError
 from ..publishing.saving import save_pruned_model
+from .distributed import decide_on_main_rank
+from .fsdp import full_state_dict_on_main_rank, is_fsdp_managed, is_sharded_model, original_class
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["merge_adapters", "merge_and_save"]
+__all__ = ["merge_adapters", "merge_and_save", "save_recovered_model"]
 
 
 def _has_4bit_layers(model: nn.Module) -> bool:
@@ -81,9 +94,125 @@ def merge_and_save(
     Returns:
         The output directory.
     """
+    if is_fsdp_managed(model):
+        raise ConfigError(
+            "This model is FSDP-sharded: call save_recovered_model(model, ...) on every rank instead; it gathers the "
+            "weights on rank 0 and writes one checkpoint."
+        )
     merged = merge_adapters(model, full_precision_base=full_precision_base)
     if recovery is not None:
         merged.config.recovery = dict(recovery)
     path = save_pruned_model(merged, save_directory, tokenizer=tokenizer, **save_kwargs)
     logger.info("Saved the recovered model to %s", path)
     return path
+
+
+def _plain_copy(model: Any, state: dict[str, torch.Tensor]) -> Any:
+    """A plain (unsharded) copy of ``model``'s architecture holding ``state``, built without a second allocation.
+
+    The skeleton is created on the meta device (no memory) and takes the gathered tensors with ``assign=True``, so
+    rank 0 holds one CPU copy of the weights. A peft model gets the same adapter, then the caller merges it.
+    """
+    peft_config = getattr(model, "peft_config", None)
+    base = model.get_base_model() if peft_config is not None else model
+    dtype = next(base.parameters()).dtype
+    with torch.device("meta"):
+        cls: Any = original_class(base)
+        skeleton: Any = cls._from_config(copy.deepcopy(base.config), dtype=dtype)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            names = list(peft_config)
+            if len(names) != 1:
+                raise ConfigError(f"The model holds several adapters {names}; merge or delete all but one first.")
+            skeleton = get_peft_model(skeleton, copy.deepcopy(peft_config[names[0]]), adapter_name=names[0])
+    result = skeleton.load_state_dict(state, strict=False, assign=True)
+    tied = bool(getattr(base.config, "tie_word_embeddings", False))
+    missing = [k for k in result.missing_keys if not (tied and k.endswith("lm_head.weight"))]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"The gathered weights do not fit the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}."
+        )
+    if tied:
+        skeleton.tie_weights()
+    return skeleton
+
+
+def save_recovered_model(
+    model: Any,
+    save_directory: str | os.PathLike,
+    tokenizer=None,
+    *,
+    full_precision_base: Any = None,
+    recovery: dict[str, Any] | None = None,
+    **save_kwargs,
+) -> Path:
+    """Saves a trained (pruned) model as one native checkpoint, whatever its wrapping; call it on every rank.
+
+    * FSDP2-sharded (``trainer.model`` under an accelerate FSDP config): the full weights are gathered on rank 0
+      (:func:`~optimum_depth.training.fsdp.full_state_dict_on_main_rank`, a collective);
+    * DDP (the wrapper or ``trainer.model``), plain or peft: rank 0 uses its own replica;
+    * LoRA / QLoRA adapters are merged into a copy (QLoRA: into ``full_precision_base``), so ``model`` is not
+      modified and can keep training or evaluating;
+    * rank 0 writes the folder once with :func:`~optimum_depth.publishing.saving.save_pruned_model` (safetensors,
+      staged, the pruning provenance in ``config.json`` kept, ``config.recovery`` added); the other ranks write
+      nothing and wait for the outcome: they return once the checkpoint is complete, or raise if rank 0 failed, so
+      no rank is left waiting and nothing half-written stays behind.
+
+    Args:
+        model: The trained model (``trainer.model``, ``trainer.model_wrapped`` or the model given to the Trainer).
+        save_directory: Output folder (what rank 0 sees; use a shared filesystem across machines).
+        tokenizer: Saved beside the weights.
+        full_precision_base: QLoRA only: the pruned model in full precision (see :func:`merge_adapters`).
+        recovery: What the recovery did (e.g. ``RecoveryConfig.to_dict()``), stored as ``config.recovery``.
+        **save_kwargs: Passed to ``save_pretrained`` (e.g. ``max_shard_size``).
+
+    Returns:
+        The output folder, on every rank.
+
+    Raises:
+        ConfigError: QLoRA weights under FSDP, or a target that is a file (on every rank).
+        UnsupportedParallelismError: Parameters partitioned without FSDP (DeepSpeed ZeRO-3, tensor parallelism).
+        CheckpointError: If the gathered weights do not fit the model's architecture.
+        RuntimeError: On ranks other than 0, when rank 0 failed to write.
+    """
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    sharded = is_fsdp_managed(model)
+    if not sharded and is_sharded_model(model):
+        raise UnsupportedParallelismError(
+            "This model's parameters are partitioned without FSDP (DeepSpeed ZeRO-3, tensor parallelism), which "
+            "save_recovered_model does not gather: use trainer.save_model() (with DeepSpeed's "
+            "stage3_gather_16bit_weights_on_model_save), then merge adapters in one process with merge_and_save."
+        )
+    if sharded and full_precision_base is not None:
+        raise ConfigError("QLoRA (4-bit weights) is not supported under FSDP; save_recovered_model takes no base.")
+    needs_copy = full_precision_base is None and (sharded or hasattr(model, "peft_config"))
+    state = full_state_dict_on_main_rank(model) if needs_copy else {}
+
+    def write() -> Path:
+        if full_precision_base is not None:
+            merged = merge_adapters(model, full_precision_base=full_precision_base)
+        elif state:
+            merged = merge_adapters(_plain_copy(model, state))
+        else:
+            merged = model  # plain and unsharded: saved straight from the live weights
+        had_recovery = hasattr(merged.config, "recovery")
+        previous = getattr(merged.config, "recovery", None)
+        if recovery is not None:
+            merged.config.recovery = dict(recovery)
+        try:
+            path = save_pruned_model(merged, save_directory, tokenizer=tokenizer, **save_kwargs)
+        finally:
+            if merged is model and recovery is not None:  # the live model's config stays as it was
+                if had_recovery:
+                    merged.config.recovery = previous
+                else:
+                    del merged.config.recovery
+        logger.info("Saved the recovered model to %s", path)
+        return path
+
+    try:
+        return decide_on_main_rank(write, to_json=str, from_json=Path, action="writing the recovered model")
+    finally:
+        state.clear()  # rank 0's gathered copy

@@ -19,9 +19,10 @@ from torch import nn
 from transformers import Trainer, TrainingArguments, default_data_collator
 
 from ..constants import RECOVERY_CONFIG_NAME
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedParallelismError
 from ..model_zoo import load_pretrained_model
 from ..persistence import JsonRecord
+from .fsdp import CPU_FSDP_ACCELERATOR_CONFIG, enable_fsdp_on_cpu, sharded_training
 from .recovery_data import ExampleDataset, PadCollator
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,10 @@ def recovery_training_arguments(
 ) -> TrainingArguments:
     """``TrainingArguments`` of the recipe (any field can be overridden).
 
+    Under ``accelerate launch`` with an FSDP config on a machine without GPUs, this first calls
+    :func:`~optimum_depth.training.fsdp.enable_fsdp_on_cpu` (and reuses its process state), so the same script and
+    config shard the model on CPU (gloo) as on GPUs (NCCL).
+
     Args:
         output_dir: Where checkpoints go.
         config: The recovery config.
@@ -284,6 +289,8 @@ def recovery_training_arguments(
     if config.gradient_checkpointing:
         kwargs.update(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False})
     kwargs.update(overrides)
+    if enable_fsdp_on_cpu(timeout=kwargs.get("ddp_timeout")):  # accelerate launch with an FSDP config, no GPU
+        kwargs["accelerator_config"] = {**(kwargs.get("accelerator_config") or {}), **CPU_FSDP_ACCELERATOR_CONFIG}
     return TrainingArguments(**kwargs)
 
 
@@ -321,8 +328,14 @@ def build_recovery_trainer(
     Raises:
         ConfigError: If a KD objective has neither a teacher nor precomputed logits, or the teacher is given for
             the LM objective.
+        UnsupportedParallelismError: QLoRA under FSDP or DeepSpeed.
     """
     config = config or RecoveryConfig()
+    if config.method == "qlora" and sharded_training(training_args) is not None:
+        raise UnsupportedParallelismError(
+            "QLoRA (a bitsandbytes 4-bit base) is not supported under FSDP or DeepSpeed here: train it in one process "
+            "or with DDP (examples/accelerate/ddp.yaml), or use method='lora' on a bf16 base under FSDP."
+        )
     if hasattr(model, "peft_config"):
         if config.method == "full":
             raise ConfigError("method='full' trains a plain model; this one has peft adapters.")
