@@ -49,6 +49,18 @@ def test_quickstart_writes_checkpoint_plot_results_and_card(stories_path, tmp_pa
     card = (out / "README.md").read_text()
     assert "block_influence" in card and "WikiText-2" in card
     assert "Removed original blocks" in capsys.readouterr().out
+    # The default recipe for blocks: least-squares compensation folded into the kept weights, recorded and shown.
+    assert model.config.pruning["compensation"]["method"] == "linear_ls"
+    assert "Compensation `linear_ls`" in card
+
+
+def test_quickstart_compensation_can_be_turned_off_and_is_refused_for_sublayers(stories_path, tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert _run(stories_path, out, "--compensation", "none") == 0
+    assert "compensation" not in AutoModelForCausalLM.from_pretrained(out).config.pruning
+    refused = tmp_path / "sub"
+    assert _run(stories_path, refused, "--granularity", "sublayer", "--compensation", "linear_ls") == 2
+    assert "block pruning only" in capsys.readouterr().err and not refused.exists()
 
 
 def test_quickstart_without_any_data_falls_back_to_self_generated_text(stories_path, tmp_path):

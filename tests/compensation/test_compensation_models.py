@@ -23,6 +23,7 @@ from optimum_depth import (
 from optimum_depth.calibration import CalibrationData
 from optimum_depth.compensation import compensate
 from optimum_depth.errors import ConfigError
+from optimum_depth.publishing.cards import build_model_card
 
 from tiny_models import make_tiny_model, random_ids
 
@@ -101,6 +102,9 @@ def test_a_compensated_checkpoint_is_native_and_reloads_without_the_package(tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"class": "Qwen2ForCausalLM", "same": True}
     assert set(json.loads((path / "config.json").read_text())["pruning"]["compensation"]) >= {"method", "maps"}
+    card = build_model_card(model).text  # the card states what was folded, where, and how well it fits
+    assert "Compensation `linear_ls` folded into the kept weights" in card
+    assert "cut of blocks [2, 3]: folded into block 1" in card and "held-out relative error" in card
 
 
 def test_compensating_afterwards_from_the_dense_model_is_the_same_as_in_the_pruner():

@@ -132,6 +132,23 @@ def _pruning_steps(config) -> list[dict[str, Any]]:
     return [*event.get("history", []), {k: v for k, v in event.items() if k != "history"}]
 
 
+def _compensation_lines(record: dict[str, Any] | None) -> list[str]:
+    """Card lines for a training-free compensation record (``config.pruning["compensation"]``)."""
+    if not record:
+        return []
+    calibration = record.get("calibration") or {}
+    lines = [
+        f"Compensation `{record.get('method')}` folded into the kept weights (no new module); calibration "
+        f"{format_settings(calibration) if calibration else 'unknown'}"
+    ]
+    for fit in record.get("maps", []):
+        lines.append(
+            f"Compensation map for the cut of blocks {fit.get('removed')}: folded into block {fit.get('fold_block')}, ridge "
+            f"{fit.get('relative_ridge')}, held-out relative error {fit.get('heldout_relative_error')}"
+        )
+    return lines
+
+
 def _removal_lines(config, plan: PruningPlan | None, scores: LayerScores | None) -> list[str]:
     total = source_num_layers(config)
     if plan is None:
@@ -157,6 +174,7 @@ def _removal_lines(config, plan: PruningPlan | None, scores: LayerScores | None)
             f"calibration {format_settings(calibration) if calibration else 'none (data-free criterion)'}; "
             f"protected blocks {step.get('protected_layers') or 'none'}; seed {step.get('seed')}"
         )
+        lines.extend(_compensation_lines(step.get("compensation")))
     if not steps and plan.criterion:
         lines.append(f"Criterion: `{plan.criterion}`")
     chosen = plan.reason.get("scores")
