@@ -11,7 +11,8 @@ run resumes, and two processes can share the work):
   LM loss vs KD vs KD + hidden alignment, C4 vs self-generated text, full vs LoRA.
 
 Test figures: WikiText-2 and PTB test perplexity on the first 256 windows of 128 tokens, seven zero-shot tasks on
-their first 200 documents (with standard errors). Every choice is made on validation text
+their first 200 documents (with standard errors) for the dense model, the 20% training-free rows (not linear_cosine)
+and the 30-minute recovery rows. Every choice is made on validation text
 (``benchmarks/quality/protocol.py``). ``--report`` writes ``benchmarks/results/quality/README.md`` from the files.
 
 Run from the repository root (about 10 CPU-hours in all; ``--rows`` runs a subset)::
