@@ -74,6 +74,8 @@ def test_quickstart_without_any_data_falls_back_to_self_generated_text(stories_p
     assert 0.0 <= agreement["top1_agreement"] <= 1.0
     plan = json.loads((out / "layer_scores.json").read_text())
     assert plan["calibration"]["source"] == "self-generated"
+    # Generating the compensation's few hundred sequences would take minutes: the default compensation is skipped.
+    assert "compensation" not in AutoModelForCausalLM.from_pretrained(out).config.pruning
 
 
 def test_quickstart_bad_data_dir_is_a_user_error(stories_path, tmp_path, capsys):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--criterion",
         default=None,
         choices=ALL_CRITERIA,
-        help="Criterion (default: ppl, Shortened LLaMA's PPL, for blocks; finercut for sublayers).",
+        help="Criterion (default: block_influence, ShortGPT's, the best plain criterion on validation text in "
+        "benchmarks/bench_quality.py, for blocks; finercut for sublayers).",
     )
     parser.add_argument(
         "--pruning-ratio", type=float, default=0.25, help="Fraction of blocks to remove, in (0, 1) (default 0.25)."
@@ -57,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compensation",
         default=None,
         choices=("none", "linear_ls", "linear_cosine"),
-        help="Training-free compensation folded into the kept weights (default linear_ls for blocks, the best "
+        help="Training-free compensation folded into the kept weights (default linear_ls for blocks when calibration "
+        "text is available, the best "
         "training-free recipe of benchmarks/bench_quality.py; none for sublayers).",
     )
     parser.add_argument("--calibration", help="Calibration text file or folder (default: see the module docs).")
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pruner import DepthPruner
     from ..publishing.saving import save_pruned_model
 
-    criterion = args.criterion or ("finercut" if args.granularity == "sublayer" else "ppl")
+    criterion = args.criterion or ("finercut" if args.granularity == "sublayer" else "block_influence")
     compensation = _compensation(args)
     config = DepthPruningConfig(
         criterion=criterion, granularity=args.granularity, pruning_ratio=args.pruning_ratio, compensation=compensation
@@ -146,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
     pruner.check(model)
     source, description = _calibration_source(args, data_dir)
     logger.info("Calibration: %s", description)
+    if source == "self" and compensation is not None and args.compensation is None:
+        # The default fit needs a few hundred sequences; generating them would take the quickstart out of minutes.
+        logger.warning("No calibration text: skipping the default compensation (--compensation linear_ls forces it).")
+        compensation = None
+        config = dataclasses.replace(config, compensation=None)
+        pruner = DepthPruner(config)
     dense = copy.deepcopy(model)
     scores = pruner.score(model, calibration=source, tokenizer=tokenizer)
     plan = pruner.plan(scores)
