@@ -137,6 +137,9 @@ def test_rank0_failing_while_scoring_stops_every_rank_and_writes_nothing(tmp_pat
     assert abs(float(failures["0"]) - float(failures["1"])) < 10  # nobody waited for the 60 s timeout (measured: 1 ms)
     assert re.search(r"RANK 0 FAILED at [\d.]+: DataError: Calibration token id \d+ is outside", result.stderr)
     assert "RuntimeError: Rank 0 failed while deciding what to prune: DataError" in result.stderr  # rank 1
+    # Nothing written: no report, no checkpoint, no trainer output, no staging folder.
+    written = [p for p in (tmp_path / "fsdp").rglob("*") if p.is_file()] if (tmp_path / "fsdp").exists() else []
+    assert written == [], written
     assert elapsed < 600
     written = [p for p in (tmp_path / "fsdp").rglob("*") if p.is_file()]
     assert written == [], written  # no checkpoint, no merged model, no report
