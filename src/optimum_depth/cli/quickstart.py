@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the subcommand's options."""
-    from ..config import GRANULARITIES
+    from ..config import COMPENSATION_METHODS, GRANULARITIES
     from .common import ALL_CRITERIA
 
     add_model_arguments(parser)
@@ -58,10 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compensation",
         default=None,
-        choices=("none", "linear_ls", "linear_cosine"),
+        choices=("none", *COMPENSATION_METHODS),
         help="Training-free compensation folded into the kept weights (default linear_ls for blocks when calibration "
-        "text is available, the best "
-        "training-free recipe of benchmarks/bench_quality.py; none for sublayers).",
+        "text is available, the best training-free recipe of benchmarks/bench_quality.py; none for sublayers).",
     )
     parser.add_argument("--calibration", help="Calibration text file or folder (default: see the module docs).")
     parser.add_argument(
