@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from optimum_depth import PrunedLlamaConfig
+from optimum_depth import DepthPruningConfig, PrunedLlamaConfig
 from optimum_depth.cli import main
 
 
@@ -149,3 +149,30 @@ def test_existing_output_is_never_clobbered_without_overwrite(model_path, tmp_pa
 def test_no_subcommand_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_prune_defaults_to_the_benchmark_recipe_block_influence_with_least_squares(model_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune", "--model", model_path, "--num-layers-to-remove", "1", "--output-dir", str(out)]) == 0
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.pruning["criterion"] == "block_influence"
+    compensation = model.config.pruning["compensation"]
+    assert compensation["method"] == "linear_ls" and len(compensation["maps"]) == 1
+    assert "block_influence + linear_ls compensation" in capsys.readouterr().out
+
+
+def test_prune_skips_the_default_compensation_without_calibration_text_or_with_a_config(model_path, tmp_path, caplog):
+    selfgen = tmp_path / "self"
+    argv = ["prune", "--model", model_path, "--num-layers-to-remove", "1", "--calibration", "self"]
+    assert main([*argv, "--num-samples", "2", "--seq-len", "16", "--output-dir", str(selfgen)]) == 0
+    assert "compensation" not in AutoModelForCausalLM.from_pretrained(selfgen).config.pruning
+    assert "skipping the default linear_ls compensation" in caplog.text
+    # A saved config is taken as it is: it names no compensation, so none is added.
+    configured = tmp_path / "configured"
+    DepthPruningConfig(criterion="magnitude", num_layers_to_remove=1, protect_first=1, protect_last=1).save_pretrained(
+        tmp_path / "cfg"
+    )
+    config = tmp_path / "cfg"
+    assert main(["prune", "--model", model_path, "--config", str(config), "--output-dir", str(configured)]) == 0
+    pruning = AutoModelForCausalLM.from_pretrained(configured).config.pruning
+    assert pruning["criterion"] == "magnitude" and "compensation" not in pruning

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,20 @@ from ..config import (
     CRITERIA_BY_GRANULARITY,
     DISTANCES,
     GRANULARITIES,
+    CompensationConfig,
     DepthPruningConfig,
 )
 from ..errors import DataNotFoundError, UsageError
 
+logger = logging.getLogger(__name__)
+
 BLOCK_CRITERIA = CRITERIA_BY_GRANULARITY["block"]
+RECOMMENDED_BLOCK_CRITERION = "block_influence"
+"""The default block criterion of ``prune``, ``score`` and ``quickstart``: ShortGPT's Block Influence, the best plain
+criterion on validation text in ``benchmarks/bench_quality.py`` (and it needs only 10 calibration sequences)."""
+RECOMMENDED_COMPENSATION = "linear_ls"
+"""The default compensation of ``prune`` and ``quickstart`` for block plans when calibration text is available: the
+best training-free recipe of ``benchmarks/bench_quality.py`` that stays within minutes."""
 ALL_CRITERIA = tuple(c for names in CRITERIA_BY_GRANULARITY.values() for c in names)
 
 # CLI option -> (DepthPruningConfig field, type, help). Options left unset keep the config (or file) value.
@@ -92,7 +102,8 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
         "--compensation",
         choices=("none", *COMPENSATION_METHODS),
         help="Training-free compensation folded into the kept weights (blocks only): linear_ls (least squares, ridge "
-        "chosen on held-out text) or linear_cosine. Default: none.",
+        f"chosen on held-out text) or linear_cosine. Default for prune: {RECOMMENDED_COMPENSATION} when calibration "
+        "text is available and no --config is given, else none.",
     )
     group.add_argument(
         "--compensation-samples",
@@ -124,7 +135,9 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace, default_criterion: str = "magnitude") -> DepthPruningConfig:
+def config_from_args(
+    args: argparse.Namespace, default_criterion: str = RECOMMENDED_BLOCK_CRITERION
+) -> DepthPruningConfig:
     """Builds the pruning config from ``--config`` and the individual options (options win).
 
     Args:
@@ -159,6 +172,36 @@ def config_from_args(args: argparse.Namespace, default_criterion: str = "magnitu
         data["compensation"] = {**dict(data["compensation"]), key: getattr(args, option)}
     known = {f.name for f in fields(DepthPruningConfig)}
     return DepthPruningConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def with_recommended_compensation(
+    config: DepthPruningConfig, args: argparse.Namespace, calibration: Any
+) -> DepthPruningConfig:
+    """``config`` with the recommended compensation when the user chose none and it can be fitted.
+
+    It applies to block plans whose compensation was left unset (neither ``--compensation`` nor ``--config``) and
+    whose calibration is text: the fit needs a few hundred sequences, which generating (``"self"``) would take out of
+    minutes, so it is skipped then, with a warning.
+
+    Args:
+        config: The config built from the options.
+        args: The parsed options (``compensation`` and, when the command has it, ``config``).
+        calibration: The calibration source the command will use.
+
+    Returns:
+        The config to prune with.
+    """
+    chosen = args.compensation is not None or getattr(args, "config", None)
+    if chosen or config.granularity != "block" or config.compensation is not None:
+        return config
+    if isinstance(calibration, str) and calibration == "self":
+        logger.warning(
+            "No calibration text: skipping the default %s compensation (--compensation %s forces it).",
+            RECOMMENDED_COMPENSATION,
+            RECOMMENDED_COMPENSATION,
+        )
+        return config
+    return replace(config, compensation=CompensationConfig(method=RECOMMENDED_COMPENSATION))
 
 
 def default_calibration_source() -> str:

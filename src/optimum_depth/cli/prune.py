@@ -26,16 +26,24 @@ def run(args: argparse.Namespace) -> int:
     from ..plan import PruningPlan
     from ..pruner import DepthPruner
     from ..publishing.saving import save_pruned_model
-    from .common import check_output_dir, config_calibration, config_from_args, load_model
+    from .common import (
+        check_output_dir,
+        config_calibration,
+        config_from_args,
+        default_calibration_source,
+        load_model,
+        with_recommended_compensation,
+    )
 
+    config = config_from_args(args)
+    config = with_recommended_compensation(config, args, config.calibration_dataset or default_calibration_source())
     if args.plan:
         plan = PruningPlan.from_pretrained(args.plan)
-        config = config_from_args(args)
         check_output_dir(args)
         model, tokenizer = load_model(args)
         pruner, scores, calibration = DepthPruner(config), None, config_calibration(config)
     else:
-        pruner, scores, model, tokenizer, calibration = compute_scores(args)
+        pruner, scores, model, tokenizer, calibration = compute_scores(args, config)
         plan = pruner.plan(scores)
     before = count_parameters(model)
     pruner.apply(model, plan, calibration=calibration, tokenizer=tokenizer)
@@ -43,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     out = save_pruned_model(
         model, args.output_dir, tokenizer, plan=plan, scores=scores, config=pruner.config, plot=not args.no_plot
     )
+    compensated = "" if pruner.config.compensation is None else f" + {pruner.config.compensation.method} compensation"
     print(
-        f"Removed blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} ({plan.criterion}); parameters "
+        f"Removed blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} ({plan.criterion}{compensated}); parameters "
         f"{before:,} -> {after:,}. Saved to {out}"
     )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from .common import (
     add_model_arguments,
@@ -14,6 +15,9 @@ from .common import (
     default_calibration_source,
     load_model,
 )
+
+if TYPE_CHECKING:
+    from ..config import DepthPruningConfig
 
 NAME = "score"
 HELP = "Score the importance of every block (writes layer_scores.json, layer_scores.png and the implied plan)."
@@ -28,8 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plot", action="store_true", help="Do not draw the PNG plot (no matplotlib needed).")
 
 
-def compute_scores(args: argparse.Namespace):
+def compute_scores(args: argparse.Namespace, config: DepthPruningConfig | None = None):
     """Checks the options, loads the model and scores it.
+
+    Args:
+        args: The parsed options.
+        config: The pruning config (default: built from ``args``).
 
     Returns:
         ``(pruner, scores, model, tokenizer, calibration)``; ``calibration`` is the source the scores came from (the
@@ -37,7 +45,7 @@ def compute_scores(args: argparse.Namespace):
     """
     from ..pruner import DepthPruner
 
-    config = config_from_args(args)
+    config = config or config_from_args(args)
     check_output_dir(args)
     model, tokenizer = load_model(args)
     pruner = DepthPruner(config)
