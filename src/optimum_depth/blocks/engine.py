@@ -37,6 +37,7 @@ from ..algorithms.head_bounds import bound_tokens, head_supports_bounds, subset_
 from ..architectures import get_architecture, get_decoder_layers, unwrap_model
 from ..calibration import CalibrationData
 from ..errors import UnsupportedArchitectureError
+from .replay import input_device
 
 logger = logging.getLogger(__name__)
 
@@ -185,11 +186,6 @@ class BlockwiseEngine:
         return len(self.blocks)
 
     # ------------------------------------------------------------------------------------------------- capture
-    def _input_device(self) -> torch.device:
-        weight = self.model.get_input_embeddings().weight
-        # Offloaded embeddings live on the meta device; their accelerate hook moves the ids.
-        return torch.device("cpu") if weight.device.type == "meta" else weight.device
-
     def _to_cache(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.cache_device is None else tensor.to(self.cache_device)
 
@@ -230,7 +226,7 @@ class BlockwiseEngine:
         ]
         handles.append(self.blocks[-1].register_forward_hook(last_hook))
         try:
-            self.decoder(input_ids=input_ids.to(self._input_device()), use_cache=False)
+            self.decoder(input_ids=input_ids.to(input_device(self.model)), use_cache=False)
         finally:
             for handle in handles:
                 handle.remove()

@@ -22,7 +22,7 @@ from ..architectures import get_decoder_layers, unwrap_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BlockInputs", "capture_block_inputs", "collect_input_sq_norms", "run_block"]
+__all__ = ["BlockInputs", "capture_block_inputs", "collect_input_sq_norms", "input_device", "run_block"]
 
 
 class _StopForward(Exception):
@@ -55,6 +55,14 @@ def _block_kwargs(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k != "hidden_states"}
 
 
+def input_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s input ids go: its embeddings' device (CPU when accelerate offloads them to ``meta``: the
+    offload hook moves the ids to its execution device itself)."""
+    embeddings: Any = model.get_input_embeddings()  # type: ignore[operator]
+    weight = embeddings.weight
+    return torch.device("cpu") if weight.device.type == "meta" else weight.device
+
+
 @torch.no_grad()
 def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int) -> BlockInputs:
     """Runs the embeddings of ``model`` on the calibration ids and records what each decoder block receives.
@@ -69,7 +77,7 @@ def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: 
     """
     inner = unwrap_model(model)
     layers = get_decoder_layers(model)
-    device = next(layers[0].parameters()).device
+    device = input_device(inner)
     recorded: dict[int, dict[str, Any]] = {}
 
     def record_kwargs(position: int):

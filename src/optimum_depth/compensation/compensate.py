@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,7 +31,8 @@ from ..config import CompensationConfig
 from ..errors import ConfigError, UnsupportedArchitectureError
 from ..plan import PruningPlan
 from .cuts import Fold, plan_folds
-from .linear_maps import fold_output_transform
+from .linear_maps import folded_output_weight
+from .offloaded import update_weight
 from .walk import FittedMap, WalkInputs, fit_maps
 
 logger = logging.getLogger(__name__)
@@ -225,13 +227,22 @@ def fold_compensation(model: nn.Module, result: CompensationResult) -> None:
     """
     facts = as_facts(model)
     position = {original: p for p, original in enumerate(facts.original_indices)}
-    for fitted in result.maps:
-        module = mlp_output_module(facts.layers[position[fitted.fold.block]], facts)
-        transform = fitted.transform
-        fold_output_transform(_base_linear(module), transform)
-        for lora_b in getattr(module, "lora_B", {}).values():  # peft: the adapter's output is mapped too
-            weight = lora_b.weight
-            weight.copy_((transform.to(weight.device).T @ weight.double()).to(weight.dtype))
+    modules = [mlp_output_module(facts.layers[position[fitted.fold.block]], facts) for fitted in result.maps]
+    for module in modules:  # checked before any weight changes
+        bias = _base_linear(module).bias
+        if bias is not None and bias.device.type == "meta":
+            raise UnsupportedArchitectureError(
+                "Compensation cannot fold into an offloaded down-projection with a bias."
+            )
+    for fitted, module in zip(result.maps, modules, strict=True):
+        base, fold = _base_linear(module), partial(folded_output_weight, transform=fitted.transform)
+        # Offloaded weights (accelerate) live in the hook's weights map, not in the module's meta tensor.
+        update_weight(facts.inner, base, fold)
+        if base.bias is not None:
+            t = fitted.transform.to(base.bias.device, torch.float64)
+            base.bias.copy_((base.bias.to(torch.float64) @ t).to(base.bias.dtype))
+        for lora_b in getattr(module, "lora_B", {}).values():  # peft: the adapter's output is mapped too (T^T B)
+            update_weight(facts.inner, lora_b, fold)
 
 
 def compensate(

@@ -33,6 +33,7 @@ __all__ = [
     "select_ridge",
     "fit_cosine_transform",
     "fold_output_transform",
+    "folded_output_weight",
     "refit_linear_weight",
     "DEFAULT_RELATIVE_RIDGES",
 ]
@@ -294,6 +295,27 @@ def fit_cosine_transform(
 
 
 @torch.no_grad()
+def folded_output_weight(weight: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
+    """The weight of a ``Linear`` whose output is followed by ``y -> y T``: ``Tᵀ W``, formed in float64.
+
+    Args:
+        weight: ``[out, in]`` weight.
+        transform: ``[out, out]`` map acting on the layer's output rows.
+
+    Returns:
+        ``Tᵀ W`` in the weight's dtype, on its device.
+
+    Raises:
+        ValueError: If the map's shape does not match the layer's output width.
+    """
+    out = weight.shape[0]
+    if tuple(transform.shape) != (out, out):
+        raise ValueError(f"`transform` must be {(out, out)} for this layer, got {tuple(transform.shape)}.")
+    t = transform.to(weight.device, torch.float64)
+    return (t.T @ weight.to(torch.float64)).to(weight.dtype)
+
+
+@torch.no_grad()
 def fold_output_transform(linear: nn.Linear, transform: torch.Tensor) -> None:
     """Folds ``y -> y T`` on a ``Linear``'s output into its weight, in place: ``W <- Tᵀ W`` (and ``b <- b T``).
 
@@ -307,13 +329,9 @@ def fold_output_transform(linear: nn.Linear, transform: torch.Tensor) -> None:
     Raises:
         ValueError: If the map's shape does not match the layer's output width.
     """
-    out = linear.weight.shape[0]
-    if tuple(transform.shape) != (out, out):
-        raise ValueError(f"`transform` must be {(out, out)} for this layer, got {tuple(transform.shape)}.")
-    t = transform.to(linear.weight.device, torch.float64)
-    new_w = t.T @ linear.weight.to(torch.float64)
-    linear.weight.copy_(new_w.to(linear.weight.dtype))
+    linear.weight.copy_(folded_output_weight(linear.weight, transform))
     if linear.bias is not None:
+        t = transform.to(linear.bias.device, torch.float64)
         linear.bias.copy_((linear.bias.to(torch.float64) @ t).to(linear.bias.dtype))
 
 
