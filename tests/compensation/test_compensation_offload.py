@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from optimum_depth import CompensationConfig, DepthPruner, DepthPruningConfig, PruningPlan
 from optimum_depth.calibration import CalibrationData
 from optimum_depth.compensation.offloaded import update_weight
 from optimum_depth.errors import UnsupportedArchitectureError
+from optimum_depth.publishing.saving import save_pruned_model
 
 from tiny_models import make_tiny_model, random_ids
 
@@ -36,7 +38,6 @@ def _logits(model) -> torch.Tensor:
 
 def _offloaded(kind: str, tmp_path):
     from accelerate import cpu_offload, disk_offload
-    from transformers import AutoModelForCausalLM
 
     if kind == "cpu_offload":
         return cpu_offload(make_tiny_model("llama"), execution_device="cpu")
@@ -60,6 +61,11 @@ def test_an_offloaded_model_is_compensated_like_the_in_memory_one(kind, tmp_path
     _apply(model)
     torch.testing.assert_close(_logits(model), expected, rtol=1e-5, atol=1e-5)
     assert model.config.pruning["compensation"]["method"] == "linear_ls"
+    # save_pretrained cannot read meta tensors: save_pruned_model gathers the offloaded weights from the hooks.
+    save_pruned_model(model, tmp_path / "saved")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.surviving_layers == [0, 1, 4, 5]
+    torch.testing.assert_close(_logits(reloaded), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_meta_weight_without_an_offload_hook_is_refused():

@@ -213,6 +213,22 @@ def save_pruning_records(
     return written
 
 
+def offloaded_state_dict(model: Any) -> dict[str, Any] | None:
+    """The full state dict of a model whose weights accelerate offloads (CPU or disk), else ``None``.
+
+    ``save_pretrained`` cannot read the ``meta`` tensors an offloaded module holds; accelerate's
+    ``get_state_dict_offloaded_model`` brings each module's weights in from its hook, one module at a time (the whole
+    state dict then sits in CPU RAM, as with ``Accelerator.save_model``).
+    """
+    if not any(p.device.type == "meta" for p in model.parameters()):
+        return None
+    if not any(getattr(m, "_hf_hook", None) is not None for m in model.modules()):
+        return None  # an empty model: save_pretrained reports it
+    from accelerate.utils.modeling import get_state_dict_offloaded_model
+
+    return get_state_dict_offloaded_model(model)
+
+
 def save_pruned_model(
     model,
     save_directory: str | os.PathLike,
@@ -256,6 +272,9 @@ def save_pruned_model(
     make_card = _card_maker(card)
 
     def write(staging: Path) -> None:
+        offloaded = offloaded_state_dict(model)
+        if offloaded is not None and "state_dict" not in save_kwargs:
+            save_kwargs["state_dict"] = offloaded
         model.save_pretrained(staging, **save_kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
