@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paper_tables.results_format import read_run
-from .protocol import TABLE
+from .protocol import TABLE, validation_score
 
 TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 
@@ -82,13 +82,22 @@ def training_free_table(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _validation_cell(run: dict[str, Any], dense: dict[str, Any] | None) -> str:
+    """The validation score (geometric mean of the validation perplexity ratios to dense) of a row."""
+    if dense is None or "validation_perplexity" not in run["details"]:
+        return "—"
+    return (
+        f"{validation_score(run['details']['validation_perplexity'], dense['details']['validation_perplexity']):.3f}"
+    )
+
+
 def recovery_table(rows: dict[str, dict[str, Any]]) -> list[str]:
     """Markdown lines of the recovery table."""
     dense = rows.get("dense")
     lines = [
         "| blocks removed | recipe | CPU-min | steps (tokens) | starts from | WikiText-2 PPL (× dense) "
-        "| PTB PPL (× dense) | zero-shot mean acc % |",
-        "|---|---|---|---|---|---|---|---|",
+        "| PTB PPL (× dense) | validation (× dense) | zero-shot mean acc % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     recovered = [run for run in rows.values() if isinstance(run["method"].get("recovery"), dict)]
     recovered.sort(key=lambda r: (r["method"]["num_blocks_removed"], r["method"]["recovery"]["budget_cpu_s"]))
@@ -98,7 +107,7 @@ def recovery_table(rows: dict[str, dict[str, Any]]) -> list[str]:
             f"| {run['method']['num_blocks_removed']} | {run['method']['name']} "
             f"| {training['budget_cpu_s'] / 60:.0f} | {training['steps']} ({training['tokens']:,}) "
             f"| {run['method']['start']} | {_ppl_cell(run, dense, 'wikitext2')} | {_ppl_cell(run, dense, 'ptb')} "
-            f"| {_accuracy_cell(run, dense)} |"
+            f"| {_validation_cell(run, dense)} | {_accuracy_cell(run, dense)} |"
         )
     return lines
 
