@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -33,11 +33,18 @@ from ..plan import PruningPlan
 from .cuts import Fold, plan_folds
 from .linear_maps import folded_output_weight
 from .offloaded import update_weight
-from .walk import FittedMap, WalkInputs, fit_maps
+from .walk import FittedMap, WalkInputs, fit_map, fit_maps
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompensationResult", "compensate", "compensation_calibration", "fit_compensation", "fold_compensation"]
+__all__ = [
+    "CompensationResult",
+    "compensate",
+    "compensation_calibration",
+    "compensation_from_activations",
+    "fit_compensation",
+    "fold_compensation",
+]
 
 MLP_OUTPUT_LINEAR = "down_proj"
 """The linear layer whose output is a block's MLP contribution to the residual stream (every family without a norm
@@ -170,6 +177,53 @@ def fit_compensation(
             "blocks are gone); use `compensate(pruned_model, calibration, dense_model=...)` with the original model."
         )
     return on_main_rank(lambda: _fit(facts, facts, plan.removed_blocks, calibration, config))
+
+
+def compensation_from_activations(
+    plan: PruningPlan,
+    activations: Mapping[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    config: CompensationConfig | None = None,
+) -> CompensationResult:
+    """Fits the maps of ``plan`` from activations captured elsewhere (no model needed); fold them afterwards.
+
+    For each fold block ``f`` of the plan (:func:`~optimum_depth.compensation.cuts.plan_folds`: the kept block before
+    each removed run), ``activations[f]`` is ``(M, Y, L)``, each ``(samples, seq_len, hidden)``: the block's MLP output
+    ``M`` (its ``down_proj`` output) and the rest of its output ``Y`` (block output minus ``M``) in the pruned model,
+    and ``L``, the dense model's hidden state after the fold's target block. The last ``heldout_fraction`` of the
+    sequences choose the ridge, as in :func:`fit_compensation`. Captured from the uncompensated pruned model, several
+    maps are fitted independently (the walk of :func:`fit_compensation` fits each after the earlier ones).
+
+    Args:
+        plan: The block plan.
+        activations: ``{fold block: (M, Y, L)}`` for every fold block.
+        config: The compensation settings (default: least squares, ridge chosen held-out).
+
+    Returns:
+        The fitted maps (fold them with :func:`fold_compensation` into the pruned model).
+
+    Raises:
+        ConfigError: If a fold block's activations are missing or their shapes differ.
+    """
+    config = config or CompensationConfig()
+    if plan.granularity != "block" or plan.source_num_hidden_layers is None:
+        raise ConfigError("Compensation applies to block plans made for a known number of blocks.")
+    folds = plan_folds(plan.removed_blocks, plan.source_num_hidden_layers)
+    missing = [fold.block for fold in folds if fold.block not in activations]
+    if missing:
+        raise ConfigError(f"No activations for fold block(s) {missing} (the kept block before each removed run).")
+    start = time.perf_counter()
+    maps = []
+    for fold in folds:
+        m, y, dense = activations[fold.block]
+        if not (m.shape == y.shape == dense.shape and m.dim() == 3 and m.shape[0] >= 2):
+            raise ConfigError(
+                f"Activations of block {fold.block} must be three (samples >= 2, seq_len, hidden) tensors of one "
+                f"shape, got {tuple(m.shape)}, {tuple(y.shape)}, {tuple(dense.shape)}."
+            )
+        heldout = min(m.shape[0] - 1, max(1, round(config.heldout_fraction * m.shape[0])))
+        maps.append(fit_map(fold, m, y, dense, config.method, config.ridge, heldout, config.batch_size))
+    calibration = {"source": "captured activations", "num_samples": int(activations[folds[0].block][0].shape[0])}
+    return CompensationResult(maps, config, calibration, time.perf_counter() - start)
 
 
 def on_main_rank(fit: Callable[[], CompensationResult]) -> CompensationResult:
