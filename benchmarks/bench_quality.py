@@ -42,6 +42,7 @@ RECOVERY_PLAN = (
     ("kd-lora-c4", "b06", 10),
     ("kd-full-self", "b06", 10),
     ("lm-full-c4-lr3e-4", "b06", 10),
+    ("lm-full-c4-lr3e-5", "b06", 10),
     ("lm-full-c4", "b06", 30),
     ("kdalign-full-c4", "b06", 30),
     ("lm-full-c4", "b11", 30),

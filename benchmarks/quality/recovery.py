@@ -69,7 +69,9 @@ RECIPES = {
     "kdalign-full-c4": Recipe("kd", "full", "c4", 1e-4, hidden_alignment=1.0),
     "kd-full-self": Recipe("kd", "full", "self", 1e-4),
     "kd-lora-c4": Recipe("kd", "lora", "c4", 1e-3),
-    "lm-full-c4-lr3e-4": Recipe("lm", "full", "c4", 3e-4),  # the learning-rate check, read on validation only
+    # The learning-rate check around 1e-4, read on validation only:
+    "lm-full-c4-lr3e-4": Recipe("lm", "full", "c4", 3e-4),
+    "lm-full-c4-lr3e-5": Recipe("lm", "full", "c4", 3e-5),
 }
 
 
