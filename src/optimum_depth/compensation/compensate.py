@@ -31,7 +31,7 @@ from ..config import CompensationConfig
 from ..errors import ConfigError, UnsupportedArchitectureError
 from ..plan import PruningPlan
 from .cuts import Fold, plan_folds
-from .linear_maps import folded_output_weight
+from .linear_maps import fold_output_transform, folded_output_weight
 from .offloaded import update_weight
 from .walk import FittedMap, WalkInputs, fit_map, fit_maps
 
@@ -290,11 +290,10 @@ def fold_compensation(model: nn.Module, result: CompensationResult) -> None:
             )
     for fitted, module in zip(result.maps, modules, strict=True):
         base, fold = _base_linear(module), partial(folded_output_weight, transform=fitted.transform)
-        # Offloaded weights (accelerate) live in the hook's weights map, not in the module's meta tensor.
-        update_weight(facts.inner, base, fold)
-        if base.bias is not None:
-            t = fitted.transform.to(base.bias.device, torch.float64)
-            base.bias.copy_((base.bias.to(torch.float64) @ t).to(base.bias.dtype))
+        if base.weight.device.type == "meta":  # accelerate-offloaded: the weight lives in the hook's weights map
+            update_weight(facts.inner, base, fold)
+        else:
+            fold_output_transform(base, fitted.transform)
         for lora_b in getattr(module, "lora_B", {}).values():  # peft: the adapter's output is mapped too (T^T B)
             update_weight(facts.inner, lora_b, fold)
 
