@@ -10,7 +10,7 @@ import torch
 from optimum_depth.sublayers.candidates import ATTENTION, list_sublayers
 from optimum_depth.sublayers.surgery import remove_sublayers
 
-SUPPORTED_FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3"]
+SUPPORTED_FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "smollm3"]
 
 
 def textbook_distance(name: str, dense: torch.Tensor, pruned: torch.Tensor) -> float:

@@ -6,9 +6,9 @@ The package follows the pipeline: :mod:`.config` -> :mod:`.calibration` -> :mod:
 
 ``import optimum_depth`` is light: every name below is imported on first use (PEP 562), so the CLI and scripts do not
 pay for peft, accelerate, bitsandbytes, lm-eval, matplotlib, the Trainer or the families' config and modeling code
-unless a feature needs them. The pruned configs and model classes are registered with the transformers Auto classes by
-``import optimum_depth.modeling`` (which every feature of the library that touches models does), so a sublayer-pruned
-checkpoint loads with ``import optimum_depth.modeling`` then ``AutoModelForCausalLM.from_pretrained(path)``, or
+unless a feature needs them. It does register the ``pruned_<family>`` model types with the transformers Auto classes
+(:mod:`.modeling`, at almost no cost: the classes themselves load with the first pruned checkpoint), so a
+sublayer-pruned checkpoint loads with ``import optimum_depth`` then ``AutoModelForCausalLM.from_pretrained(path)``, or
 without optimum_depth with ``trust_remote_code=True``. Block-pruned checkpoints need neither.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import modeling as _modeling  # noqa: F401  (registers the pruned model types with the Auto classes)
 from .version import __version__
 
 _EXPORTS: dict[str, str] = {
@@ -76,6 +77,8 @@ _EXPORTS: dict[str, str] = {
         name: "modeling"
         for name in (
             "PrunedGemma2Config",
+            "PrunedGemma2ForCausalLM",
+            "PrunedGemma3ForCausalLM",
             "PrunedGemma3TextConfig",
             "PrunedLlamaConfig",
             "PrunedLlamaForCausalLM",
@@ -115,6 +118,8 @@ __all__ = [
     "PlanMismatchError",
     "ProvenanceError",
     "PrunedGemma2Config",
+    "PrunedGemma2ForCausalLM",
+    "PrunedGemma3ForCausalLM",
     "PrunedGemma3TextConfig",
     "PrunedLlamaConfig",
     "PrunedLlamaForCausalLM",
@@ -192,6 +197,8 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .evaluation.results import ComparisonResults, EvaluationResults, LatencyRecord
     from .modeling import (
         PrunedGemma2Config,
+        PrunedGemma2ForCausalLM,
+        PrunedGemma3ForCausalLM,
         PrunedGemma3TextConfig,
         PrunedLlamaConfig,
         PrunedLlamaForCausalLM,

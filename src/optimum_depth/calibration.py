@@ -22,7 +22,7 @@ from transformers.utils.logging import is_progress_bar_enabled
 from .architectures import unwrap_model
 from .data import read_documents
 from .errors import ConfigError, DataError
-from .modeling.pruned_decoder import CACHE_KWARG
+from .modeling.transformers_compat import CACHE_KWARG
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,13 @@ TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 TRAINER_STATE_NAME = "trainer_state.json"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 
-REMOTE_CODE_FILES = ("configuration_pruned.py", "modeling_pruned.py", "pruned_decoder.py")
+REMOTE_CODE_FILES = (
+    "configuration_pruned.py",
+    "modeling_pruned.py",
+    "pruned_decoder.py",
+    "pruned_layout.py",
+    "transformers_compat.py",
+)
 """Python files written beside sublayer-pruned checkpoints for ``trust_remote_code=True``."""
 
 RECORD_FILES = (CONFIG_NAME, PLAN_NAME, SCORES_NAME, PLOT_NAME, RESULTS_NAME, RESULTS_MARKDOWN_NAME)

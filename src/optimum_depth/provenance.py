@@ -1,7 +1,7 @@
 """Provenance of pruned models: which original blocks survive, where they came from, and how they were chosen.
 
 The values live on the model's config (and so in ``config.json``) under the keys of
-:data:`optimum_depth.modeling.configuration_pruned.PROVENANCE_KEYS`; this module reads and composes them.
+:data:`optimum_depth.modeling.pruned_layout.PROVENANCE_KEYS`; this module reads and composes them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import ProvenanceError
-from .modeling.configuration_pruned import provenance_problem
+from .modeling.pruned_layout import provenance_problem
 from .version import __version__
 
 __all__ = ["original_layer_indices", "record_block_removal", "record_pruning_event", "source_num_layers"]
@@ -43,7 +43,7 @@ def original_layer_indices(config) -> list[int]:
     Raises:
         ProvenanceError: If ``surviving_layers`` does not have one entry per block, is not strictly increasing, or
             names blocks beyond ``source_num_hidden_layers`` (see
-            :func:`~optimum_depth.modeling.configuration_pruned.provenance_problem`).
+            :func:`~optimum_depth.modeling.pruned_layout.provenance_problem`).
     """
     surviving = getattr(config, "surviving_layers", None)
     problem = provenance_problem(

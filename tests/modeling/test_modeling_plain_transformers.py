@@ -8,9 +8,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from transformers import AutoTokenizer
 
 from optimum_depth import PrunedLlamaConfig, remove_sublayers, save_pruned_model
+from optimum_depth.modeling.pruned_layout import block_layer_types
 
 from tiny_models import STORIES_PATH
 
@@ -43,7 +45,8 @@ CHILD = textwrap.dedent(
 def test_tokenizer_and_config_load_with_plain_transformers(stories_path, tmp_path):
     path = _checkpoint(tmp_path)
     config = json.loads((path / "config.json").read_text())
-    assert config["layer_types"][0] == "moe"  # an attention-free block, in a value transformers accepts
+    # attention-first: the 3 blocks with attention, then the 2 attention-free ones, in a value transformers accepts
+    assert config["layer_types"] == ["full_attention"] * 3 + ["moe"] * 2
     env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(path)],
@@ -61,10 +64,13 @@ def test_tokenizer_and_config_load_with_plain_transformers(stories_path, tmp_pat
     assert report["ids"] == AutoTokenizer.from_pretrained(STORIES_PATH)("Once upon a time")["input_ids"]
 
 
-def test_a_checkpoint_of_version_0_1_with_mlp_layer_types_still_loads(stories_path, tmp_path):
+@pytest.mark.parametrize("marker", ["mlp", "moe"])  # optimum-depth 0.1 wrote "mlp", 0.2 "moe", both in block order
+def test_a_block_order_checkpoint_of_earlier_versions_still_loads(stories_path, tmp_path, marker):
     path = _checkpoint(tmp_path)
     config = json.loads((path / "config.json").read_text())
-    config["layer_types"] = ["mlp" if kind == "moe" else kind for kind in config["layer_types"]]
+    config["layer_types"] = [marker, "full_attention", marker, "full_attention", "full_attention"]
     (path / "config.json").write_text(json.dumps(config))
     loaded = PrunedLlamaConfig.from_pretrained(path)
-    assert loaded.layer_types[0] == "moe" and loaded.skipped_attention == [0, 2]
+    assert loaded.skipped_attention == [0, 2]
+    assert loaded.layer_types == ["full_attention"] * 3 + ["moe"] * 2  # re-written attention-first
+    assert block_layer_types(loaded) == ["moe", "full_attention", "moe", "full_attention", "full_attention"]

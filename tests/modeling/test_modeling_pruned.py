@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 import optimum_depth.modeling  # noqa: F401  (registers the pruned classes)
+from optimum_depth.architectures import ARCHITECTURES
 from finercut_references import SUPPORTED_FAMILIES
 from optimum_depth.modeling import PrunedLlamaForCausalLM
 from optimum_depth.modeling.modeling_pruned import PrunedCausalLM
@@ -54,20 +55,21 @@ def pruned_model(family: str):
 @pytest.mark.parametrize("family", SUPPORTED_FAMILIES)
 def test_pruned_class_equals_zeroed_sublayers(family):
     model = make_tiny_model(family)
+    spec = ARCHITECTURES[family]
     total = sum(p.numel() for p in model.parameters())
     layers = model.model.layers
     removed_params = sum(
         p.numel()
         for b in ATTENTION_REMOVED
-        for m in (layers[b].self_attn, layers[b].input_layernorm)
-        for p in m.parameters()
+        for name in ("self_attn", *spec.attention_norms)
+        for p in getattr(layers[b], name).parameters()
     )
     removed_params += sum(
         p.numel()
-        for b in MLP_REMOVED
-        for m in (layers[b].mlp, layers[b].post_attention_layernorm)
-        for p in m.parameters()
-    )
+        for b in set(MLP_REMOVED) - set(ATTENTION_REMOVED)  # block 4 lost both: its norms counted once
+        for name in ("mlp", *spec.mlp_norms)
+        for p in getattr(layers[b], name).parameters()
+    ) + sum(p.numel() for name in ("mlp", *spec.mlp_norms) for p in getattr(layers[4], name).parameters())
     pruned, ids, expected = pruned_model(family)
     assert type(pruned).__name__.startswith("Pruned") and isinstance(pruned, PrunedCausalLM)
     assert pruned.config.model_type == f"pruned_{family}"
@@ -77,8 +79,8 @@ def test_pruned_class_equals_zeroed_sublayers(family):
         torch.testing.assert_close(pruned(ids).logits, expected, rtol=0, atol=1e-6)
     assert sum(p.numel() for p in pruned.parameters()) == total - removed_params
     keys = set(pruned.state_dict())
-    assert not any(k.startswith(("model.layers.0.self_attn", "model.layers.0.input_layernorm")) for k in keys)
-    assert not any(k.startswith(("model.layers.2.mlp", "model.layers.2.post_attention_layernorm")) for k in keys)
+    assert not any(k.startswith(tuple(f"model.layers.0.{n}" for n in ("self_attn", *spec.attention_norms))) for k in keys)
+    assert not any(k.startswith(tuple(f"model.layers.2.{n}" for n in ("mlp", *spec.mlp_norms))) for k in keys)
     assert any(k.startswith("model.layers.0.mlp.") for k in keys) and any(
         k.startswith("model.layers.2.self_attn.") for k in keys
     )
@@ -191,7 +193,7 @@ def test_trust_remote_code_without_the_package(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- KV cache
-CACHE_FAMILIES = ["llama", "qwen2", "qwen3"]
+CACHE_FAMILIES = ["llama", "qwen2", "qwen3", "gemma2", "gemma3_text"]
 
 
 def cache_model(family):
@@ -211,7 +213,12 @@ def test_incremental_decoding_with_dynamic_cache_equals_full_forward(family, wit
         for t in range(6, ids.shape[1]):
             pieces.append(model(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits)
     assert cache.get_seq_length() == ids.shape[1]
-    assert type(cache.layers[0]).__name__ == "DummyLayer"
+    # attention-first: slot 0 holds block 1's attention (block 0 has none); attention-free slots come last
+    assert type(cache.layers[0]).__name__ != "DummyLayer" and cache.layers[0].get_seq_length() == ids.shape[1]
+    if with_config:
+        assert [type(layer).__name__ == "DummyLayer" for layer in cache.layers] == [False] * 4 + [True]
+    else:
+        assert len(cache.layers) == 4
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
 
 

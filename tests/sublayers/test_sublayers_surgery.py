@@ -11,6 +11,7 @@ from finercut_references import logits_without
 from optimum_depth import UnsupportedArchitectureError, remove_layers
 from optimum_depth.errors import SublayerIndexError
 from optimum_depth.modeling import PrunedQwen2ForCausalLM
+from optimum_depth.modeling.pruned_layout import block_layer_types
 from optimum_depth.sublayers.candidates import list_sublayers
 from optimum_depth.sublayers.surgery import remove_sublayers
 
@@ -47,8 +48,11 @@ def test_already_removed_sublayer_is_refused():
 
 
 def test_unsupported_family_is_refused():
-    with pytest.raises(UnsupportedArchitectureError, match="gemma2"):
-        remove_sublayers(make_tiny_model("gemma2"), attention=[1])
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    model = AutoModelForCausalLM.from_config(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=64))
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2"):
+        remove_sublayers(model, attention=[1])
 
 
 def test_wrapped_stock_model_is_converted_in_place_and_matches_the_plain_one():
@@ -78,7 +82,16 @@ def test_in_place_pruning_of_a_pruned_model_matches_the_reference():
     assert same is pruned
     assert pruned.config.surviving_layers == [0, 1, 2, 4, 5]
     assert (pruned.config.skipped_attention, pruned.config.skipped_mlp) == ([0, 2], [4])
-    assert pruned.config.layer_types == ["moe", "full_attention", "moe", "sliding_attention", "sliding_attention"]
+    assert block_layer_types(pruned.config) == [
+        "moe",
+        "full_attention",
+        "moe",
+        "sliding_attention",
+        "sliding_attention",
+    ]
+    # attention-first: the k-th block with attention uses KV-cache slot k
+    assert pruned.config.layer_types == ["full_attention", "sliding_attention", "sliding_attention", "moe", "moe"]
+    assert [b.self_attn.layer_idx if b.self_attn else None for b in pruned.model.layers] == [None, 0, None, 1, 2]
     positions = {(s.block, s.kind): i for i, s in enumerate(list_sublayers(reference))}
     removed = [positions[k] for k in [(0, "attention"), (3, "mlp"), (2, "attention"), (3, "attention"), (5, "mlp")]]
     expected = logits_without(reference, removed, ids)
@@ -102,8 +115,9 @@ def test_block_surgery_on_a_pruned_model_renumbers_skipped_sublayers():
     remove_layers(pruned, [0, 3])
     assert pruned.config.surviving_layers == [1, 2, 4, 5]
     assert (pruned.config.skipped_attention, pruned.config.skipped_mlp) == ([0, 2], [])
-    assert pruned.config.layer_types[0] == "moe" and pruned.config.layer_types[2] == "moe"
-    assert [layer.self_attn is None for layer in pruned.model.layers] == [True, False, True, False]
+    assert [kind == "moe" for kind in block_layer_types(pruned.config)] == [True, False, True, False]
+    assert pruned.config.layer_types[2:] == ["moe", "moe"]
+    assert [b.self_attn.layer_idx if b.self_attn else None for b in pruned.model.layers] == [None, 0, None, 1]
     pruned.config.validate()
 
 

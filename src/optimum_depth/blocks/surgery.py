@@ -1,8 +1,9 @@
 """Block surgery: remove decoder blocks in place and leave a model that is correct on every path.
 
 After :func:`remove_layers` the model's attention ``layer_idx`` values are renumbered (so KV caches index the right
-slots), ``num_hidden_layers`` and every per-layer config field match the kept blocks, the provenance is composed, and
-the removed parameters are released.
+slots: the k-th block that has attention uses slot k, see :mod:`optimum_depth.modeling.pruned_layout`),
+``num_hidden_layers`` and every per-layer config field match the kept blocks, the provenance is composed, and the
+removed parameters are released.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..architectures import (
     unwrap_model,
 )
 from ..errors import LayerIndexError
+from ..modeling.pruned_layout import block_layer_types, cache_layer_types
 from ..plan import PruningPlan
 from ..provenance import original_layer_indices, record_block_removal
 
@@ -62,16 +64,26 @@ def validate_layer_indices(indices: Iterable[int], num_layers: int) -> list[int]
     return sorted(indices)
 
 
-def renumber_layer_indices(layers: nn.ModuleList) -> None:
-    """Sets ``layer_idx`` of every submodule of block ``i`` to ``i`` (attention modules index the KV cache by it).
+def renumber_layer_indices(layers: nn.ModuleList, spec: ArchitectureSpec) -> None:
+    """Gives the attention of the k-th block that has one ``layer_idx = k``: the KV-cache slot it indexes.
+
+    In a model without removed attention this is the block's position.
 
     Args:
         layers: The decoder blocks, in their new order.
+        spec: The family's facts (where a block keeps its attention).
     """
-    for position, block in enumerate(layers):
-        for module in block.modules():
+    slot = 0
+    for block in layers:
+        attention = getattr(block, spec.attention_attr, None)
+        if attention is None:
+            continue
+        for module in attention.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = position  # type: ignore[assignment]
+                module.layer_idx = slot  # type: ignore[assignment]
+        if isinstance(getattr(block, "layer_idx", None), int):  # blocks that record their index (Gemma)
+            block.layer_idx = slot  # type: ignore[assignment]
+        slot += 1
 
 
 def _remap_per_layer_config(config, spec: ArchitectureSpec, kept: list[int], num_layers: int) -> dict:
@@ -80,6 +92,10 @@ def _remap_per_layer_config(config, spec: ArchitectureSpec, kept: list[int], num
     for name in spec.per_layer_sequences:
         values = getattr(config, name, None)
         if values is None:
+            continue
+        if name == "layer_types" and getattr(config, "skipped_attention", None):  # attention-first layout
+            block_types = block_layer_types(config)
+            updates[name] = cache_layer_types([block_types[i] for i in kept])
             continue
         if len(values) != num_layers:
             raise ValueError(f"config.{name} has {len(values)} entries but the model has {num_layers} blocks.")
@@ -136,7 +152,7 @@ def remove_layers(model: nn.Module, indices: Iterable[int]) -> nn.Module:
     original = original_layer_indices(config)
 
     new_layers = nn.ModuleList([layers[i] for i in kept])
-    renumber_layer_indices(new_layers)
+    renumber_layer_indices(new_layers, spec)
     set_decoder_layers(model, new_layers)
     record_block_removal(config, kept)
     if heterogeneous is not None:

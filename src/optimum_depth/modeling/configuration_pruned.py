@@ -1,11 +1,12 @@
 """Typed configs of pruned checkpoints: ``PrunedLlamaConfig`` and its siblings for the other families.
 
-This file imports nothing from optimum_depth, so it can be copied beside a checkpoint and loaded with
-``trust_remote_code=True`` where optimum_depth is not installed.
+This file imports nothing from optimum_depth but its sibling :mod:`.pruned_layout`, so both can be copied beside a
+checkpoint and loaded with ``trust_remote_code=True`` where optimum_depth is not installed.
 
 A block-pruned checkpoint keeps its base ``model_type`` (``"llama"``, ...) so it loads natively everywhere; its
 provenance rides along as extra ``config.json`` keys, and ``PrunedLlamaConfig.from_pretrained(path)`` reads it typed.
-A sublayer-pruned checkpoint uses the ``pruned_<type>`` model type of these classes.
+A sublayer-pruned checkpoint uses the ``pruned_<type>`` model type of these classes; its ``layer_types`` follow the
+attention-first layout of :mod:`.pruned_layout`, and older block-order configs are re-written to it on load.
 """
 
 from __future__ import annotations
@@ -26,60 +27,33 @@ from transformers import (
 )
 from transformers.configuration_utils import PreTrainedConfig
 
-PROVENANCE_KEYS = ("surviving_layers", "source_model", "source_num_hidden_layers", "pruning")
-SUBLAYER_KEYS = ("skipped_attention", "skipped_mlp")
-NO_ATTENTION_LAYER_TYPE = "moe"
-"""``layer_types`` entry of a block whose attention was removed. It is the one entry transformers both accepts in any
-config (``PreTrainedConfig`` validates ``layer_types``; nemotron_h uses it for its attention-free layers) and treats
-as attention-free: every cache gives such a layer a ``DummyLayer`` that stores nothing, and ``Cache.get_seq_length()``
-/ mask sizing then read the first block that still has attention (so removing block 0's attention keeps generation
-correct). Because the entry is valid for plain transformers, a tool that reads the checkpoint's ``config.json``
-without the pruned classes (``AutoTokenizer``, a generic ``PreTrainedConfig``) does not reject it."""
+from .pruned_layout import (
+    LEGACY_NO_ATTENTION_LAYER_TYPES,
+    NO_ATTENTION_LAYER_TYPE,
+    PROVENANCE_KEYS,
+    SUBLAYER_KEYS,
+    block_layer_types,
+    cache_layer_types,
+    provenance_problem,
+)
 
-LEGACY_NO_ATTENTION_LAYER_TYPES = ("mlp",)
-"""Entries that marked attention-free blocks in checkpoints of optimum-depth 0.1; read as
-:data:`NO_ATTENTION_LAYER_TYPE`."""
-
-
-def provenance_problem(surviving_layers: Any, num_hidden_layers: int, source_num_hidden_layers: Any) -> str | None:
-    """What is wrong with a config's pruning provenance, or ``None`` when it is consistent.
-
-    Consistent means: ``source_num_hidden_layers`` is a positive integer (or absent), and ``surviving_layers`` (when
-    present) is a strictly increasing list of ``num_hidden_layers`` integers within the source model's blocks.
-
-    Args:
-        surviving_layers: ``config.surviving_layers``.
-        num_hidden_layers: ``config.num_hidden_layers``.
-        source_num_hidden_layers: ``config.source_num_hidden_layers``.
-
-    Returns:
-        A sentence naming the problem, or ``None``.
-    """
-
-    def is_int(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    source = source_num_hidden_layers
-    if source is not None and (not is_int(source) or source < 1):
-        return f"source_num_hidden_layers={source!r} is not a positive integer"
-    if surviving_layers is None:
-        return None
-    source = num_hidden_layers if source is None else source
-    values = surviving_layers
-    if not isinstance(values, (list, tuple)) or not all(is_int(i) for i in values):
-        return f"surviving_layers={values!r} is not a list of integers"
-    if len(values) != num_hidden_layers:
-        return f"surviving_layers has {len(values)} entries for num_hidden_layers={num_hidden_layers}"
-    if any(values[i + 1] <= values[i] for i in range(len(values) - 1)):
-        return f"surviving_layers={list(values)} is not strictly increasing (duplicates or wrong order)"
-    if values and (values[0] < 0 or values[-1] >= source):
-        return f"surviving_layers={list(values)} names blocks outside the source model's {source} blocks"
-    return None
-
-
-def _current_layer_types(layer_types: list[str]) -> list[str]:
-    return [NO_ATTENTION_LAYER_TYPE if kind in LEGACY_NO_ATTENTION_LAYER_TYPES else kind for kind in layer_types]
-
+__all__ = [
+    "NO_ATTENTION_LAYER_TYPE",
+    "PROVENANCE_KEYS",
+    "PRUNED_CONFIG_CLASSES",
+    "SUBLAYER_KEYS",
+    "PrunedConfigMixin",
+    "PrunedGemma2Config",
+    "PrunedGemma3TextConfig",
+    "PrunedLlamaConfig",
+    "PrunedMistralConfig",
+    "PrunedPhi3Config",
+    "PrunedQwen2Config",
+    "PrunedQwen3Config",
+    "PrunedSmolLM3Config",
+    "call_on_first_pruned_config",
+    "provenance_problem",
+]
 
 _FIRST_USE_HOOKS: list[Callable[[], None]] = []
 """Called once, when the first pruned config is built (optimum_depth registers its model classes there, so that
@@ -87,8 +61,12 @@ _FIRST_USE_HOOKS: list[Callable[[], None]] = []
 
 
 def call_on_first_pruned_config(hook: Callable[[], None]) -> None:
-    """Runs ``hook`` when the first pruned config is built (at once if one was built already)."""
+    """Runs ``hook`` (once) when the next pruned config is built."""
     _FIRST_USE_HOOKS.append(hook)
+
+
+def _without_legacy_markers(layer_types: list[str]) -> list[str]:
+    return [NO_ATTENTION_LAYER_TYPE if kind in LEGACY_NO_ATTENTION_LAYER_TYPES else kind for kind in layer_types]
 
 
 class PrunedConfigMixin:
@@ -111,13 +89,13 @@ class PrunedConfigMixin:
     skipped_mlp: list[int]
 
     def _init_pruned_fields(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Takes the provenance and sublayer keys out of ``kwargs`` (before the family's ``__post_init__``)."""
         while _FIRST_USE_HOOKS:
             _FIRST_USE_HOOKS.pop(0)()
         if kwargs.get("layer_types") is not None:  # families without a `layer_types` field
-            kwargs["layer_types"] = _current_layer_types(kwargs["layer_types"])
-        current = getattr(self, "layer_types", None)
-        if current is not None:  # families with one (already set)
-            self.layer_types = _current_layer_types(current)
+            kwargs["layer_types"] = _without_legacy_markers(kwargs["layer_types"])
+        if getattr(self, "layer_types", None) is not None:  # families with one (already set)
+            self.layer_types = _without_legacy_markers(self.layer_types)
         for key in PROVENANCE_KEYS:
             setattr(self, key, kwargs.pop(key, getattr(self, key, None)))
         for key in SUBLAYER_KEYS:
@@ -125,6 +103,12 @@ class PrunedConfigMixin:
             setattr(self, key, sorted(int(i) for i in (value or [])))
         self.check_provenance()  # a config.json edited or corrupted by hand is refused on load
         return kwargs
+
+    def _finish_pruned_fields(self) -> None:
+        """Re-writes ``layer_types`` attention-first (after the family's ``__post_init__``); older block-order and
+        ``"mlp"``-marked configs are read too (see :func:`~.pruned_layout.block_layer_types`)."""
+        if getattr(self, "layer_types", None) is not None:
+            self.layer_types = cache_layer_types(block_layer_types(self))
 
     @property
     def is_sublayer_pruned(self) -> bool:
@@ -136,7 +120,7 @@ class PrunedConfigMixin:
 
         Raises:
             ValueError: On an out-of-range block, a block without any sublayer, or ``layer_types`` disagreeing
-                with ``skipped_attention``.
+                with ``skipped_attention`` (in either layout).
         """
         num_blocks = self.num_hidden_layers
         for key in SUBLAYER_KEYS:
@@ -146,14 +130,7 @@ class PrunedConfigMixin:
         empty = sorted(set(self.skipped_attention) & set(self.skipped_mlp))
         if empty:
             raise ValueError(f"Blocks {empty} have neither attention nor MLP; remove them as whole blocks.")
-        layer_types = getattr(self, "layer_types", None)
-        if layer_types is not None:
-            without = [i for i, kind in enumerate(layer_types) if kind == NO_ATTENTION_LAYER_TYPE]
-            if without != self.skipped_attention:
-                raise ValueError(
-                    f"`layer_types` marks blocks {without} as {NO_ATTENTION_LAYER_TYPE!r} but `skipped_attention` is "
-                    f"{self.skipped_attention}."
-                )
+        block_layer_types(self)  # raises if `layer_types` and `skipped_attention` disagree
 
     def check_provenance(self) -> None:
         """Checks that ``surviving_layers`` and ``source_num_hidden_layers`` describe this model's blocks.
@@ -204,6 +181,7 @@ class PrunedLlamaConfig(PrunedConfigMixin, LlamaConfig):  # type: ignore[misc]  
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**self._init_pruned_fields(kwargs))
+        self._finish_pruned_fields()
 
 
 class PrunedMistralConfig(PrunedConfigMixin, MistralConfig):  # type: ignore[misc]  # typed from_pretrained
@@ -217,6 +195,7 @@ class PrunedMistralConfig(PrunedConfigMixin, MistralConfig):  # type: ignore[mis
         super().__post_init__(**self._init_pruned_fields(kwargs))
         if layer_types is not None:
             self.layer_types = list(layer_types)
+        self._finish_pruned_fields()
 
 
 class PrunedQwen2Config(PrunedConfigMixin, Qwen2Config):  # type: ignore[misc]  # typed from_pretrained
@@ -226,6 +205,7 @@ class PrunedQwen2Config(PrunedConfigMixin, Qwen2Config):  # type: ignore[misc]  
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**self._init_pruned_fields(kwargs))
+        self._finish_pruned_fields()
 
 
 class PrunedQwen3Config(PrunedConfigMixin, Qwen3Config):  # type: ignore[misc]  # typed from_pretrained
@@ -235,6 +215,7 @@ class PrunedQwen3Config(PrunedConfigMixin, Qwen3Config):  # type: ignore[misc]  
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**self._init_pruned_fields(kwargs))
+        self._finish_pruned_fields()
 
 
 class PrunedGemma2Config(PrunedConfigMixin, Gemma2Config):  # type: ignore[misc]  # typed from_pretrained
@@ -244,6 +225,7 @@ class PrunedGemma2Config(PrunedConfigMixin, Gemma2Config):  # type: ignore[misc]
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**self._init_pruned_fields(kwargs))
+        self._finish_pruned_fields()
 
 
 class PrunedGemma3TextConfig(PrunedConfigMixin, Gemma3TextConfig):  # type: ignore[misc]  # typed from_pretrained
@@ -253,6 +235,7 @@ class PrunedGemma3TextConfig(PrunedConfigMixin, Gemma3TextConfig):  # type: igno
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**self._init_pruned_fields(kwargs))
+        self._finish_pruned_fields()
 
 
 class PrunedPhi3Config(PrunedConfigMixin, Phi3Config):  # type: ignore[misc]  # typed from_pretrained
@@ -262,6 +245,7 @@ class PrunedPhi3Config(PrunedConfigMixin, Phi3Config):  # type: ignore[misc]  # 
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**self._init_pruned_fields(kwargs))
+        self._finish_pruned_fields()
 
 
 class PrunedSmolLM3Config(PrunedConfigMixin, SmolLM3Config):  # type: ignore[misc]  # typed from_pretrained
@@ -271,6 +255,7 @@ class PrunedSmolLM3Config(PrunedConfigMixin, SmolLM3Config):  # type: ignore[mis
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**self._init_pruned_fields(kwargs))
+        self._finish_pruned_fields()
 
 
 PRUNED_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {

@@ -1,15 +1,32 @@
 """Model classes of sublayer-pruned checkpoints (FinerCut), one thin class set per family.
 
-This file and its siblings ``pruned_decoder.py`` (the generic decoder, see its docstring for the design) and
-``configuration_pruned.py`` import only torch and transformers: they are copied beside every sublayer-pruned
-checkpoint, so ``AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`` works where optimum_depth is not
-installed. With optimum_depth imported, the classes are registered with the Auto classes and no remote code is
-needed.
+This file and its siblings ``pruned_decoder.py`` (the generic decoder, see its docstring for the design),
+``configuration_pruned.py``, ``pruned_layout.py`` and ``transformers_compat.py`` import only torch and transformers:
+they are copied beside every sublayer-pruned checkpoint, so ``AutoModelForCausalLM.from_pretrained(path,
+trust_remote_code=True)`` works where optimum_depth is not installed (with one warning when the installed
+transformers lies outside the releases this code was tested with). With optimum_depth imported, the package's own
+classes are registered with the Auto classes and no remote code is needed.
 """
 
 from __future__ import annotations
 
 from transformers import GenerationMixin
+from transformers.models.gemma2.modeling_gemma2 import (
+    Gemma2Attention,
+    Gemma2MLP,
+    Gemma2PreTrainedModel,
+    Gemma2RMSNorm,
+    Gemma2RotaryEmbedding,
+    Gemma2TextScaledWordEmbedding,
+)
+from transformers.models.gemma3.modeling_gemma3 import (
+    Gemma3Attention,
+    Gemma3MLP,
+    Gemma3PreTrainedModel,
+    Gemma3RMSNorm,
+    Gemma3RotaryEmbedding,
+    Gemma3TextScaledWordEmbedding,
+)
 from transformers.models.llama.modeling_llama import (
     LlamaAttention,
     LlamaMLP,
@@ -54,6 +71,8 @@ from transformers.models.smollm3.modeling_smollm3 import (
 )
 
 from .configuration_pruned import (
+    PrunedGemma2Config,
+    PrunedGemma3TextConfig,
     PrunedLlamaConfig,
     PrunedMistralConfig,
     PrunedPhi3Config,
@@ -61,14 +80,8 @@ from .configuration_pruned import (
     PrunedQwen3Config,
     PrunedSmolLM3Config,
 )
-from .pruned_decoder import (
-    PrunedCausalLM,
-    PrunedDecoderLayer,
-    PrunedDecoderModel,
-    SublayerClasses,
-    block_layer_types,
-    reserve_attention_free_cache_slots,
-)
+from .pruned_decoder import PrunedCausalLM, PrunedDecoderLayer, PrunedDecoderModel, SublayerClasses
+from .transformers_compat import warn_if_untested_transformers
 
 __all__ = [
     "PRUNED_CAUSAL_LM_CLASSES",
@@ -76,9 +89,10 @@ __all__ = [
     "PrunedDecoderLayer",
     "PrunedDecoderModel",
     "SublayerClasses",
-    "block_layer_types",
-    "reserve_attention_free_cache_slots",
 ]
+
+if not __name__.startswith("optimum_depth."):  # the copy beside a checkpoint, loaded with trust_remote_code
+    warn_if_untested_transformers()
 
 
 # ---------------------------------------------------------------------------------------------------- families
@@ -166,6 +180,50 @@ class PrunedSmolLM3ForCausalLM(PrunedCausalLM, PrunedSmolLM3PreTrainedModel, Gen
     decoder_class = PrunedSmolLM3Model
 
 
+class PrunedGemma2PreTrainedModel(Gemma2PreTrainedModel):
+    config_class = PrunedGemma2Config
+    _no_split_modules = ["PrunedDecoderLayer"]
+    _can_record_outputs = {"hidden_states": PrunedDecoderLayer, "attentions": Gemma2Attention}
+
+
+class PrunedGemma2Model(PrunedDecoderModel, PrunedGemma2PreTrainedModel):
+    sublayer_classes = SublayerClasses(
+        Gemma2Attention,
+        Gemma2MLP,
+        Gemma2RMSNorm,
+        Gemma2RotaryEmbedding,
+        embedding=Gemma2TextScaledWordEmbedding,
+        sandwich_norms=True,
+    )
+
+
+class PrunedGemma2ForCausalLM(PrunedCausalLM, PrunedGemma2PreTrainedModel, GenerationMixin):
+    decoder_class = PrunedGemma2Model
+
+
+class PrunedGemma3TextPreTrainedModel(Gemma3PreTrainedModel):
+    config_class = PrunedGemma3TextConfig
+    input_modalities = ("text",)
+    _no_split_modules = ["PrunedDecoderLayer"]
+    _can_record_outputs = {"hidden_states": PrunedDecoderLayer, "attentions": Gemma3Attention}
+
+
+class PrunedGemma3TextModel(PrunedDecoderModel, PrunedGemma3TextPreTrainedModel):
+    sublayer_classes = SublayerClasses(
+        Gemma3Attention,
+        Gemma3MLP,
+        Gemma3RMSNorm,
+        Gemma3RotaryEmbedding,
+        embedding=Gemma3TextScaledWordEmbedding,
+        sandwich_norms=True,
+        rotary_per_layer_type=True,
+    )
+
+
+class PrunedGemma3ForCausalLM(PrunedCausalLM, PrunedGemma3TextPreTrainedModel, GenerationMixin):
+    decoder_class = PrunedGemma3TextModel
+
+
 PRUNED_CAUSAL_LM_CLASSES: dict[str, type] = {
     cls.config_class.model_type: cls
     for cls in (
@@ -175,11 +233,13 @@ PRUNED_CAUSAL_LM_CLASSES: dict[str, type] = {
         PrunedQwen3ForCausalLM,
         PrunedPhi3ForCausalLM,
         PrunedSmolLM3ForCausalLM,
+        PrunedGemma2ForCausalLM,
+        PrunedGemma3ForCausalLM,
     )
 }
 """Pruned ``model_type`` (``"pruned_llama"``, ...) -> causal-LM class."""
 
 for _model_class in PRUNED_CAUSAL_LM_CLASSES.values():
-    # save_pretrained then writes `auto_map` and copies this file and configuration_pruned.py beside the weights.
+    # save_pretrained then writes `auto_map` and copies this file and its relative imports beside the weights.
     _model_class.config_class.register_for_auto_class()
     _model_class.register_for_auto_class("AutoModelForCausalLM")

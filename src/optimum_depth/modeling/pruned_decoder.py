@@ -1,28 +1,30 @@
 """The generic decoder of sublayer-pruned checkpoints: blocks whose attention or MLP may be absent.
 
-This file imports only torch, transformers and the sibling ``configuration_pruned.py``; it is copied beside every
-sublayer-pruned checkpoint together with ``modeling_pruned.py`` (the per-family classes) for ``trust_remote_code``.
+This file imports only torch, transformers and its siblings ``pruned_layout.py`` / ``transformers_compat.py``; it is
+copied beside every sublayer-pruned checkpoint together with ``modeling_pruned.py`` (the per-family classes) and
+``configuration_pruned.py`` for ``trust_remote_code``.
 
 * A block keeps the family's own attention, MLP and norm modules, so parameter names, weights and LoRA targets are
-  those of the base model; a removed sublayer and its norm are ``None`` (no parameters, no zeroed weights).
-* Attention modules keep ``layer_idx`` = block position. A block without attention has the layer type
-  ``"moe"`` (:data:`NO_ATTENTION_LAYER_TYPE`) in ``config.layer_types``; every transformers cache built from the config gives that slot a
-  ``DummyLayer`` that stores nothing, and ``Cache.get_seq_length()`` / mask sizing then read the first block that
-  still has attention. A lazily grown ``DynamicCache()`` passed by the user gets the same dummy slots before the
-  first block runs. So ``generate()`` and manual ``DynamicCache`` decoding stay exact even without block 0's
-  attention.
-* Each block's attention gets the mask of its own layer type (full or sliding), as in the base model.
+  those of the base model; a removed sublayer and its norm(s) are ``None`` (no parameters, no zeroed weights).
+  Pre-norm families (Llama, Qwen, Mistral, Phi-3, SmolLM3) put one norm before each sublayer; Gemma 2 / 3 put one
+  before and one after (``sandwich_norms``), and scale their embeddings.
+* The KV cache follows the attention-first layout of :mod:`.pruned_layout`: the attention of the k-th block that
+  has attention uses cache slot k, and ``config.layer_types`` lists those blocks' types first. So slot 0 always
+  belongs to a real attention and every cache - built by ``generate()`` from the config, ``DynamicCache()`` grown
+  lazily, a ``StaticCache`` - sees only attention layers where it looks for the sequence length, on every
+  transformers release. Each block's own type is ``block.attention_type``.
+* Each block's attention gets the mask (and, on Gemma 3, the rotary embedding) of its own layer type.
 """
 
 from __future__ import annotations
 
-import inspect
+import copy
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
-from transformers.cache_utils import Cache, DummyLayer, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -31,10 +33,8 @@ from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_pruned import NO_ATTENTION_LAYER_TYPE
-
-CACHE_KWARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
-"""How this transformers version names the KV-cache argument and output field (``cache`` from 5.24 on)."""
+from .pruned_layout import NO_ATTENTION_LAYER_TYPE, attention_cache_slots, block_layer_types, cache_layer_types
+from .transformers_compat import CACHE_KWARG
 
 MASK_FUNCTIONS = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
 """Attention layer types the pruned decoder supports, and the mask each one gets."""
@@ -42,82 +42,102 @@ MASK_FUNCTIONS = {"full_attention": create_causal_mask, "sliding_attention": cre
 
 @dataclass(frozen=True)
 class SublayerClasses:
-    """The family's own modules a pruned decoder is built from.
+    """The family's own modules a pruned decoder is built from, and how the family wires them.
 
     Args:
         attention: Self-attention class, called as ``attention(config=config, layer_idx=i)``.
         mlp: Feed-forward class, called as ``mlp(config)``.
         norm: RMSNorm class, called as ``norm(hidden_size, eps=rms_norm_eps)``.
         rotary: Rotary embedding class, called as ``rotary(config=config)``.
+        embedding: Scaled embedding class (Gemma), called as ``embedding(vocab, hidden, padding_idx,
+            embed_scale=hidden ** 0.5)``; ``None`` for a plain ``nn.Embedding``.
+        sandwich_norms: Whether each sublayer has a norm before and after it (Gemma: ``input_layernorm`` /
+            ``post_attention_layernorm`` around the attention, ``pre_feedforward_layernorm`` /
+            ``post_feedforward_layernorm`` around the MLP) instead of one before it.
+        rotary_per_layer_type: Whether the rotary embedding is called with the layer type (Gemma 3:
+            ``rotary(x, position_ids, layer_type)``, local and global frequencies).
     """
 
     attention: type[nn.Module]
     mlp: type[nn.Module]
     norm: type[nn.Module]
     rotary: type[nn.Module]
+    embedding: type[nn.Module] | None = None
+    sandwich_norms: bool = False
+    rotary_per_layer_type: bool = False
 
 
-def block_layer_types(config) -> list[str]:
-    """Layer type of every block: the config's ``layer_types`` or the family default, with attention-free blocks
-    marked :data:`NO_ATTENTION_LAYER_TYPE`.
+def construction_config(config: Any) -> Any:
+    """A shallow copy of ``config`` whose ``layer_types`` are the blocks' own, in block order.
+
+    The families' modules read ``config.layer_types[layer_idx]`` (and SmolLM3 ``no_rope_layers[layer_idx]``) when
+    they are built, with the block index; the pruned config lists attention types attention-first. Attention-free
+    blocks read as full attention here (nothing is built from their entry).
 
     Args:
         config: A pruned config.
 
     Returns:
-        One entry per block.
+        The copy; modules built from it are re-pointed at ``config`` by :func:`adopt_config`.
     """
-    skipped = set(getattr(config, "skipped_attention", None) or [])
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is None:
-        default = "sliding_attention" if getattr(config, "sliding_window", None) is not None else "full_attention"
-        layer_types = [default] * config.num_hidden_layers
-    return [NO_ATTENTION_LAYER_TYPE if i in skipped else kind for i, kind in enumerate(layer_types)]
+    view = copy.copy(config)
+    view.layer_types = [
+        "full_attention" if kind == NO_ATTENTION_LAYER_TYPE else kind for kind in block_layer_types(config)
+    ]
+    return view
 
 
-def reserve_attention_free_cache_slots(cache: Cache, layer_types: list[str]) -> None:
-    """Gives a lazily grown cache (``DynamicCache()`` without config) dummy slots for blocks without attention.
-
-    Without this, the first update by block 1 would create an empty regular slot 0, and ``get_seq_length()``
-    (which reads slot 0) would return 0 forever. Caches built from the config already have the dummy slots.
-
-    Args:
-        cache: The cache passed to the model.
-        layer_types: :func:`block_layer_types` of the model.
-    """
-    replicate = getattr(cache, "layer_class_to_replicate", None)
-    layers = getattr(cache, "layers", None)
-    if replicate is None or layers is None:
-        return
-    while len(layers) < len(layer_types):
-        kind = layer_types[len(layers)]
-        layers.append(DummyLayer() if kind == NO_ATTENTION_LAYER_TYPE else replicate())
+def adopt_config(module: nn.Module, view: Any, config: Any) -> None:
+    """Points every ``config`` attribute of ``module``'s submodules that is ``view`` to ``config``."""
+    for child in module.modules():
+        if vars(child).get("config") is view:
+            child.config = config
 
 
 class PrunedDecoderLayer(GradientCheckpointingLayer):
-    """A pre-norm decoder block whose attention and/or MLP sublayer may have been removed.
+    """A decoder block whose attention and/or MLP sublayer may have been removed.
 
     Args:
         config: The pruned config (``skipped_attention`` / ``skipped_mlp`` say what is absent).
         layer_idx: Position of the block.
         classes: The family's modules.
+        view: :func:`construction_config` of ``config`` (built once per model by the caller, or here).
     """
 
-    def __init__(self, config, layer_idx: int, classes: SublayerClasses):
+    def __init__(self, config, layer_idx: int, classes: SublayerClasses, view: Any = None):
         super().__init__()
+        view = construction_config(config) if view is None else view
+        block_types = block_layer_types(config)
         self.hidden_size = config.hidden_size
-        self.attention_type = block_layer_types(config)[layer_idx]
-        eps = config.rms_norm_eps
+        self.attention_type = block_types[layer_idx]
+        self.sandwich_norms = classes.sandwich_norms
+        slot = attention_cache_slots(block_types)[layer_idx]
+
+        def norm() -> nn.Module:
+            return classes.norm(config.hidden_size, eps=config.rms_norm_eps)
+
         self.self_attn: nn.Module | None = None
         self.input_layernorm: nn.Module | None = None
         self.mlp: nn.Module | None = None
         self.post_attention_layernorm: nn.Module | None = None
-        if layer_idx not in set(config.skipped_attention):
-            self.input_layernorm = classes.norm(config.hidden_size, eps=eps)
-            self.self_attn = classes.attention(config=config, layer_idx=layer_idx)
+        if classes.sandwich_norms:
+            self.pre_feedforward_layernorm: nn.Module | None = None
+            self.post_feedforward_layernorm: nn.Module | None = None
+        if slot is not None:
+            self.input_layernorm = norm()
+            self.self_attn = classes.attention(config=view, layer_idx=layer_idx)
+            self.self_attn.layer_idx = slot  # its KV-cache slot (attention-first layout)
+            if classes.sandwich_norms:
+                self.post_attention_layernorm = norm()
         if layer_idx not in set(config.skipped_mlp):
-            self.post_attention_layernorm = classes.norm(config.hidden_size, eps=eps)
-            self.mlp = classes.mlp(config)
+            if classes.sandwich_norms:
+                self.pre_feedforward_layernorm = norm()
+                self.mlp = classes.mlp(view)
+                self.post_feedforward_layernorm = norm()
+            else:
+                self.post_attention_layernorm = norm()
+                self.mlp = classes.mlp(view)
+        adopt_config(self, view, config)
         # Phi-3 applies dropout to each residual branch; the other families have none.
         dropout = getattr(config, "resid_pdrop", 0.0) or 0.0
         self.residual_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
@@ -145,10 +165,17 @@ class PrunedDecoderLayer(GradientCheckpointingLayer):
                 **{CACHE_KWARG: cache},
                 **kwargs,
             )
+            if self.sandwich_norms and self.post_attention_layernorm is not None:
+                attended = self.post_attention_layernorm(attended)
             hidden_states = residual + self.residual_dropout(attended)
-        if self.mlp is not None and self.post_attention_layernorm is not None:
+        if self.mlp is not None:
             residual = hidden_states
-            hidden_states = residual + self.residual_dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
+            if self.sandwich_norms:
+                branch = self.pre_feedforward_layernorm(hidden_states)  # type: ignore[misc]
+                branch = self.post_feedforward_layernorm(self.mlp(branch))  # type: ignore[misc]
+            else:
+                branch = self.mlp(self.post_attention_layernorm(hidden_states))  # type: ignore[misc]
+            hidden_states = residual + self.residual_dropout(branch)
         return hidden_states
 
 
@@ -162,18 +189,29 @@ class PrunedDecoderModel:
 
     def __init__(self, config):
         super().__init__(config)  # type: ignore[call-arg]
-        layer_types = block_layer_types(config)
-        unknown = sorted({k for k in layer_types if k != NO_ATTENTION_LAYER_TYPE} - set(MASK_FUNCTIONS))
+        block_types = block_layer_types(config)
+        unknown = sorted({k for k in block_types if k != NO_ATTENTION_LAYER_TYPE} - set(MASK_FUNCTIONS))
         if unknown:
             raise ValueError(f"Unsupported attention layer types {unknown} in a pruned {config.model_type} model.")
-        config.layer_types = layer_types
+        if getattr(config, "use_bidirectional_attention", False):
+            raise ValueError(f"Bidirectional attention is not supported in a pruned {config.model_type} model.")
+        config.layer_types = cache_layer_types(block_types)
         classes = self.sublayer_classes
+        view = construction_config(config)
         self.padding_idx = config.pad_token_id
         self.vocab_size = config.vocab_size
-        self.embed_tokens: nn.Module = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
-        self.layers = nn.ModuleList([PrunedDecoderLayer(config, i, classes) for i in range(config.num_hidden_layers)])
+        if classes.embedding is None:
+            self.embed_tokens: nn.Module = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        else:
+            self.embed_tokens = classes.embedding(
+                config.vocab_size, config.hidden_size, self.padding_idx, embed_scale=config.hidden_size**0.5
+            )
+        self.layers = nn.ModuleList(
+            [PrunedDecoderLayer(config, i, classes, view) for i in range(config.num_hidden_layers)]
+        )
         self.norm = classes.norm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = classes.rotary(config=config)
+        self.rotary_emb = classes.rotary(config=view)
+        adopt_config(self.rotary_emb, view, config)
         self.gradient_checkpointing = False
         self.post_init()  # type: ignore[attr-defined]
 
@@ -183,8 +221,12 @@ class PrunedDecoderModel:
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.embed_tokens = value
 
-    def attention_masks(self, inputs_embeds, attention_mask, cache, position_ids) -> dict:
-        """The mask of every attention layer type present, keyed by type."""
+    def attention_kinds(self) -> list[str]:
+        """The attention type of every block (``block.attention_type``, kept up to date by surgery)."""
+        return [layer.attention_type for layer in self.layers[: self.config.num_hidden_layers]]
+
+    def attention_masks(self, kinds: set[str], inputs_embeds, attention_mask, cache, position_ids) -> dict:
+        """The mask of every attention layer type in ``kinds``, keyed by type."""
         mask_kwargs = {
             "config": self.config,
             "inputs_embeds": inputs_embeds,
@@ -192,8 +234,14 @@ class PrunedDecoderModel:
             CACHE_KWARG: cache,
             "position_ids": position_ids,
         }
-        kinds = {k for k in self.config.layer_types if k != NO_ATTENTION_LAYER_TYPE}
         return {kind: MASK_FUNCTIONS[kind](**mask_kwargs) for kind in sorted(kinds)}
+
+    def position_embeddings(self, kinds: set[str], hidden_states, position_ids) -> dict:
+        """The rotary embedding of every attention layer type in ``kinds``, keyed by type."""
+        if self.sublayer_classes.rotary_per_layer_type:
+            return {kind: self.rotary_emb(hidden_states, position_ids, kind) for kind in sorted(kinds)}
+        shared = self.rotary_emb(hidden_states, position_ids)
+        return dict.fromkeys(kinds, shared)
 
     @merge_with_config_defaults
     @capture_outputs
@@ -215,24 +263,23 @@ class PrunedDecoderModel:
             inputs_embeds = self.embed_tokens(input_ids)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        layer_types = self.config.layer_types
-        if cache is not None:
-            reserve_attention_free_cache_slots(cache, layer_types)
         if position_ids is None:
-            past_seen = cache.get_seq_length() if cache is not None else 0
+            past_seen = cache.get_seq_length() if cache is not None else 0  # slot 0 always has attention
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
+        block_kinds = self.attention_kinds()
+        kinds = {kind for kind in block_kinds if kind != NO_ATTENTION_LAYER_TYPE}
         if isinstance(attention_mask, dict):  # prepared by generate()
             masks: dict = attention_mask
         else:
-            masks = self.attention_masks(inputs_embeds, attention_mask, cache, position_ids)
+            masks = self.attention_masks(kinds, inputs_embeds, attention_mask, cache, position_ids)
 
         hidden_states = inputs_embeds
-        position_embeddings = self.rotary_emb(hidden_states, position_ids)
-        for layer, kind in zip(self.layers[: self.config.num_hidden_layers], layer_types, strict=True):
+        rotary = self.position_embeddings(kinds, hidden_states, position_ids)
+        for layer, kind in zip(self.layers[: self.config.num_hidden_layers], block_kinds, strict=True):
             hidden_states = layer(
                 hidden_states,
                 attention_mask=masks.get(kind),
-                position_embeddings=position_embeddings,
+                position_embeddings=rotary.get(kind),
                 position_ids=position_ids,
                 cache=cache,
                 use_cache=use_cache,
@@ -285,6 +332,9 @@ class PrunedCausalLM:
         )
         hidden_states = slice_logits_to_keep(cast(torch.Tensor, outputs.last_hidden_state), logits_to_keep)
         logits = self.lm_head(hidden_states)
+        softcap = getattr(self.config, "final_logit_softcapping", None)  # Gemma 2 (and Gemma 3 where set)
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)  # type: ignore[attr-defined]

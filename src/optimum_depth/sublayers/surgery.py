@@ -1,8 +1,9 @@
 """Sublayer surgery: remove attention / MLP sublayers (with their norms) and give the model a class that runs it.
 
 A model that loses a sublayer needs the matching ``Pruned<Family>ForCausalLM`` of
-:mod:`optimum_depth.modeling.modeling_pruned`, whose config records ``skipped_attention`` / ``skipped_mlp`` and marks
-attention-free blocks in ``layer_types``. There is one way to get there, and it copies no weight:
+:mod:`optimum_depth.modeling.modeling_pruned`, whose config records ``skipped_attention`` / ``skipped_mlp`` and lists
+``layer_types`` attention-first (:mod:`optimum_depth.modeling.pruned_layout`: the k-th block with attention uses KV-cache
+slot k). There is one way to get there, and it copies no weight:
 :func:`convert_to_pruned_class` converts a stock model *in place*: the model object, its decoder and its blocks keep
 their identity and only change class (each block becomes a ``PrunedDecoderLayer`` that keeps the family's attention,
 MLP and norm modules, registered in their original order, so ``parameters()`` keeps its order), the model gets the
@@ -37,10 +38,9 @@ from ..architectures import (
     get_layer_parts,
     unwrap_model,
 )
-from ..blocks.surgery import remove_layers
+from ..blocks.surgery import remove_layers, renumber_layer_indices
 from ..errors import SublayerIndexError, UnsupportedArchitectureError
-from ..modeling.configuration_pruned import NO_ATTENTION_LAYER_TYPE, SUBLAYER_KEYS
-from ..modeling.modeling_pruned import PRUNED_CAUSAL_LM_CLASSES, block_layer_types
+from ..modeling.pruned_layout import NO_ATTENTION_LAYER_TYPE, SUBLAYER_KEYS, block_layer_types, cache_layer_types
 from ..plan import PruningPlan
 from ..provenance import record_block_removal
 from .candidates import ATTENTION, MLP, list_sublayers
@@ -60,11 +60,18 @@ __all__ = [
 ]
 
 
+def _pruned_causal_lm_classes() -> dict[str, type]:
+    from ..modeling.modeling_pruned import PRUNED_CAUSAL_LM_CLASSES  # the families' modeling code, on first use
+
+    return PRUNED_CAUSAL_LM_CLASSES
+
+
 def supports_sublayer_pruning(model: nn.Module) -> bool:
-    """Whether ``model``'s family has a pruned model class (Llama, Mistral, Qwen2, Qwen3, Phi-3, SmolLM3)."""
+    """Whether ``model``'s family has a pruned model class (every supported family: Llama, Mistral, Qwen2, Qwen3,
+    Gemma 2, Gemma 3, Phi-3, SmolLM3)."""
     inner: Any = unwrap_model(model)
     model_type = base_model_type(inner.config.model_type)
-    return PRUNED_MODEL_TYPE_PREFIX + model_type in PRUNED_CAUSAL_LM_CLASSES
+    return PRUNED_MODEL_TYPE_PREFIX + model_type in _pruned_causal_lm_classes()
 
 
 def is_sublayer_pruned(model: nn.Module) -> bool:
@@ -210,9 +217,10 @@ def pruned_model_class(inner: Any) -> Any:
         UnsupportedArchitectureError: If the family has none.
     """
     model_type = PRUNED_MODEL_TYPE_PREFIX + base_model_type(inner.config.model_type)
-    model_class = PRUNED_CAUSAL_LM_CLASSES.get(model_type)
+    classes = _pruned_causal_lm_classes()
+    model_class = classes.get(model_type)
     if model_class is None:
-        supported = sorted(t[len(PRUNED_MODEL_TYPE_PREFIX) :] for t in PRUNED_CAUSAL_LM_CLASSES)
+        supported = sorted(t[len(PRUNED_MODEL_TYPE_PREFIX) :] for t in classes)
         raise UnsupportedArchitectureError(
             f"Sublayer removal is not available for {inner.config.model_type!r} models (no pruned model class); "
             f"supported families: {supported}. Block pruning works for every family."
@@ -227,7 +235,7 @@ def _to_pruned(inner: Any, spec: ArchitectureSpec, dry_run: bool = False) -> nn.
         data.pop(key, None)
     data.update(skipped_attention=[], skipped_mlp=[])
     config = model_class.config_class.from_dict(data)
-    config.layer_types = block_layer_types(config)
+    config.layer_types = cache_layer_types(block_layer_types(config))
     config._attn_implementation = inner.config._attn_implementation
     config._name_or_path = inner.config._name_or_path
     if getattr(config, "surviving_layers", None) is None:
@@ -250,19 +258,21 @@ def _to_native(inner: Any, spec: ArchitectureSpec) -> nn.Module:
 
 def _drop_in_place(model: nn.Module, spec: ArchitectureSpec, attention: list[int], mlp: list[int]) -> None:
     layers = get_decoder_layers(model)
+    inner: Any = unwrap_model(model)
+    config = inner.config
+    block_types = block_layer_types(config)
     for position in attention:
         for name in (spec.attention_attr, *spec.attention_norms):
             setattr(layers[position], name, None)
+        block_types[position] = NO_ATTENTION_LAYER_TYPE
+        setattr(layers[position], "attention_type", NO_ATTENTION_LAYER_TYPE)  # noqa: B010  (an nn.Module attribute)
     for position in mlp:
         for name in (spec.mlp_attr, *spec.mlp_norms):
             setattr(layers[position], name, None)
-    inner: Any = unwrap_model(model)
-    config = inner.config
     config.skipped_attention = sorted(set(config.skipped_attention) | set(attention))
     config.skipped_mlp = sorted(set(config.skipped_mlp) | set(mlp))
-    config.layer_types = block_layer_types(config)
-    for position in attention:
-        setattr(layers[position], "attention_type", NO_ATTENTION_LAYER_TYPE)  # noqa: B010  (an nn.Module attribute)
+    config.layer_types = cache_layer_types(block_types)
+    renumber_layer_indices(layers, spec)  # later attentions move down to the freed KV-cache slots
 
 
 def convert_to_pruned_class(model: nn.Module) -> nn.Module:
