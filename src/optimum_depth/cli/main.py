@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import OptimumDepthError
-from . import benchmark, card, evaluate, prune, push, quickstart, recover, score
+from . import benchmark, card, evaluate, prune, push, quickstart, recover, score, upgrade
 
 logger = logging.getLogger("optimum_depth.cli")
 
-SUBCOMMANDS = (quickstart, score, prune, recover, evaluate, benchmark, card, push)
+SUBCOMMANDS = (quickstart, score, prune, recover, evaluate, benchmark, card, push, upgrade)
 """Subcommand modules; each has ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
 
 USER_ERROR_EXIT_CODE = 2

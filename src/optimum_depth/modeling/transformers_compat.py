@@ -70,10 +70,11 @@ def untested_transformers_message(installed: str) -> str | None:
 
 
 def warn_if_untested_transformers() -> None:
-    """Warns once (per process) when the installed transformers lies outside :data:`TESTED_TRANSFORMERS`."""
-    import transformers
+    """Warns (once per import of the checkpoint's code) when the installed transformers lies outside
+    :data:`TESTED_TRANSFORMERS`."""
+    from importlib.metadata import version
 
-    message = untested_transformers_message(transformers.__version__)
+    message = untested_transformers_message(version("transformers"))
     if message is not None:
         warnings.warn(message, UntestedTransformersWarning, stacklevel=3)
 
@@ -85,8 +86,6 @@ def register_deferred_config(model_type: str, load_config_class: Callable[[], ty
         model_type: A pruned model type, e.g. ``"pruned_llama"``.
         load_config_class: Imports and returns the real config class (and registers it, replacing the stand-in).
     """
-    from transformers import AutoConfig
-
     def build(cls: type, *args: Any, **kwargs: Any) -> Any:  # `AutoConfig.for_model` calls the class
         return load_config_class()(*args, **kwargs)
 
@@ -105,6 +104,12 @@ def register_deferred_config(model_type: str, load_config_class: Callable[[], ty
         },
     )
     try:
-        AutoConfig.register(model_type, stand_in, exist_ok=True)
+        _register_with_auto_config(model_type, stand_in, exist_ok=True)
     except (TypeError, ValueError):  # a release that checks the class: register the real one now
-        AutoConfig.register(model_type, load_config_class(), exist_ok=True)
+        _register_with_auto_config(model_type, load_config_class(), exist_ok=True)
+
+
+def _register_with_auto_config(model_type: str, config_class: type, exist_ok: bool = False) -> None:
+    from transformers import AutoConfig
+
+    AutoConfig.register(model_type, config_class, exist_ok=exist_ok)

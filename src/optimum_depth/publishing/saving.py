@@ -37,6 +37,7 @@ from ..constants import (
     WEIGHT_SUFFIXES,
 )
 from ..errors import ConfigError
+from .legacy_format import add_legacy_keys
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +279,7 @@ def save_pruned_model(
         model.save_pretrained(staging, **save_kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
+        add_legacy_keys(staging)  # readable by transformers 4.x tools (exporters) too
         save_pruning_records(staging, plan=plan, scores=scores, config=config, results=results, plot=plot)
         if make_card is not None:
             files = [p.name for p in staging.iterdir() if p.is_file()]
