@@ -72,6 +72,16 @@ def make_tiny_model(family: str, seed: int = 0, **overrides):
     return model.eval()
 
 
+def make_unsupported_model():
+    """A tiny GPT-2: a causal LM of a family optimum_depth does not support (every supported family can lose blocks
+    and sublayers)."""
+    from transformers import GPT2Config
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=4, n_embd=32, n_head=2, vocab_size=128, bos_token_id=1, eos_token_id=2)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32).eval()
+
+
 def random_ids(batch: int, length: int, vocab: int = 128, seed: int = 0) -> torch.Tensor:
     """Random token ids avoiding the special ids 0-2."""
     generator = torch.Generator().manual_seed(seed)

@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 import optimum_depth.modeling  # noqa: F401  (registers the pruned classes)
-from optimum_depth.architectures import ARCHITECTURES
 from finercut_references import SUPPORTED_FAMILIES
+from optimum_depth.architectures import ARCHITECTURES
 from optimum_depth.modeling import PrunedLlamaForCausalLM
 from optimum_depth.modeling.modeling_pruned import PrunedCausalLM
 from optimum_depth.sublayers.surgery import remove_sublayers
@@ -79,7 +79,9 @@ def test_pruned_class_equals_zeroed_sublayers(family):
         torch.testing.assert_close(pruned(ids).logits, expected, rtol=0, atol=1e-6)
     assert sum(p.numel() for p in pruned.parameters()) == total - removed_params
     keys = set(pruned.state_dict())
-    assert not any(k.startswith(tuple(f"model.layers.0.{n}" for n in ("self_attn", *spec.attention_norms))) for k in keys)
+    assert not any(
+        k.startswith(tuple(f"model.layers.0.{n}" for n in ("self_attn", *spec.attention_norms))) for k in keys
+    )
     assert not any(k.startswith(tuple(f"model.layers.2.{n}" for n in ("mlp", *spec.mlp_norms))) for k in keys)
     assert any(k.startswith("model.layers.0.mlp.") for k in keys) and any(
         k.startswith("model.layers.2.self_attn.") for k in keys

@@ -10,10 +10,10 @@ import inspect
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import transformers
 from transformers import AutoConfig, LlamaConfig
 from transformers.modeling_outputs import BaseModelOutputWithPast
@@ -55,7 +55,7 @@ def test_untested_transformers_message_names_both_versions_and_the_fix(installed
 
 
 def test_the_recorded_versions_are_the_package_version_and_the_tested_range():
-    assert CODE_VERSION == optimum_depth.__version__
+    assert optimum_depth.__version__ == CODE_VERSION
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     transformers_spec = next(d for d in declared if d.startswith("transformers"))
     lowest = re.search(r">=\s*([\d.]+)", transformers_spec).group(1)

@@ -207,7 +207,7 @@ def test_sublayer_pruned_card_explains_how_to_load():
         (3,),
     )
     text = parse(build_model_card(model, options=CardOptions(repo_id="me/finer"))).text
-    assert "import optimum_depth.modeling" in text and "pip install optimum-depth" in text
+    assert "import optimum_depth  #" in text and "pip install optimum-depth" in text
     assert "Removed attention sublayers (original blocks): [1]" in text
     assert "Removed MLP sublayers (original blocks): [3]" in text
     assert "2 of its 6 decoder blocks and 2 attention/MLP sublayers were removed, leaving 30 parameters" in text

@@ -265,8 +265,8 @@ ROUND_TRIP = textwrap.dedent(
     report = {{"commit": commit.oid, "layers": loaded.config.num_hidden_layers,
                "surviving": loaded.config.surviving_layers,
                "same_weights": all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())}}
-    # A sublayer-pruned model: the card says `import optimum_depth.modeling`, all from_pretrained needs.
-    import optimum_depth.modeling
+    # A sublayer-pruned model: the card says `import optimum_depth`, all from_pretrained needs.
+    import optimum_depth
     from optimum_depth.sublayers.surgery import remove_sublayers
     sublayer = remove_sublayers(prune_tiny_llama()[0], attention=[1], mlp=[2]).eval()
     push_to_hub(sublayer, "org/sublayer", settings=PushSettings(token=TOKEN), plot=False)

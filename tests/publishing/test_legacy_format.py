@@ -16,15 +16,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from optimum_depth import remove_layers, save_pruned_model
 from optimum_depth.publishing.legacy_format import legacy_config_keys, legacy_tokenizer_keys
 
-from tiny_models import STORIES_PATH, make_tiny_model, random_ids
+from tiny_models import make_tiny_model, random_ids
 
 EXPORT_PYTHON_ENV = "OPTIMUM_DEPTH_EXPORT_PYTHON"
 
 
 def test_legacy_config_keys_from_rope_parameters():
-    assert legacy_config_keys({"rope_parameters": {"rope_theta": 1e5, "rope_type": "default"}}) == {
-        "rope_theta": 1e5
-    }
+    assert legacy_config_keys({"rope_parameters": {"rope_theta": 1e5, "rope_type": "default"}}) == {"rope_theta": 1e5}
     llama3 = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "original_max_position_embeddings": 8192}
     assert legacy_config_keys({"rope_parameters": llama3}) == {
         "rope_theta": 5e5,

@@ -16,7 +16,7 @@ from optimum_depth import DepthPruningConfig, PruningTargetError, UnsupportedArc
 from optimum_depth.training.callback import DepthPruningCallback
 from optimum_depth.training.resume import prepare_model_for_resume, read_pruning_state
 
-from tiny_models import make_tiny_model, random_ids
+from tiny_models import make_tiny_model, make_unsupported_model, random_ids
 from trainer_helpers import CountingDataset, losses, optimizer_problems, pruning_entries, resumable_args, training_args
 
 
@@ -369,12 +369,12 @@ def test_schedules():
 
 
 def test_sublayer_granularity_is_accepted_and_checked_in_on_train_begin(tmp_path):
-    # Sublayer pruning inside Trainer is covered in tests/test_callbacks_sublayer.py; here: a family without a pruned
-    # model class is refused when training starts, before anything changes.
+    # Sublayer pruning inside Trainer is covered in tests/test_callbacks_sublayer.py; here: an unsupported family is
+    # refused when training starts, before anything changes.
     config = DepthPruningConfig(granularity="sublayer", criterion="finercut", num_layers_to_remove=2)
     callback = DepthPruningCallback(config, calibration=random_ids(2, 8))
-    model = make_tiny_model("gemma2")
+    model = make_unsupported_model()
     state = TrainerState(max_steps=4)
-    with pytest.raises(UnsupportedArchitectureError, match="supported families"):
+    with pytest.raises(UnsupportedArchitectureError, match="Supported model types"):
         callback.on_train_begin(training_args(tmp_path), state, TrainerControl(), model=model, optimizer=None)
-    assert type(model).__name__ == "Gemma2ForCausalLM" and callback.pruning_schedule is None
+    assert type(model).__name__ == "GPT2LMHeadModel" and callback.pruning_schedule is None

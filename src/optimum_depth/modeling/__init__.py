@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from .transformers_compat import register_deferred_config
@@ -102,5 +103,9 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _config_loader(model_type: str) -> Callable[[], type]:
+    return lambda: _load_config_class(model_type)
+
+
 for _model_type in PRUNED_CONFIG_CLASS_NAMES:
-    register_deferred_config(_model_type, lambda model_type=_model_type: _load_config_class(model_type))
+    register_deferred_config(_model_type, _config_loader(_model_type))

@@ -94,8 +94,9 @@ class PrunedConfigMixin:
             _FIRST_USE_HOOKS.pop(0)()
         if kwargs.get("layer_types") is not None:  # families without a `layer_types` field
             kwargs["layer_types"] = _without_legacy_markers(kwargs["layer_types"])
-        if getattr(self, "layer_types", None) is not None:  # families with one (already set)
-            self.layer_types = _without_legacy_markers(self.layer_types)
+        current = getattr(self, "layer_types", None)
+        if current is not None:  # families with one (already set)
+            self.layer_types = _without_legacy_markers(current)
         for key in PROVENANCE_KEYS:
             setattr(self, key, kwargs.pop(key, getattr(self, key, None)))
         for key in SUBLAYER_KEYS:

@@ -203,7 +203,7 @@ class PrunedGemma2ForCausalLM(PrunedCausalLM, PrunedGemma2PreTrainedModel, Gener
 
 class PrunedGemma3TextPreTrainedModel(Gemma3PreTrainedModel):
     config_class = PrunedGemma3TextConfig
-    input_modalities = ("text",)
+    input_modalities = ("text",)  # type: ignore[assignment]
     _no_split_modules = ["PrunedDecoderLayer"]
     _can_record_outputs = {"hidden_states": PrunedDecoderLayer, "attentions": Gemma3Attention}
 

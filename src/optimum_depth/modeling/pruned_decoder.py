@@ -125,8 +125,9 @@ class PrunedDecoderLayer(GradientCheckpointingLayer):
             self.post_feedforward_layernorm: nn.Module | None = None
         if slot is not None:
             self.input_layernorm = norm()
-            self.self_attn = classes.attention(config=view, layer_idx=layer_idx)
-            self.self_attn.layer_idx = slot  # its KV-cache slot (attention-first layout)
+            attention = classes.attention(config=view, layer_idx=layer_idx)
+            attention.layer_idx = slot  # type: ignore[assignment]  # its KV-cache slot (attention-first layout)
+            self.self_attn = attention
             if classes.sandwich_norms:
                 self.post_attention_layernorm = norm()
         if layer_idx not in set(config.skipped_mlp):
@@ -223,7 +224,7 @@ class PrunedDecoderModel:
 
     def attention_kinds(self) -> list[str]:
         """The attention type of every block (``block.attention_type``, kept up to date by surgery)."""
-        return [layer.attention_type for layer in self.layers[: self.config.num_hidden_layers]]
+        return [str(layer.attention_type) for layer in self.layers[: self.config.num_hidden_layers]]
 
     def attention_masks(self, kinds: set[str], inputs_embeds, attention_mask, cache, position_ids) -> dict:
         """The mask of every attention layer type in ``kinds``, keyed by type."""

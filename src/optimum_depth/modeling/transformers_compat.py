@@ -86,6 +86,7 @@ def register_deferred_config(model_type: str, load_config_class: Callable[[], ty
         model_type: A pruned model type, e.g. ``"pruned_llama"``.
         load_config_class: Imports and returns the real config class (and registers it, replacing the stand-in).
     """
+
     def build(cls: type, *args: Any, **kwargs: Any) -> Any:  # `AutoConfig.for_model` calls the class
         return load_config_class()(*args, **kwargs)
 

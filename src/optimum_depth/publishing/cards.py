@@ -220,7 +220,7 @@ def inherited_license(*sources: str | None) -> dict[str, str]:
 
 def _load_code(config, repo_id: str, with_tokenizer: bool) -> tuple[str, str]:
     sublayer = str(getattr(config, "model_type", "")).startswith("pruned_")
-    lines = ["import optimum_depth.modeling  # registers the pruned model classes"] if sublayer else []
+    lines = ["import optimum_depth  # registers the pruned model classes"] if sublayer else []
     lines.append("from transformers import AutoModelForCausalLM" + (", AutoTokenizer" if with_tokenizer else ""))
     lines += ["", f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")']
     if with_tokenizer:
@@ -233,7 +233,7 @@ def _load_code(config, repo_id: str, with_tokenizer: bool) -> tuple[str, str]:
     elif getattr(config, "auto_map", None):
         note = (
             "Sublayers were removed, so the checkpoint needs the pruned model classes: `pip install optimum-depth` "
-            "and `import optimum_depth.modeling`, or `trust_remote_code=True` to use the code shipped in this "
+            "and `import optimum_depth`, or `trust_remote_code=True` to use the code shipped in this "
             "repository."
         )
     else:

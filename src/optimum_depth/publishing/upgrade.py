@@ -87,7 +87,9 @@ def upgrade_checkpoint(checkpoint: str | os.PathLike) -> list[str]:
     folder = Path(checkpoint).expanduser()
     model_type = _read_model_type(folder)
     if not model_type.startswith("pruned_"):
-        logger.info("%s is a %r checkpoint: it uses transformers' own classes, nothing to upgrade.", folder, model_type)
+        logger.info(
+            "%s is a %r checkpoint: it uses transformers' own classes, nothing to upgrade.", folder, model_type
+        )
         return []
     register_pruned_classes()
     from ..modeling.modeling_pruned import PRUNED_CAUSAL_LM_CLASSES
