@@ -160,11 +160,14 @@ def load_pretrained_model(name_or_path: str | os.PathLike, model_class: Any = No
             safetensors file is corrupt or truncated (the file is named).
     """
     from .modeling import register_pruned_classes
+    from .publishing.replacement import recover_interrupted_saves
 
     register_pruned_classes()  # sublayer-pruned checkpoints need the pruned classes
     if model_class is None:
         from transformers import AutoModelForCausalLM as model_class
     path = Path(name_or_path)
+    if path.is_dir():
+        recover_interrupted_saves(path)  # a save killed half-way: the folder gets its old checkpoint back
     try:
         model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except Exception as err:

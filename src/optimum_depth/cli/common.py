@@ -234,12 +234,19 @@ def load_model(args: argparse.Namespace, name_or_path: str | None = None):
 
 
 def check_output_dir(args: argparse.Namespace) -> Path:
-    """Refuses a non-empty output folder unless ``--overwrite``, and a file (checked before any work)."""
-    path = Path(args.output_dir)
+    """Refuses a non-empty output folder unless ``--overwrite``, a file, and a place that cannot be written.
+
+    Checked before any work; ``~`` is expanded (``args.output_dir`` is updated).
+    """
+    from ..publishing.saving import check_writable
+
+    path = Path(args.output_dir).expanduser()
+    args.output_dir = str(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--output-dir {str(path)!r} is a file.")
     if path.is_dir() and any(path.iterdir()) and not args.overwrite:
         raise UsageError(f"--output-dir {str(path)!r} is not empty; pass --overwrite to write into it.")
+    check_writable(path)
     return path
 
 

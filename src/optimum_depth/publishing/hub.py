@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel
 
 from ..architectures import unwrap_model
-from ..constants import CARD_NAME, PLOT_NAME, WEIGHT_INDEX_NAMES, WEIGHT_SUFFIXES
+from ..constants import CARD_NAME, MANIFEST_NAME, OWN_WEIGHT_PATTERN, PLOT_NAME, SAFETENSORS_INDEX_NAME
 from ..errors import ConfigError, HubError
 from ..evaluation.results import ComparisonResults, EvaluationResults
 from ..plan import PruningPlan
@@ -98,16 +99,23 @@ def resolve_token(settings: PushSettings) -> str:
 
 
 def _list_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    """The files to upload (the local save manifest stays local)."""
+    return sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
+    )
 
 
 def _stale_weights(api: HfApi, repo_id: str, revision: str | None, uploaded: list[str]) -> list[str]:
-    """Weight files already in the repository that this upload does not replace (old shards, other formats)."""
+    """Weight files of an earlier push that this one does not replace: ``save_pretrained``'s names only.
+
+    A file is never taken for an old weight by its extension: ``optimizer.pt`` or ``sd_vae.safetensors`` in the
+    repository are left alone.
+    """
     existing = api.list_repo_files(repo_id, revision=revision)
     return [
         name
         for name in existing
-        if (name.endswith(WEIGHT_SUFFIXES) or name in WEIGHT_INDEX_NAMES) and "/" not in name and name not in uploaded
+        if (re.fullmatch(OWN_WEIGHT_PATTERN, name) or name == SAFETENSORS_INDEX_NAME) and name not in uploaded
     ]
 
 
