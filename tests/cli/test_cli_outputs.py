@@ -82,7 +82,9 @@ def test_a_read_only_output_folder_is_one_line_and_left_alone(stories_path, tmp_
     (out / "notes.txt").write_text("mine")
     os.chmod(out, 0o555)
     try:
-        result = run_cli_respecting_permissions(_prune(stories_path, out, "--num-layers-to-remove", "1", "--overwrite"))
+        result = run_cli_respecting_permissions(
+            _prune(stories_path, out, "--num-layers-to-remove", "1", "--overwrite")
+        )
     finally:
         os.chmod(out, 0o755)
     assert result.returncode == 2, result.stderr[-3000:]
