@@ -36,10 +36,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     try:
-        import httpx
         from huggingface_hub import constants
+        from huggingface_hub.utils import get_session  # the Hub's own HTTP client (httpx or httpx2)
 
-        httpx.head(f"{constants.ENDPOINT}/api/models", timeout=timeout)
+        get_session().head(f"{constants.ENDPOINT}/api/models", timeout=timeout)
     except Exception as err:  # noqa: BLE001 - any failure means the Hub is not usable from here
         logger.warning(
             "The Hugging Face Hub is not reachable (%s); using local or generated data.", type(err).__name__

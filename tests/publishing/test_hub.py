@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,8 @@ from huggingface_hub import ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from optimum_depth import DepthPruner, DepthPruningConfig, HubError, PruningPlan
+from optimum_depth import DepthPruner, DepthPruningConfig, HubError, PruningPlan, save_pruned_model
+from optimum_depth.cli import main
 from optimum_depth.evaluation import ComparisonResults, EvaluationResults, LatencyRecord
 from optimum_depth.publishing.cards import CardOptions
 from optimum_depth.publishing.hub import PushSettings, push_to_hub
@@ -213,12 +215,35 @@ def test_no_token_is_refused_before_anything_is_written_or_sent(fake_hub, monkey
     assert fake_hub.requests == [] and fake_hub.repos == {}
 
 
-def test_an_unreachable_endpoint_is_one_clear_error():
+def _closed_port() -> int:
+    with socket.socket() as probe:  # bound then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_an_unreachable_endpoint_is_one_clear_error(monkeypatch, online):
+    """With the network allowed, the HTTP client's own connection error must be caught too (not only offline mode)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", not online)
     model, _ = prune_tiny_llama()
-    endpoint = "http://127.0.0.1:9"  # discard port: nothing listens
-    with pytest.raises(HubError, match="127.0.0.1:9") as info:
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(HubError, match=endpoint) as info:
         push_to_hub(model, "org/nowhere", settings=PushSettings(token=TOKEN, endpoint=endpoint), plot=False)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "Nothing was committed" in str(info.value)
+
+
+def test_push_to_an_unreachable_endpoint_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    model, pruner = prune_tiny_llama()
+    save_pruned_model(model, tmp_path / "ckpt", plan=pruner.last_plan, scores=pruner.last_scores)
+    before = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    argv = ["push", str(tmp_path / "ckpt"), "org/nowhere", "--token", TOKEN, "--endpoint", endpoint]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("optimum-depth")]
+    assert "Traceback" not in err and len(ours) == 1 and endpoint in ours[0], err
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == before
 
 
 def test_fake_hub_answers_like_the_hub(fake_hub, tmp_path):

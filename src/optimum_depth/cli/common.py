@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -228,7 +227,7 @@ def load_model(args: argparse.Namespace, name_or_path: str | None = None):
     from ..model_zoo import load_model_and_tokenizer
 
     name = args.model if name_or_path is None else name_or_path
-    if name is not None and (os.sep in name or name.endswith(".gguf")) and not Path(name).exists():
+    if name is not None and name.endswith(".gguf") and not Path(name).expanduser().is_file():
         raise DataNotFoundError(f"Model {name!r} does not exist.")
     return load_model_and_tokenizer(name, dtype=getattr(torch, args.dtype))
 

@@ -8,6 +8,7 @@ else: it never reaches the card, the logs or the uploaded files.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import re
@@ -119,7 +120,19 @@ def _stale_weights(api: HfApi, repo_id: str, revision: str | None, uploaded: lis
     ]
 
 
-def _hub_failure(err: Exception, endpoint: str) -> HubError:
+def _request_errors() -> tuple[type[BaseException], ...]:
+    """What a failed Hub request raises: ``OSError`` & co, and the HTTP client's own errors (httpx / httpx2 connection
+    errors are not ``OSError``s)."""
+    errors: list[type[BaseException]] = [OSError, RuntimeError, ValueError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).HTTPError)
+        except ImportError:
+            continue
+    return tuple(errors)
+
+
+def _hub_failure(err: BaseException, endpoint: str) -> HubError:
     """One clear line for a failed Hub request: the endpoint and the cause."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -230,6 +243,6 @@ def push_to_hub(
             card.save(folder / CARD_NAME)
         try:
             commit, _ = _commit(folder, repo_id, settings, token)
-        except (OSError, RuntimeError, ValueError) as err:  # httpx / huggingface_hub errors derive from these
+        except _request_errors() as err:
             raise _hub_failure(err, endpoint) from err
     return commit
