@@ -23,6 +23,7 @@ from .architectures import unwrap_model
 from .data import read_documents
 from .errors import ConfigError, DataError
 from .modeling.pruned_decoder import CACHE_KWARG
+from .privacy import data_identity
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,8 @@ def prepare_calibration(
     elif isinstance(source, (str, os.PathLike)):
         docs = read_documents(source)
         ids = _sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos)
-        spec["source"] = os.fspath(source)
+        identity = data_identity(source)  # its name, hash and size: never a path of this machine
+        spec.update({"source": identity.pop("name"), **{f"source_{k}": v for k, v in identity.items()}})
     elif isinstance(source, torch.Tensor):
         ids = _from_tensor(source, num_samples, seq_len, seed)
         spec.update(source="tensor", num_samples=int(ids.shape[0]), seq_len=int(ids.shape[1]))

@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import ProvenanceError
 from .modeling.configuration_pruned import provenance_problem
+from .privacy import public_model_source
 from .version import __version__
 
 __all__ = ["original_layer_indices", "record_block_removal", "record_pruning_event", "source_num_layers"]
@@ -72,7 +73,11 @@ def record_block_removal(config, kept_positions: list[int]) -> None:
     original = original_layer_indices(config)
     config.source_num_hidden_layers = source_num_layers(config)
     if getattr(config, "source_model", None) is None:
-        config.source_model = getattr(config, "_name_or_path", None) or None
+        # A Hub id as it is; a local folder by its name and digest (its path stays on this machine, see privacy).
+        name, digest = public_model_source(getattr(config, "_name_or_path", None) or None)
+        config.source_model = name
+        if digest is not None:
+            config.source_model_digest = digest
     config.surviving_layers = [original[p] for p in kept_positions]
 
 

@@ -25,6 +25,7 @@ from ..constants import CARD_NAME, CARD_TEMPLATE_NAME, CONFIG_NAME, PLAN_NAME, P
 from ..errors import ConfigError
 from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
 from ..plan import PruningPlan
+from ..privacy import find_local_model
 from ..provenance import original_layer_indices, source_num_layers
 from ..scores import LayerScores
 from ..version import __version__
@@ -304,7 +305,9 @@ def _model_name(config, plan: PruningPlan | None, repo_id: str | None, base_mode
 def _card_data(config, plan, pruned, options: CardOptions, base_model, model_name: str, steps) -> ModelCardData:
     """The card's metadata: base model, tags, license and the ``model-index`` of the measured results."""
     source = getattr(config, "source_model", None)
-    license_data = {"license": options.license} if options.license else inherited_license(base_model, source)
+    local = find_local_model(getattr(config, "source_model_digest", None))  # only where it was pruned
+    sources = (base_model, str(local) if local is not None else source)
+    license_data = {"license": options.license} if options.license else inherited_license(*sources)
     criteria = [s.get("criterion") for s in steps] or [plan.criterion if plan else None]
     tags = ["depth-pruning", "optimum-depth", *[str(c).replace("_", "-") for c in criteria if c], *options.extra_tags]
     eval_results = card_eval_results(pruned) if pruned is not None else []
@@ -355,7 +358,8 @@ def build_model_card(
     config = unwrap_model(model).config
     plan = effective_plan(config, plan)
     source = getattr(config, "source_model", None)
-    base_model = options.base_model or (source if _is_hub_id(source) else None)
+    local_source = getattr(config, "source_model_digest", None)  # a local folder, named by its folder name
+    base_model = options.base_model or (source if _is_hub_id(source) and not local_source else None)
     model_name = _model_name(config, plan, options.repo_id, base_model)
     steps = _pruning_steps(config)
     card_data = _card_data(config, plan, pruned, options, base_model, model_name, steps)

@@ -17,6 +17,7 @@ checked, and then moved into the target with a journal (:mod:`.replacement`). So
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from ..constants import (
     CARD_NAME,
     CONFIG_NAME,
     MANIFEST_NAME,
+    MODEL_CONFIG_NAME,
     PICKLE_SUFFIXES,
     PLAN_NAME,
     PLOT_NAME,
@@ -35,6 +37,7 @@ from ..constants import (
     SCORES_NAME,
 )
 from ..errors import ConfigError, OutputError
+from ..privacy import public_model_config, public_record
 from .ownership import file_entry, manifest_text, owned_files
 from .replacement import create_staging, recover_interrupted_saves, replace_files
 
@@ -192,6 +195,22 @@ def _card_maker(card: Any) -> Callable[..., Any] | None:
     raise ConfigError(f"`card` must be True/False, CardOptions or a ModelCard, got {type(card).__name__}.")
 
 
+def _public(record: Any) -> Any:
+    """``record`` with every local path reduced to its name (the same record type)."""
+    if record is None:
+        return None
+    return type(record).from_dict(public_record(record.to_dict()))
+
+
+def _publish_model_config(folder: Path) -> None:
+    """Rewrites the ``config.json`` ``save_pretrained`` wrote with no local path (see :mod:`optimum_depth.privacy`)."""
+    path = folder / MODEL_CONFIG_NAME
+    data = json.loads(path.read_text(encoding="utf-8"))
+    public = public_model_config(data)
+    if public != data:
+        path.write_text(json.dumps(public, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def save_pruning_records(
     folder: str | os.PathLike,
     *,
@@ -202,6 +221,9 @@ def save_pruning_records(
     plot: bool = False,
 ) -> list[str]:
     """Writes the records of a pruning run into ``folder`` (no staging: use inside :func:`write_into_directory`).
+
+    The records are written as they may be shared: a local path in them (a calibration folder, a data file, a model
+    folder) is reduced to its name (see :mod:`optimum_depth.privacy`).
 
     Args:
         folder: An existing folder.
@@ -216,6 +238,7 @@ def save_pruning_records(
         The names of the files written.
     """
     folder = Path(folder)
+    plan, scores, config, results = (_public(record) for record in (plan, scores, config, results))
     written = []
     if plan is not None:
         plan.save_pretrained(folder)
@@ -301,6 +324,7 @@ def save_pruned_model(
         if offloaded is not None and "state_dict" not in save_kwargs:
             save_kwargs["state_dict"] = offloaded
         model.save_pretrained(staging, **save_kwargs)
+        _publish_model_config(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         save_pruning_records(staging, plan=plan, scores=scores, config=config, results=results, plot=plot)
