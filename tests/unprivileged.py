@@ -11,6 +11,7 @@ import ctypes
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 PR_CAPBSET_DROP = 24
 CAP_DAC_OVERRIDE = 1
@@ -37,7 +38,7 @@ def run_cli_respecting_permissions(argv: list[str], cwd=None, timeout: float = 6
     Returns:
         The completed process (``returncode``, ``stdout``, ``stderr`` as text).
     """
-    command = [sys.executable, "-m", "optimum_depth.cli.main", *argv]
+    command = [str(Path(sys.executable).with_name("optimum-depth")), *argv]
     return subprocess.run(
         command,
         cwd=cwd,

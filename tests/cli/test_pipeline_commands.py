@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -226,3 +230,15 @@ def test_prune_with_compensation_aware_selection(stories_path, tmp_path):
     assert main(["prune", "--model", str(stories_path), "--compensation-selection", "aware", "--output-dir",
                  str(tmp_path / "x")]) == 2  # fmt: skip
     assert main([*argv[:4], "ppl", *argv[5:], "--output-dir", str(tmp_path / "y")]) == 2
+
+
+def test_recover_prints_no_warning_about_quantization_it_does_not_use(pruned_checkpoint, tmp_path):
+    """peft imports bitsandbytes, which warns at import (offline) about its Hub kernels: not the user's business."""
+    alpaca = DATA_DIR / "alpaca" / "alpaca_small_antelofski.json"
+    argv = ["recover", str(pruned_checkpoint), "--data", str(alpaca), "--max-steps", "1", "--batch-size", "2"]
+    argv += ["--block-size", "32", "--max-examples", "8", "--output-dir", str(tmp_path / "out")]
+    command = [str(Path(sys.executable).with_name("optimum-depth")), *argv]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr[-3000:]
+    noise = [line for line in result.stderr.splitlines() if "it/s" not in line and line.strip()]
+    assert not [line for line in noise if "bitsandbytes" in line or "kernels" in line or "Warning" in line], noise
