@@ -32,12 +32,12 @@ SECRET = "private-machine-folder-9f3c"
 def test_local_paths_become_names_and_hub_ids_stay(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    assert public_name("/home/someone/corpora/calib") == "calib"
+    assert public_name("/srv/someone/corpora/calib") == "calib"
     assert public_name("~/models/llama/") == "llama"
     assert public_name("./data") == "data" and public_name("../x/y.jsonl") == "y.jsonl"
     assert public_name("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
     assert public_name("self-generated") == "self-generated" and public_name(3) == 3
-    record = {"a": ["/srv/x/data.json", {"b": "/root/m"}], "c": "wikitext2", "n": None}
+    record = {"a": ["/srv/x/data.json", {"b": "/opt/m"}], "c": "wikitext2", "n": None}
     assert public_record(record) == {"a": ["data.json", {"b": "m"}], "c": "wikitext2", "n": None}
 
 
