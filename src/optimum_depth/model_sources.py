@@ -19,7 +19,7 @@ from pathlib import Path
 from .constants import MODEL_CONFIG_NAME
 from .errors import CheckpointError, DataNotFoundError, OptimumDepthError
 
-__all__ = ["is_hub_id", "load_failure", "resolve_model_source"]
+__all__ = ["check_tokenizer_files", "is_hub_id", "load_failure", "resolve_model_source"]
 
 
 def is_hub_id(name: str) -> bool:
@@ -53,6 +53,31 @@ def _check_local_folder(path: Path) -> None:
         raise CheckpointError(f"{str(config)!r} is not valid JSON: {err}.") from err
     if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
         raise CheckpointError(f"{str(config)!r} is not a transformers model config (it has no `model_type`).")
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+)
+"""Any of these beside a checkpoint means it has a tokenizer."""
+
+
+def check_tokenizer_files(folder: str | os.PathLike) -> None:
+    """Refuses a local checkpoint folder with no tokenizer file (transformers would suggest installing packages).
+
+    Raises:
+        DataNotFoundError: Naming the folder and the files looked for.
+    """
+    path = Path(folder)
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise DataNotFoundError(
+            f"{str(path)!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save the tokenizer beside the "
+            "weights (`tokenizer.save_pretrained(folder)`)."
+        )
 
 
 def resolve_model_source(name_or_path: str | os.PathLike) -> str:

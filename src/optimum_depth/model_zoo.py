@@ -27,7 +27,7 @@ import torch
 from .constants import CACHE_DIR_ENV
 from .data import hub_reachable
 from .errors import CheckpointError, DataNotFoundError
-from .model_sources import load_failure, resolve_model_source
+from .model_sources import check_tokenizer_files, load_failure, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +225,7 @@ def load_model_and_tokenizer(name_or_path: str | None = None, dtype=torch.float3
         name_or_path = str(converted)
     else:
         name_or_path = resolve_model_source(name_or_path)
+    check_tokenizer_files(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:  # no (usable) tokenizer files: transformers' advice is misleading

@@ -64,6 +64,7 @@ def test_a_nan_weight_is_refused_with_its_block_and_tensor(checkpoint_copy, tmp_
 def test_a_nan_weight_is_refused_when_a_plan_is_applied(checkpoint_copy, tmp_path, capsys):
     _edit_weights(checkpoint_copy, lambda w: w["model.norm.weight"].__setitem__(0, float("inf")))
     plan = {"granularity": "block", "removed_blocks": [2], "source_num_hidden_layers": 5}
+    plan["source_fingerprint"] = {"model_type": "llama", "hidden_size": 64, "vocab_size": 512}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     out = tmp_path / "out"
     argv = ["prune", "--model", str(checkpoint_copy), "--plan", str(tmp_path / "plan.json"), "--output-dir", str(out)]
@@ -140,3 +141,11 @@ def test_a_zero_shot_limit_that_is_no_count_or_fraction_is_refused(stories_path,
     err = capsys.readouterr().err
     assert "--limit" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_without_tokenizer_says_so(checkpoint_copy, tmp_path, capsys):
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (checkpoint_copy / name).unlink()
+    out = tmp_path / "out"
+    line = _refused(["prune", "--model", str(checkpoint_copy), "--output-dir", str(out)], capsys, "has no tokenizer")
+    assert "tokenizer.save_pretrained" in line and not out.exists()

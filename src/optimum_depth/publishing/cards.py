@@ -20,9 +20,9 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.repocard import metadata_load
 from huggingface_hub.utils import validate_repo_id
 
-from ..architectures import count_parameters, unwrap_model
+from ..architectures import config_fingerprint, count_parameters, unwrap_model
 from ..constants import CARD_NAME, CARD_TEMPLATE_NAME, CONFIG_NAME, PLAN_NAME, PLOT_NAME, RESULTS_NAME, SCORES_NAME
-from ..errors import ConfigError
+from ..errors import ConfigError, PlanMismatchError
 from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
 from ..plan import PruningPlan
 from ..privacy import find_local_model
@@ -95,7 +95,7 @@ def effective_plan(config, plan: PruningPlan | None = None) -> PruningPlan | Non
         ``plan`` if given, else a plan rebuilt from the config, or ``None`` if the config records no pruning.
 
     Raises:
-        ValueError: If ``plan`` removes something the model still has.
+        PlanMismatchError: If ``plan`` removes something the model still has (a ``ValueError``).
     """
     original = original_layer_indices(config)
     total = source_num_layers(config)
@@ -107,7 +107,7 @@ def effective_plan(config, plan: PruningPlan | None = None) -> PruningPlan | Non
         still_there += [i for i in plan.removed_attention if i not in attention and i not in blocks]
         still_there += [i for i in plan.removed_mlp if i not in mlp and i not in blocks]
         if still_there:
-            raise ValueError(
+            raise PlanMismatchError(
                 f"The plan removes original blocks/sublayers {sorted(still_there)} that this model still has; "
                 "it is not the plan of this model."
             )
@@ -121,6 +121,7 @@ def effective_plan(config, plan: PruningPlan | None = None) -> PruningPlan | Non
         removed_attention=tuple(attention),
         removed_mlp=tuple(mlp),
         source_num_hidden_layers=total,
+        source_fingerprint=config_fingerprint(config),
         criterion=event.get("criterion"),
         reason={"derived_from": "config.surviving_layers / skipped_attention / skipped_mlp"},
     )
@@ -351,7 +352,7 @@ def build_model_card(
 
     Raises:
         TypeError: If ``results`` is of the wrong type.
-        ValueError: If ``plan`` does not describe ``model``.
+        PlanMismatchError: If ``plan`` does not describe ``model`` (a ``ValueError``).
     """
     options = options or CardOptions()
     _, pruned, _ = split_results(results)

@@ -37,6 +37,7 @@ from ..constants import (
     SCORES_NAME,
 )
 from ..errors import ConfigError, OutputError
+from ..persistence import write_text_atomically
 from ..privacy import public_model_config, public_record
 from .ownership import file_entry, manifest_text, owned_files
 from .replacement import create_staging, recover_interrupted_saves, replace_files
@@ -195,11 +196,10 @@ def _card_maker(card: Any) -> Callable[..., Any] | None:
     raise ConfigError(f"`card` must be True/False, CardOptions or a ModelCard, got {type(card).__name__}.")
 
 
-def _public(record: Any) -> Any:
-    """``record`` with every local path reduced to its name (the same record type)."""
-    if record is None:
-        return None
-    return type(record).from_dict(public_record(record.to_dict()))
+def _write_public(record: Any, folder: Path) -> None:
+    """Writes ``record`` as its ``save_pretrained`` would, every local path in it reduced to its name."""
+    text = json.dumps(public_record(record.to_dict()), indent=2) + "\n"
+    write_text_atomically(folder / record.file_name, text)
 
 
 def _publish_model_config(folder: Path) -> None:
@@ -238,23 +238,22 @@ def save_pruning_records(
         The names of the files written.
     """
     folder = Path(folder)
-    plan, scores, config, results = (_public(record) for record in (plan, scores, config, results))
     written = []
     if plan is not None:
-        plan.save_pretrained(folder)
+        _write_public(plan, folder)
         written.append(PLAN_NAME)
     if scores is not None:
-        scores.save_pretrained(folder)
+        _write_public(scores, folder)
         written.append(SCORES_NAME)
         if plot:
             selected = scores.positions_removed_by(plan) if plan is not None else None
             scores.plot(folder / PLOT_NAME, selected=selected)
             written.append(PLOT_NAME)
     if config is not None:
-        config.save_pretrained(folder)
+        _write_public(config, folder)
         written.append(CONFIG_NAME)
     if results is not None:
-        results.save_pretrained(folder)
+        _write_public(results, folder)
         written.append(RESULTS_NAME)
     return written
 
