@@ -156,7 +156,7 @@ def read_documents(path: str | os.PathLike) -> list[str]:
         DataError: If the file type is unknown, the file is not UTF-8, a record is malformed, or no document was
             found.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise DataNotFoundError(f"Calibration/evaluation data {str(path)!r} does not exist.")
     if path.is_dir():

@@ -14,7 +14,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
-from huggingface_hub import ModelCard, hf_hub_download
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
@@ -158,11 +158,16 @@ def test_second_push_replaces_the_checkpoint_in_one_commit(fake_hub):
     shards = [n for n in first if n.startswith("model-") and n.endswith(".safetensors")]
     assert len(shards) > 1 and "model.safetensors.index.json" in first
 
+    api = HfApi(endpoint=fake_hub.endpoint, token=TOKEN)
+    for name in ("training_args.bin", "optimizer.pt", "sd_vae.safetensors"):  # the user's own files
+        api.upload_file(path_or_fileobj=name.encode(), path_in_repo=name, repo_id="org/resharded")
     push_to_hub(model, "org/resharded", settings=PushSettings(token=TOKEN, endpoint=fake_hub.endpoint), plot=False)
     second = fake_hub.list_files("org/resharded")
     assert "model.safetensors" in second
     assert not [n for n in second if n.startswith("model-") or n.endswith(".index.json")]
-    assert len(fake_hub.repos["org/resharded"].commits) == 3  # initial + one commit per push
+    assert {"training_args.bin", "optimizer.pt", "sd_vae.safetensors"} <= set(second)  # never deleted by extension
+    assert not [n for n in second if "manifest" in n]  # the local save manifest stays local
+    assert len(fake_hub.repos["org/resharded"].commits) == 6  # initial, first push, 3 user uploads, second push
 
 
 @pytest.mark.parametrize(
