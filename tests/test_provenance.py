@@ -99,7 +99,10 @@ def test_cli_prune_and_card_refuse_it_in_one_line(stories_path, tmp_path, capsys
     (path / "config.json").write_text(json.dumps(config))
     before = {p.name: p.read_bytes() for p in path.iterdir()}
     argv = ["prune", "--model", str(path), "--criterion", "magnitude", "--protect-first", "0", "--protect-last", "0"]
-    for command in ([*argv, "--num-layers-to-remove", "1", "--output-dir", str(tmp_path / "out")], ["card", str(path)]):
+    for command in (
+        [*argv, "--num-layers-to-remove", "1", "--output-dir", str(tmp_path / "out")],
+        ["card", str(path)],
+    ):
         capsys.readouterr()
         assert main(command) == 2
         err = capsys.readouterr().err

@@ -29,7 +29,7 @@ def _check_source_count_known(config) -> None:
     hint = f"; its pruning record suggests {max(recorded) + 1}" if recorded else ""
     raise ProvenanceError(
         f"The model config records surviving_layers={list(surviving)} but not source_num_hidden_layers, so the "
-        f"original number of blocks is unknown{hint}. Add \"source_num_hidden_layers\": <blocks of the original "
+        f'original number of blocks is unknown{hint}. Add "source_num_hidden_layers": <blocks of the original '
         "model> to its config.json."
     )
 
