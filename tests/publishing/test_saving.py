@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM
 from optimum_depth import ConfigError, DepthPruner, DepthPruningConfig, OutputError, save_pruned_model
 from optimum_depth.constants import MANIFEST_NAME, STAGING_MARKER
 from optimum_depth.model_zoo import load_pretrained_model
+from optimum_depth.publishing.replacement import recover_interrupted_saves
 from optimum_depth.publishing.saving import write_into_directory
 
 from tiny_models import make_tiny_model, random_ids
@@ -363,3 +364,16 @@ def test_the_next_save_beside_a_killed_one_puts_its_old_checkpoint_back(tmp_path
     save_pruned_model(make_tiny_model("qwen2"), tmp_path / "another")  # a save into the same parent folder
     assert _snapshot(target) == before
     torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(target)), _logits(old))
+
+
+def test_a_save_staged_by_another_machine_is_left_alone(tmp_path):
+    """On a shared file system a pid means nothing across machines: another host's save is never rolled back."""
+    target, _, new = _old_and_new(tmp_path)
+    assert _kill_save_after(target, new, 5, tmp_path)
+    staging = next(p for p in tmp_path.iterdir() if STAGING_MARKER in p.name)
+    (staging / "host").write_text("another-machine")
+    assert recover_interrupted_saves(target) == []
+    assert staging.is_dir() and not (target / "config.json").exists()
+    (staging / "host").unlink()  # this machine's after all (or an older save without the host file)
+    assert recover_interrupted_saves(target) == [staging]
+    assert (target / "config.json").is_file() and not staging.exists()

@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["Staging", "create_staging", "recover_interrupted_saves", "replace_files"]
 
 JOURNAL_NAME = "journal.json"
+HOST_NAME = "host"
+"""The machine whose process stages there: a shared file system may show other machines' saves, whose pids mean
+nothing here (they are never taken for dead)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ def create_staging(target: Path) -> Staging:
     prefix = "" if parent == target else f".{target.name}"
     root = parent / f"{prefix}{STAGING_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
     root.mkdir()
+    (root / HOST_NAME).write_text(socket.gethostname(), encoding="utf-8")  # its pid means something here only
     Staging(root, target).new.mkdir()
     return Staging(root, target)
 
@@ -184,7 +189,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _staging_pid(path: Path) -> int | None:
+    """The pid of the process that staged in ``path``, when it is a staging folder of this machine."""
     if not (path.is_dir() and path.name.startswith(".") and STAGING_MARKER in path.name):
+        return None
+    try:
+        host = (path / HOST_NAME).read_text(encoding="utf-8")
+    except OSError:
+        host = None  # killed before it wrote its host (or an older version): this machine's, as before
+    if host is not None and host != socket.gethostname():
         return None
     text = path.name.rsplit(STAGING_MARKER, 1)[1].split("-", 1)[0]
     return int(text) if text.isdigit() else None
