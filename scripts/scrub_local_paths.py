@@ -1,7 +1,7 @@
 """Replaces the local paths in committed results and records by their file or folder names, changing nothing else.
 
 Committed JSON results (``benchmarks/results``, ``model_cards``) written before the library stopped recording paths
-still name the author's folders (``/work/shared/data/calib``). This rewrites each such string value with
+still name the author's folders (the absolute path of ``shared/data/calib``). This rewrites each such string value with
 :func:`optimum_depth.privacy.public_name` (``calib``), in place and textually, so the files keep their layout and a
 diff shows only the path values; no measured figure changes. Markdown files get the same treatment for the quoted
 paths they list.
