@@ -4,7 +4,7 @@ Measures, in one run and on the same calibration and evaluation data: WikiText-2
 each sparsified model, the wall time of each sparsification, and machine-independent work counts (decoder-block
 forwards over calibration sequences, and BESA's optimisation steps, each a block forward + backward).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_besa.py --output-dir /tmp/bench_besa
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_besa.py --output-dir bench_besa
 
 Defaults: calibration 32 x 256 tokens of C4 (validation documents, seed 0; the paper uses 128 x 2048), BESA row-wise,
 Prodigy, one epoch; WikiText-2 test (rows joined with "\\n\\n"), non-overlapping 512-token windows, the first 64 of

@@ -6,11 +6,11 @@ each block reaches the target on average with the smallest reconstruction error;
 blocks (Block Influence) and learns the sparsity of the surviving ones. The weights keep exact zeros in dense
 tensors: the checkpoint loads anywhere with ``from_pretrained`` but is not faster by itself (see docs/besa.md).
 
-    python examples/besa_sparsity.py --output-dir /tmp/besa
+    python examples/besa_sparsity.py --output-dir besa
 
 Reduced run (5-block TinyStories model, 4 calibration sequences of 64 tokens, 1 block removed first):
     python examples/besa_sparsity.py --model ../shared/models/stories260K --num-samples 4 --seq-len 64 \
-        --remove-blocks 1 --output-dir /tmp/besa
+        --remove-blocks 1 --output-dir besa
 
 Outputs in ``<output-dir>``: ``model/`` (``config.sparsity`` holds the learned sparsity of every layer),
 ``sparsity_result.json`` (per block and layer: sparsity, reconstruction error) and ``layer_sparsity.png``.

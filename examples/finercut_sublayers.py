@@ -5,11 +5,11 @@ divergence to the dense model by default), one at a time, until ``--pruning-rati
 pruned model becomes a ``Pruned<Family>ForCausalLM`` that ``AutoModelForCausalLM.from_pretrained`` loads after
 ``import optimum_depth`` (or with ``trust_remote_code=True`` where optimum_depth is not installed).
 
-    python examples/finercut_sublayers.py --output-dir /tmp/finercut
+    python examples/finercut_sublayers.py --output-dir finercut
 
 Reduced run (5-block TinyStories model: 3 of its 10 sublayers, 4 calibration sequences of 64 tokens):
     python examples/finercut_sublayers.py --model ../shared/models/stories260K --pruning-ratio 0.3 \
-        --num-samples 4 --seq-len 64 --output-dir /tmp/finercut
+        --num-samples 4 --seq-len 64 --output-dir finercut
 
 Outputs in ``<output-dir>``: ``model/`` (checkpoint with ``pruning_plan.json`` and ``layer_scores.json``) and
 ``finercut_map.png`` (blocks x {attention, MLP}, removed sublayers in red numbered by removal step).

@@ -5,12 +5,12 @@ The callback removes ``--layers-per-step`` blocks at steps 0, N, 2N, ... (N = ``
 data-driven criterion sees what the training since the previous event did. Between events the model trains
 (full fine-tuning here, on raw C4 text). The result is saved natively, with the pruning events of the run.
 
-    python examples/iterative_pruning.py --output-dir /tmp/iterative
+    python examples/iterative_pruning.py --output-dir iterative
 
 Reduced run (5-block TinyStories model, 2 events of 1 block, 6 steps):
     python examples/iterative_pruning.py --model ../shared/models/stories260K --num-layers-to-remove 2 \
         --layers-per-step 1 --prune-every-n-steps 3 --max-steps 6 --num-samples 4 --max-examples 50 \
-        --output-dir /tmp/iterative
+        --output-dir iterative
 
 Outputs: ``<output-dir>/model`` (loads with ``AutoModelForCausalLM.from_pretrained``; ``config.surviving_layers``
 gives the original indices of the kept blocks) and ``<output-dir>/pruning_events.json`` (step, removed blocks and

@@ -7,21 +7,21 @@ way the LoRA adapters are merged and a plain ``from_pretrained``-loadable checkp
 ``<output-dir>/merged`` (``config.recovery`` records the recipe, the steps and the number of processes).
 
 Default model (SmolLM2-135M-Instruct), Mag+ (first 4 / last 2 blocks protected), 25% of the blocks, Alpaca data:
-    python examples/recover_lora.py --output-dir /tmp/rec
+    python examples/recover_lora.py --output-dir rec
 
 Reduced run (5-block TinyStories model, 4 optimizer steps of 2 x 64 tokens):
     python examples/recover_lora.py --model ../shared/models/stories260K --protect-first 1 --protect-last 1 \
-        --max-steps 4 --batch-size 2 --grad-accum 1 --block-size 64 --max-examples 40 --output-dir /tmp/rec
+        --max-steps 4 --batch-size 2 --grad-accum 1 --block-size 64 --max-examples 40 --output-dir rec
 
 Several processes with accelerate (gloo on CPU, NCCL on GPUs), same options; the configs are in examples/accelerate:
-    accelerate launch --config_file examples/accelerate/ddp.yaml examples/recover_lora.py --output-dir /tmp/rec ...
-    accelerate launch --config_file examples/accelerate/fsdp2.yaml examples/recover_lora.py --output-dir /tmp/rec ...
+    accelerate launch --config_file examples/accelerate/ddp.yaml examples/recover_lora.py --output-dir rec ...
+    accelerate launch --config_file examples/accelerate/fsdp2.yaml examples/recover_lora.py --output-dir rec ...
     # DDP: one-shot or iterative pruning. FSDP2: one-shot only; the callback prunes while the Trainer is built, before
     # the model is sharded (on CPU, recovery_training_arguments sets accelerate's FSDP up itself). QLoRA: one process
     # or DDP. examples/accelerate/deepspeed_zero3.yaml is provided but untested (see docs/distributed.md).
 
 Resume an interrupted run (same arguments plus ``--save-steps N`` in the first run):
-    --resume-from-checkpoint /tmp/rec/checkpoints/checkpoint-10
+    --resume-from-checkpoint rec/checkpoints/checkpoint-10
 
 Iterative pruning in a plain ``Trainer`` without the recipes: examples/iterative_pruning.py.
 """
@@ -43,6 +43,7 @@ from optimum_depth.training import (
     build_recovery_trainer,
     load_model_for_recovery,
     prepare_model_for_recovery,
+    recovery_record,
     save_recovered_model,
 )
 from optimum_depth.training.callback import DepthPruningCallback
@@ -139,12 +140,7 @@ def main() -> None:
         os.path.join(args.output_dir, "merged"),
         tokenizer=tokenizer,
         full_precision_base=full_precision_base,
-        recovery={
-            **recovery.to_dict(),
-            "data": str(args.data),
-            "steps": trainer.state.global_step,
-            "world_size": trainer.args.world_size,
-        },
+        recovery=recovery_record(recovery, trainer, args.data),  # method, objective, data by name, steps, tokens
     )
     logger.info("Merged checkpoint: %s (loads with AutoModelForCausalLM.from_pretrained)", merged)
 

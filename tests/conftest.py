@@ -1,15 +1,22 @@
-"""Test settings: offline, one thread, a temporary HF_HOME, and tiny models of every supported family."""
+"""Test settings: offline, one thread, a temporary HF_HOME, and tiny models of every supported family.
+
+Everything the tests write outside their ``tmp_path`` (the Hugging Face cache, the record of local source models)
+goes into one temporary folder, removed when the session ends: the tests leave nothing behind.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
+TEST_ROOT = tempfile.mkdtemp(prefix="optimum-depth-tests-")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="optimum-depth-hf-home-")
+os.environ["HF_HOME"] = os.path.join(TEST_ROOT, "hf-home")
+os.environ["OPTIMUM_DEPTH_LOCAL_MODELS"] = os.path.join(TEST_ROOT, "local_models.json")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
@@ -22,6 +29,11 @@ from tiny_models import FAMILIES, STORIES_PATH, make_tiny_model  # noqa: E402
 NO_SKIP_ENV = "OPTIMUM_DEPTH_REQUIRE_DATA"
 """Set to 1 by ``.ci/run``: a test that would skip (missing ../shared data or model, a missing optional package)
 fails instead, so a CI without its data cannot pass green."""
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Removes the session's temporary Hugging Face home and local-model record."""
+    shutil.rmtree(TEST_ROOT, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

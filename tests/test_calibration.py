@@ -9,6 +9,7 @@ import torch
 from transformers import AutoTokenizer
 
 from optimum_depth import ConfigError, DataError, prepare_calibration
+from optimum_depth.calibration_windows import sample_windows
 from optimum_depth.data import read_documents
 
 from tiny_models import DATA_DIR, STORIES_PATH, make_tiny_model
@@ -125,3 +126,73 @@ def test_sequences_longer_than_the_model_supports_are_refused():
         prepare_calibration("self", model=model, num_samples=1, seq_len=300)
     with pytest.raises(ConfigError, match="max_position_embeddings"):
         prepare_calibration(torch.ones(1, 300, dtype=torch.long), model=model)
+
+
+# ------------------------------------------------------------------------------------------ malformed or scant text
+def test_a_null_text_in_jsonl_is_refused_not_read_as_none(tmp_path):
+    path = tmp_path / "calib.jsonl"
+    path.write_text('{"text": "a real document"}\n{"text": null}\n')
+    with pytest.raises(DataError, match=r"calib.jsonl' line 2: `text` is null, not a string"):
+        read_documents(path)
+
+
+def test_json_records_without_text_are_refused_like_jsonl(tmp_path):
+    records = [{"text": f"document {i}"} for i in range(10)]
+    records[3] = {"body": "no text field"}
+    path = tmp_path / "calib.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(DataError, match=r"calib.json' record 4 has no `text` field"):
+        read_documents(path)
+    (tmp_path / "calib.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    with pytest.raises(DataError, match=r"calib.jsonl' line 4 has no `text` field"):
+        read_documents(tmp_path / "calib.jsonl")
+
+
+@pytest.mark.parametrize("source", [[], ["", "  \n"]])
+def test_an_empty_calibration_list_says_so(tokenizer, source):
+    with pytest.raises(DataError, match="calibration list holds no text"):
+        prepare_calibration(source, tokenizer, num_samples=2, seq_len=8)
+
+
+def _windows(tokens: int, num_samples: int, heldout: int, length: int = 16):
+    return sample_windows([list(range(tokens))], num_samples, length, seed=0, bos=None, heldout=heldout).tolist()
+
+
+def test_held_out_windows_never_share_text_with_the_fitted_ones():
+    rows = _windows(1000, 40, heldout=8)  # 640 tokens of windows over 1000: random windows would overlap
+    fitted, held = rows[:32], rows[32:]
+    assert not {t for r in held for t in r} & {t for r in fitted for t in r}
+    assert rows[:32] == _windows(1000, 40, heldout=0)[:32]  # the fitted windows are those drawn without held-out
+
+
+def test_text_too_short_for_distinct_windows_is_warned_about_with_the_numbers(caplog):
+    _windows(100, 20, heldout=0)
+    assert "100 tokens for 20 windows of 16 tokens" in caplog.text and "overlap" in caplog.text
+
+
+def test_text_too_short_for_a_held_out_window_apart_from_the_fitted_ones_is_refused():
+    with pytest.raises(DataError, match=r"only 263 tokens: its 204 fitted windows of 16 tokens cover it"):
+        _windows(263, 256, heldout=52)
+
+
+def test_compensation_on_too_little_text_is_refused_with_the_numbers(stories_path, tmp_path, capsys):
+    from optimum_depth.cli import main
+
+    (tmp_path / "tiny.txt").write_text("Once upon a time there was a little cat. " * 20)
+    argv = ["prune", "--model", str(stories_path), "--num-layers-to-remove", "1", "--compensation", "linear_ls"]
+    assert main([*argv, "--calibration", str(tmp_path / "tiny.txt"), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "fitted windows of 127 tokens cover it" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_compensation_fit_asks_its_held_out_windows_apart(tokenizer, monkeypatch):
+    from optimum_depth import CompensationConfig, calibration
+    from optimum_depth.compensation.compensate import compensation_calibration
+
+    asked = []
+    real = calibration.sample_windows
+    monkeypatch.setattr(calibration, "sample_windows", lambda *a: asked.append(a[-1]) or real(*a))
+    settings = CompensationConfig(num_samples=20, seq_len=16)
+    data = compensation_calibration(TEXTS, tokenizer, None, settings)
+    assert asked == [settings.heldout_samples] == [4] and data.num_samples == 20

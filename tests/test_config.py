@@ -115,3 +115,15 @@ def test_a_file_of_another_record_type_or_a_newer_format_is_refused(tmp_path):
     with pytest.raises(DataError, match="format version 99"):
         DepthPruningConfig.from_dict({**data, "format_version": 99})
     assert DepthPruningConfig.from_dict(data).to_dict()["record_type"] == "DepthPruningConfig"
+
+
+def test_a_pruning_ratio_that_rounds_to_nothing_is_refused_not_rounded_up():
+    from optimum_depth import PruningTargetError
+
+    config = DepthPruningConfig(criterion="magnitude", pruning_ratio=0.01)
+    with pytest.raises(PruningTargetError, match=r"0\.05 of them, which rounds to none.*num_layers_to_remove=1"):
+        config.num_to_remove(5)
+    assert config.num_to_remove(100) == 1 and config.rounding_note(100) is None
+    far = DepthPruningConfig(criterion="magnitude", pruning_ratio=0.3)
+    assert far.num_to_remove(5) == 2 and "removes 2 of them (40%, not 30%)" in far.rounding_note(5)
+    assert DepthPruningConfig(criterion="magnitude", pruning_ratio=0.25).rounding_note(30) is None  # 8 of 30

@@ -88,6 +88,9 @@ def check_recovered(out: Path, world_size: int) -> None:
     assert sorted(config.surviving_layers + config.pruning["removed_layers"]) == [0, 1, 2, 3, 4]
     assert config.recovery["method"] == "lora" and config.recovery["steps"] == 4
     assert config.recovery["world_size"] == world_size
+    assert config.recovery["objective"] == "lm" and config.recovery["learning_rate"] > 0
+    assert config.recovery["tokens"] == 4 * 2 * 64 * world_size  # steps x batch x block, every process
+    assert config.recovery["data"].endswith(".json") and "/" not in config.recovery["data"]
     assert not any("lora" in name for name in model.state_dict())  # adapters merged
 
 

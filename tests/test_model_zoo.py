@@ -33,8 +33,8 @@ def test_default_model_is_materialised_from_the_pypi_gguf(tmp_path, monkeypatch)
     assert torch.equal(model2.lm_head.weight, model.lm_head.weight)
 
 
-def test_missing_model_path_is_reported():
+def test_missing_model_path_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         model_zoo.load_model_and_tokenizer("./no/such/model")
     with pytest.raises(FileNotFoundError, match="GGUF"):
-        model_zoo.materialise_gguf("/no/such/file.gguf", "/tmp/x")
+        model_zoo.materialise_gguf(tmp_path / "no-such-file.gguf", tmp_path / "x")

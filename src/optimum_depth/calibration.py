@@ -1,15 +1,15 @@
 """Turning strings, files, datasets, token tensors or the model's own samples into calibration batches.
 
 The default follows Shortened LLaMA (which reuses LLM-Pruner's sampler): ``num_samples`` random documents at least
-``seq_len`` tokens long, and a random window of ``seq_len`` tokens from each, seeded. When no document is long
-enough, the documents are joined with blank lines and random windows are drawn from the whole stream (SparseGPT).
+``seq_len`` tokens long, and a random window of ``seq_len`` tokens from each, seeded. When too few documents are long
+enough, the documents are joined and random windows are drawn from the whole stream (SparseGPT); see
+:mod:`optimum_depth.calibration_windows` (held-out windows of a fit never overlap the fitted ones).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,9 +20,11 @@ from transformers.cache_utils import DynamicCache
 from transformers.utils.logging import is_progress_bar_enabled
 
 from .architectures import unwrap_model
+from .calibration_windows import sample_windows
 from .data import read_documents
 from .errors import ConfigError, DataError
 from .modeling.transformers_compat import CACHE_KWARG
+from .privacy import data_identity
 
 logger = logging.getLogger(__name__)
 
@@ -59,35 +61,11 @@ def _tokenize_documents(documents: list[str], tokenizer) -> list[list[int]]:
     return [tokenizer(doc, add_special_tokens=False)["input_ids"] for doc in documents]
 
 
-def _sample_windows(token_docs: list[list[int]], num_samples: int, seq_len: int, seed: int, bos: int | None):
-    rng = random.Random(seed)
-    body = seq_len - (1 if bos is not None else 0)
-    long_docs = [i for i, doc in enumerate(token_docs) if len(doc) >= body]
-    rows: list[list[int]] = []
-    if len(long_docs) >= num_samples:
-        for index in rng.sample(long_docs, num_samples):
-            doc = token_docs[index]
-            start = rng.randint(0, len(doc) - body)
-            rows.append(doc[start : start + body])
-    else:
-        stream = [t for doc in token_docs for t in doc]
-        if len(stream) < body:
-            raise DataError(
-                f"The calibration text has only {len(stream)} tokens; at least {body} are needed for seq_len={seq_len}."
-            )
-        for _ in range(num_samples):
-            start = rng.randint(0, len(stream) - body)
-            rows.append(stream[start : start + body])
-    if bos is not None:
-        rows = [[bos, *row] for row in rows]
-    return torch.tensor(rows, dtype=torch.long)
-
-
 def _from_tensor(tensor: torch.Tensor, num_samples: int, seq_len: int, seed: int) -> torch.Tensor:
     if tensor.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
         raise DataError(f"Calibration token tensors must be integer token ids, got dtype {tensor.dtype}.")
     if tensor.dim() == 1:
-        return _sample_windows([tensor.tolist()], num_samples, seq_len, seed, bos=None)
+        return sample_windows([tensor.tolist()], num_samples, seq_len, seed, bos=None)
     if tensor.dim() != 2:
         raise DataError(f"Calibration token tensors must be 1-D or 2-D, got shape {tuple(tensor.shape)}.")
     return tensor.long()
@@ -147,6 +125,7 @@ def prepare_calibration(
     seq_len: int = 128,
     seed: int = 0,
     add_bos: bool = True,
+    heldout: int = 0,
 ) -> CalibrationData:
     """Builds calibration batches from any supported source.
 
@@ -161,6 +140,8 @@ def prepare_calibration(
         seq_len: Tokens per sequence.
         seed: Seed of the sampling; same seed, same batches.
         add_bos: Start each text window with the tokenizer's BOS token (when it has one).
+        heldout: For text sources: the last ``heldout`` windows share no text with the others (a fit's held-out
+            sequences); text too short for that is refused.
 
     Returns:
         The calibration data with its provenance.
@@ -179,17 +160,23 @@ def prepare_calibration(
         spec["source"] = "self-generated"
     elif isinstance(source, (str, os.PathLike)):
         docs = read_documents(source)
-        ids = _sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos)
-        spec["source"] = os.fspath(source)
+        ids = sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos, heldout)
+        identity = data_identity(source)  # its name, hash and size: never a path of this machine
+        spec.update({"source": identity.pop("name"), **{f"source_{k}": v for k, v in identity.items()}})
     elif isinstance(source, torch.Tensor):
         ids = _from_tensor(source, num_samples, seq_len, seed)
         spec.update(source="tensor", num_samples=int(ids.shape[0]), seq_len=int(ids.shape[1]))
-    elif isinstance(source, list) and all(isinstance(s, str) for s in source) and source:
-        ids = _sample_windows(_tokenize_documents(source, tokenizer), num_samples, seq_len, seed, bos)
+    elif isinstance(source, list) and all(isinstance(s, str) for s in source):
+        if not any(s.strip() for s in source):
+            what = f"{len(source)} strings, all blank" if source else "it is empty"
+            raise DataError(f"The calibration list holds no text ({what}).")
+        ids = sample_windows(_tokenize_documents(source, tokenizer), num_samples, seq_len, seed, bos, heldout)
         spec["source"] = f"list of {len(source)} strings"
     elif hasattr(source, "column_names") and "text" in getattr(source, "column_names", []):
         docs = [str(t) for t in source["text"] if t and str(t).strip()]
-        ids = _sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos)
+        if not docs:
+            raise DataError("The calibration dataset's `text` column holds no text.")
+        ids = sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos, heldout)
         spec["source"] = f"datasets.Dataset ({getattr(source, 'info', None) and source.info.dataset_name})"
     elif isinstance(source, Iterable) and not isinstance(source, (str, bytes, dict)):
         ids = _from_batches(source, num_samples)

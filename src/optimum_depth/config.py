@@ -7,6 +7,8 @@ module is a leaf of the package: it imports no other module that could import it
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -14,6 +16,8 @@ from typing import Any, ClassVar
 from .constants import CONFIG_NAME
 from .errors import ConfigError, PruningTargetError
 from .persistence import JsonRecord
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "COMPENSATION_METHODS",
@@ -39,6 +43,14 @@ DEFAULT_SEQ_LEN = {"block": 128, "sublayer": 256}
 PLUS_PROTECTED_CRITERIA = ("magnitude", "taylor")
 PLUS_PROTECT_FIRST = 4
 PLUS_PROTECT_LAST = 2
+
+
+@functools.lru_cache(maxsize=64)
+def warn_once(message: str | None) -> None:
+    """Logs ``message`` as a warning the first time it comes up in this process (a target checked twice says it
+    once); ``None`` is nothing to say."""
+    if message is not None:
+        logger.warning(message)
 
 
 def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
@@ -367,9 +379,38 @@ class DepthPruningConfig(JsonRecord):
 
         Args:
             num_candidates: Number of blocks (or sublayers) of the model.
+
+        Raises:
+            PruningTargetError: If ``pruning_ratio`` of the candidates rounds to none (it is not rounded up to one:
+                ``pruning_ratio=0.01`` of 5 blocks would silently remove 20%).
         """
         if self.num_layers_to_remove is not None:
             return self.num_layers_to_remove
         if self.pruning_ratio is not None:
-            return max(1, round(self.pruning_ratio * num_candidates))
+            count = round(self.pruning_ratio * num_candidates)
+            if count < 1:
+                raise PruningTargetError(
+                    f"pruning_ratio={self.pruning_ratio} of {num_candidates} candidates is "
+                    f"{self.pruning_ratio * num_candidates:.2f} of them, which rounds to none. To remove one "
+                    f"({100 / num_candidates:.0f}%), ask for it: num_layers_to_remove=1 (--num-layers-to-remove 1)."
+                )
+            return count
         return None
+
+    def rounding_note(self, num_candidates: int, kind: str = "blocks") -> str | None:
+        """A sentence when ``pruning_ratio`` rounds to a share more than 25% away from the one asked, else ``None``.
+
+        Args:
+            num_candidates: Number of blocks (or sublayers) of the model.
+            kind: What the candidates are, for the sentence.
+        """
+        if self.pruning_ratio is None:
+            return None
+        count = self.num_to_remove(num_candidates) or 0
+        achieved = count / num_candidates
+        if abs(achieved - self.pruning_ratio) <= 0.25 * self.pruning_ratio:
+            return None
+        return (
+            f"pruning_ratio={self.pruning_ratio} of {num_candidates} {kind} removes {count} of them "
+            f"({100 * achieved:.0f}%, not {100 * self.pruning_ratio:.0f}%): whole {kind} only."
+        )

@@ -46,7 +46,13 @@ RECORD_FILES = (CONFIG_NAME, PLAN_NAME, SCORES_NAME, PLOT_NAME, RESULTS_NAME, RE
 the folder never describes two different checkpoints."""
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-"""Weight file suffixes (only safetensors are ever written)."""
+"""Weight file suffixes (only safetensors are ever written; a save never deletes a file for its suffix)."""
+OWN_WEIGHT_PATTERN = r"model(-\d{5}-of-\d{5})?\.safetensors"
+"""Names of the weight files ``save_pretrained`` writes (one file, or numbered shards); the only weight files a save
+may remove from a folder without its manifest (with the index ``model.safetensors.index.json``)."""
+MANIFEST_NAME = ".optimum-depth-manifest.json"
+"""The hidden list of the files a save wrote into its folder (names, sizes, hashes; never a path). A later save
+removes only files listed there and still unchanged: nothing else in the folder is ever deleted."""
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 """Pickled weight formats the library refuses to write."""
 WEIGHT_INDEX_NAMES = (SAFETENSORS_INDEX_NAME, "pytorch_model.bin.index.json")

@@ -36,10 +36,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     try:
-        import httpx
         from huggingface_hub import constants
+        from huggingface_hub.utils import get_session  # the Hub's own HTTP client (httpx or httpx2)
 
-        httpx.head(f"{constants.ENDPOINT}/api/models", timeout=timeout)
+        get_session().head(f"{constants.ENDPOINT}/api/models", timeout=timeout)
     except Exception as err:  # noqa: BLE001 - any failure means the Hub is not usable from here
         logger.warning(
             "The Hugging Face Hub is not reachable (%s); using local or generated data.", type(err).__name__
@@ -116,16 +116,26 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             raise DataError(f"{str(path)!r} line {number} is not valid JSON: {err}") from err
 
 
-def _documents_from_record(record) -> str | None:
+def _document(record: Any, where: str) -> str:
+    """The text of one record: a string, a ``{"text": ...}`` object, or an Alpaca instruction record.
+
+    Raises:
+        DataError: Naming ``where`` (file and line or record) when the record holds no text field, or a ``text``
+            that is not a string (``null`` is not the text "None").
+    """
     if isinstance(record, str):
         return record
     if isinstance(record, dict):
         if "text" in record:
-            return str(record["text"])
+            if not isinstance(record["text"], str):
+                raise DataError(f"{where}: `text` is {json.dumps(record['text'])[:40]}, not a string.")
+            return record["text"]
         if "instruction" in record:  # Alpaca-style
-            parts = [record.get("instruction", ""), record.get("input", ""), record.get("output", "")]
+            parts = [record.get("instruction"), record.get("input"), record.get("output")]
+            if not all(p is None or isinstance(p, str) for p in parts):
+                raise DataError(f"{where}: instruction/input/output must be strings.")
             return "\n".join(p for p in parts if p)
-    return None
+    raise DataError(f"{where} has no `text` field (nor an Alpaca `instruction`).")
 
 
 def read_documents(path: str | os.PathLike) -> list[str]:
@@ -146,7 +156,7 @@ def read_documents(path: str | os.PathLike) -> list[str]:
         DataError: If the file type is unknown, the file is not UTF-8, a record is malformed, or no document was
             found.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise DataNotFoundError(f"Calibration/evaluation data {str(path)!r} does not exist.")
     if path.is_dir():
@@ -159,12 +169,7 @@ def read_documents(path: str | os.PathLike) -> list[str]:
         return docs
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        docs = []
-        for number, record in iter_jsonl(path):
-            doc = _documents_from_record(record)
-            if doc is None:
-                raise DataError(f"{str(path)!r} line {number} has no `text` field.")
-            docs.append(doc)
+        docs = [_document(record, f"{str(path)!r} line {number}") for number, record in iter_jsonl(path)]
         if not docs:
             raise DataError(f"No documents found in {str(path)!r}.")
         return docs
@@ -177,7 +182,7 @@ def read_documents(path: str | os.PathLike) -> list[str]:
             raise DataError(f"{str(path)!r} is not valid JSON: {err}") from err
         if not isinstance(records, list):
             raise DataError(f"{str(path)!r} must hold a JSON list of strings or records.")
-        docs = [d for d in (_documents_from_record(r) for r in records) if d is not None]
+        docs = [_document(r, f"{str(path)!r} record {number}") for number, r in enumerate(records, 1)]
     else:
         raise DataError(f"Unsupported data file type {suffix!r} for {str(path)!r}; use .txt, .jsonl or .json.")
     if not docs:

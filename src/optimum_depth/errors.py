@@ -16,7 +16,9 @@ __all__ = [
     "DataNotFoundError",
     "HubError",
     "LayerIndexError",
+    "NonFiniteError",
     "OptimumDepthError",
+    "OutputError",
     "PlanMismatchError",
     "ProvenanceError",
     "PruningTargetError",
@@ -73,6 +75,14 @@ class DataError(OptimumDepthError, ValueError):
 
 class DataNotFoundError(OptimumDepthError, FileNotFoundError):
     """A file or folder the user named, or the local data a feature needs, does not exist."""
+
+
+class OutputError(OptimumDepthError, OSError):
+    """The output location cannot be written (permission denied, read-only filesystem, disk full); nothing changed."""
+
+
+class NonFiniteError(OptimumDepthError, ValueError):
+    """A weight, score, compensation map or activation is NaN or infinite; nothing was computed from it or written."""
 
 
 class HubError(OptimumDepthError, RuntimeError):

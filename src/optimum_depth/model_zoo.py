@@ -27,6 +27,7 @@ import torch
 from .constants import CACHE_DIR_ENV
 from .data import hub_reachable
 from .errors import CheckpointError, DataNotFoundError
+from .model_sources import check_tokenizer_files, load_failure, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -156,21 +157,32 @@ def load_pretrained_model(name_or_path: str | os.PathLike, model_class: Any = No
         The model.
 
     Raises:
-        CheckpointError: If weights are missing, unexpected or of the wrong shape (the tensors are named), or a
-            safetensors file is corrupt or truncated (the file is named).
+        DataNotFoundError: If the path does not exist, is a file, or is a folder without ``config.json`` (see
+            :func:`~optimum_depth.model_sources.resolve_model_source`).
+        CheckpointError: If weights are missing, unexpected or of the wrong shape (the tensors are named), a
+            safetensors file is corrupt or truncated (the file is named), ``config.json`` is invalid, or a pickled
+            weight file holds more than tensors.
     """
     from .modeling import register_pruned_classes
+    from .publishing.replacement import recover_interrupted_saves
 
     register_pruned_classes()  # sublayer-pruned checkpoints need the pruned classes
     if model_class is None:
         from transformers import AutoModelForCausalLM as model_class
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        recover_interrupted_saves(path)  # a save killed half-way: the folder gets its old checkpoint back
+    name_or_path = resolve_model_source(name_or_path)
+    kwargs.setdefault("ignore_mismatched_sizes", True)  # reported below, with the tensors named, then refused
     try:
         model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except Exception as err:
         broken = _corrupt_weight_files(path) if path.is_dir() else []
         if broken:
             raise CheckpointError(f"Corrupt or truncated weight file(s): {'; '.join(broken)}.") from err
+        failure = load_failure(err, name_or_path)
+        if failure is not None:
+            raise failure from err
         raise
     problems = []
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
@@ -205,14 +217,19 @@ def load_model_and_tokenizer(name_or_path: str | None = None, dtype=torch.float3
 
     if name_or_path is None:
         name_or_path = default_model_path()
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         converted = cache_dir() / "converted" / path.stem
         if not (converted / "config.json").is_file():
             materialise_gguf(path, converted, dtype=dtype)
         name_or_path = str(converted)
-    elif not path.exists() and (path.is_absolute() or str(name_or_path).startswith((".", "~"))):
-        raise DataNotFoundError(f"Model path {str(name_or_path)!r} does not exist.")
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    else:
+        name_or_path = resolve_model_source(name_or_path)
+    check_tokenizer_files(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:  # no (usable) tokenizer files: transformers' advice is misleading
+        cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"Cannot load the tokenizer of {str(name_or_path)!r}: {cause}") from err
     model = load_pretrained_model(name_or_path, dtype=dtype, **kwargs)
     return model.eval(), tokenizer

@@ -185,7 +185,8 @@ class JsonRecord:
             DataNotFoundError: If there is no such file.
             DataError: If the file is not valid JSON or not a valid record of this type.
         """
-        file = Path(path) / cls.file_name if Path(path).is_dir() else Path(path)
+        path = Path(path).expanduser()
+        file = path / cls.file_name if path.is_dir() else path
         data = read_json_object(file, f"{cls.record_type()} file")
         try:
             return cls.from_dict(data)

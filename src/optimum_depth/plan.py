@@ -32,6 +32,7 @@ class PruningPlan(JsonRecord):
         source_num_hidden_layers: Number of blocks of the original model the indices refer to (required).
         source_fingerprint: Facts of the model the plan was made for (family, hidden size, vocabulary, ...; see
             :func:`optimum_depth.architectures.config_fingerprint`); a model that differs in any of them is refused.
+            Required in a saved plan (:meth:`from_dict` / :meth:`from_pretrained` refuse one without it).
         criterion: The importance criterion that chose them.
         reason: Why: the scores of the chosen candidates, protection, target. Free-form, JSON-serialisable.
     """
@@ -91,6 +92,14 @@ class PruningPlan(JsonRecord):
 
     @classmethod
     def _fields_from_dict(cls, data: dict[str, Any]) -> PruningPlan:
+        fingerprint = data.get("source_fingerprint")
+        if not isinstance(fingerprint, dict) or "hidden_size" not in fingerprint:  # it must say which model it is for
+            raise ConfigError(
+                "The plan records no `source_fingerprint` (the family and sizes of the model it was made for), so it "
+                "could be applied to a model of another width. Plans written by optimum-depth (`score`, `prune`) "
+                'have it; a plan written by hand needs it too, e.g. {"model_type": "llama", "hidden_size": 2048, '
+                '"intermediate_size": 8192, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256}.'
+            )
         for key in _INDEX_FIELDS:
             if key in data:
                 if not isinstance(data[key], (list, tuple)):

@@ -29,6 +29,7 @@ from .compensation.compensate import (
 from .config import DepthPruningConfig
 from .criteria import CRITERIA
 from .errors import ConfigError, PlanMismatchError
+from .finiteness import check_finite_maps, check_finite_scores, check_finite_weights
 from .plan import PruningPlan
 from .provenance import record_pruning_event
 from .scores import LayerScores
@@ -153,9 +154,13 @@ class DepthPruner:
 
         Returns:
             The scores.
+
+        Raises:
+            NonFiniteError: If a weight, or a score, is NaN or infinite (the block and tensor are named).
         """
         facts = self._facts(model)
         self.steps.check(facts, self.config)
+        check_finite_weights(facts, action="score it")
         data = calibration if isinstance(calibration, CalibrationData) else None
         settings = self.config.compensation
         if data is None and settings is not None and settings.selection == "aware":
@@ -163,8 +168,10 @@ class DepthPruner:
             data = compensation_calibration(source, tokenizer, facts.inner, settings)
         elif data is None and CRITERIA[self.config.criterion].needs_calibration:
             data = resolve_calibration(self.config, facts.inner, calibration, tokenizer)
-        self.last_scores = self.steps.score(facts, self.config, data)
-        return self.last_scores
+        scores = self.steps.score(facts, self.config, data)
+        check_finite_scores(scores, facts, data.input_ids if data is not None else None)
+        self.last_scores = scores
+        return scores
 
     def plan(self, scores: LayerScores) -> PruningPlan:
         """Chooses what to remove from ``scores`` according to the config's target.
@@ -228,12 +235,17 @@ class DepthPruner:
         Raises:
             PlanMismatchError: If the plan was made for another model; nothing is changed then.
             ConfigError: If the plan's granularity differs from the config's.
+            NonFiniteError: If a weight the pruned model keeps, or a compensation map, is NaN or infinite.
         """
         if not isinstance(plan, PruningPlan):
             raise ConfigError(f"`plan` must be a PruningPlan, got {type(plan).__name__}.")
         facts = self._facts(model)
         check_plan_fits(facts, plan)
+        kept = [i for i in facts.original_indices if i not in set(plan.removed_blocks)]
+        check_finite_weights(facts, blocks=kept, action="prune it")
         compensation = self._fit_compensation(facts, plan, calibration, tokenizer)
+        if compensation is not None:
+            check_finite_maps(compensation)
         GRANULARITY_STEPS[plan.granularity].apply(facts, plan)
         record_pruning_event(facts.inner.config, self._event(plan))
         if compensation is not None:

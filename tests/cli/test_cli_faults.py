@@ -56,8 +56,19 @@ def test_a_truncated_weight_file_is_named(checkpoint_copy, tmp_path, capsys):
     assert not out.exists()
 
 
+STORIES_FINGERPRINT = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 172,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "vocab_size": 512,
+}
+
+
 def test_a_plan_made_for_another_model_is_refused(stories_path, tmp_path, capsys):
     plan = {"granularity": "block", "removed_blocks": [2], "source_num_hidden_layers": 6}
+    plan["source_fingerprint"] = STORIES_FINGERPRINT
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     out = tmp_path / "out"
     argv = ["prune", "--model", str(stories_path), "--plan", str(tmp_path / "plan.json"), "--output-dir", str(out)]
@@ -66,6 +77,36 @@ def test_a_plan_made_for_another_model_is_refused(stories_path, tmp_path, capsys
     argv[4] = str(tmp_path / "legacy.json")
     _refused(argv, capsys, "source_num_hidden_layers")
     assert not out.exists()
+
+
+def test_a_plan_for_a_model_of_another_width_or_without_fingerprint_is_refused(stories_path, tmp_path, capsys):
+    plan = {"granularity": "block", "removed_blocks": [2], "source_num_hidden_layers": 5}
+    wider = {**STORIES_FINGERPRINT, "hidden_size": 128, "intermediate_size": 344}
+    (tmp_path / "wider.json").write_text(json.dumps({**plan, "source_fingerprint": wider}))
+    (tmp_path / "bare.json").write_text(json.dumps(plan))  # the fingerprint edited out by hand
+    out = tmp_path / "out"
+    argv = ["prune", "--model", str(stories_path), "--plan", str(tmp_path / "wider.json"), "--output-dir", str(out)]
+    _refused(argv, capsys, "hidden_size: plan 128 vs model 64")
+    argv[4] = str(tmp_path / "bare.json")
+    _refused(argv, capsys, "no `source_fingerprint`", "another width")
+    (tmp_path / "right.json").write_text(json.dumps({**plan, "source_fingerprint": STORIES_FINGERPRINT}))
+    argv[4] = str(tmp_path / "right.json")
+    assert main([*argv, "--compensation", "none"]) == 0  # the same plan, made for this model, applies
+    assert not (out / "pruning_plan.json").read_text().count("/")  # no path in what it wrote
+
+
+def test_a_pruning_ratio_that_rounds_to_no_block_is_refused_and_far_roundings_are_warned(
+    stories_path, tmp_path, capsys, caplog
+):
+    out = tmp_path / "out"
+    argv = ["prune", "--model", str(stories_path), "--criterion", "block_influence", "--output-dir", str(out)]
+    _refused(
+        [*argv, "--pruning-ratio", "0.01"], capsys, "pruning_ratio=0.01 of 5 candidates is 0.05", "rounds to none"
+    )
+    assert not out.exists()
+    assert main([*argv, "--pruning-ratio", "0.3", "--compensation", "none"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "pruning_ratio=0.3" in r.getMessage()]
+    assert warnings == ["pruning_ratio=0.3 of 5 blocks removes 2 of them (40%, not 30%): whole blocks only."]
 
 
 def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(stories_path, tmp_path, capsys, monkeypatch):

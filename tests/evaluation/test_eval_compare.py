@@ -67,7 +67,7 @@ def test_evaluate_model_with_zero_shot(stories_path, tmp_path):
         data_dir=write_task_files(tmp_path),
     )
     results = evaluate_model(model, tokenizer, settings)
-    assert results.model_name == str(stories_path)
+    assert results.model_name == stories_path.name  # a local folder by its name, never its path
     assert results.num_parameters == count_parameters(model)
     assert set(results.zero_shot) == {"arc_easy"} and results.zero_shot_settings["evaluated_documents"] == {
         "arc_easy": 3

@@ -144,7 +144,8 @@ def test_every_documented_local_file_name_is_read_and_the_paths_tried_are_named(
     (tmp_path / "wikitext2").mkdir()
     (tmp_path / "wikitext2" / "wiki.test.raw").write_text(" = Title = \n\n Some text here . \n")
     wiki = load_perplexity_text("wikitext2", data_dir=tmp_path)  # no HF rows JSON: the raw file is used
-    assert wiki.source["path"].endswith("wiki.test.raw") and "Some text here" in wiki.text
+    assert wiki.source["file"]["name"] == "wiki.test.raw" and "Some text here" in wiki.text  # by name, no path
+    assert wiki.source["file"]["bytes"] == len(" = Title = \n\n Some text here . \n")
     (tmp_path / "wikitext2" / "wiki.test.raw").write_text("")  # empty: not data
     with pytest.raises(FileNotFoundError) as info:
         load_perplexity_text("wikitext2", data_dir=tmp_path)

@@ -96,7 +96,8 @@ def test_all_seven_tasks_report_settings(zero_shot_run):
     assert (
         settings["num_fewshot"] == 0
         and settings["lm_eval_version"]
-        and settings["data_files"]["piqa"].endswith("valid.jsonl")
+        and settings["data_files"]["piqa"]["name"] == "valid.jsonl"  # by name and hash, no path
+        and len(settings["data_files"]["piqa"]["sha256"]) == 64
     )
 
 

@@ -11,6 +11,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from test_hub import comparison_results, prune_tiny_llama
 
 from optimum_depth import DepthPruner, DepthPruningConfig, PrunedLlamaConfig, PruningPlan, save_pruned_model
+from optimum_depth.constants import MANIFEST_NAME
 from optimum_depth.evaluation import EvaluationResults
 from optimum_depth.publishing.cards import CardOptions, build_model_card, default_template, effective_plan
 
@@ -264,7 +265,7 @@ def test_the_card_lists_exactly_the_files_of_the_folder_and_is_named_after_its_s
     )
     text = (folder / "README.md").read_text()
     listed = set(re.findall(r"^- `([^`]+)`:", text, flags=re.M))
-    assert listed == {p.name for p in folder.iterdir()}
+    assert listed == {p.name for p in folder.iterdir() if p.name != MANIFEST_NAME}  # the manifest stays local
     assert "evaluation_results.json" not in listed  # given nowhere: not listed
     assert text.splitlines()[0] == "---" and "# SmolLM2-135M-Instruct-depth-pruned-2-of-6-blocks" in text
     assert "model-depth-pruned" not in text

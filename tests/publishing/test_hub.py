@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,11 +14,12 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
-from huggingface_hub import ModelCard, hf_hub_download
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from optimum_depth import DepthPruner, DepthPruningConfig, HubError, PruningPlan
+from optimum_depth import DepthPruner, DepthPruningConfig, HubError, PruningPlan, save_pruned_model
+from optimum_depth.cli import main
 from optimum_depth.evaluation import ComparisonResults, EvaluationResults, LatencyRecord
 from optimum_depth.publishing.cards import CardOptions
 from optimum_depth.publishing.hub import PushSettings, push_to_hub
@@ -156,11 +158,16 @@ def test_second_push_replaces_the_checkpoint_in_one_commit(fake_hub):
     shards = [n for n in first if n.startswith("model-") and n.endswith(".safetensors")]
     assert len(shards) > 1 and "model.safetensors.index.json" in first
 
+    api = HfApi(endpoint=fake_hub.endpoint, token=TOKEN)
+    for name in ("training_args.bin", "optimizer.pt", "sd_vae.safetensors"):  # the user's own files
+        api.upload_file(path_or_fileobj=name.encode(), path_in_repo=name, repo_id="org/resharded")
     push_to_hub(model, "org/resharded", settings=PushSettings(token=TOKEN, endpoint=fake_hub.endpoint), plot=False)
     second = fake_hub.list_files("org/resharded")
     assert "model.safetensors" in second
     assert not [n for n in second if n.startswith("model-") or n.endswith(".index.json")]
-    assert len(fake_hub.repos["org/resharded"].commits) == 3  # initial + one commit per push
+    assert {"training_args.bin", "optimizer.pt", "sd_vae.safetensors"} <= set(second)  # never deleted by extension
+    assert not [n for n in second if "manifest" in n]  # the local save manifest stays local
+    assert len(fake_hub.repos["org/resharded"].commits) == 6  # initial, first push, 3 user uploads, second push
 
 
 @pytest.mark.parametrize(
@@ -213,12 +220,35 @@ def test_no_token_is_refused_before_anything_is_written_or_sent(fake_hub, monkey
     assert fake_hub.requests == [] and fake_hub.repos == {}
 
 
-def test_an_unreachable_endpoint_is_one_clear_error():
+def _closed_port() -> int:
+    with socket.socket() as probe:  # bound then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_an_unreachable_endpoint_is_one_clear_error(monkeypatch, online):
+    """With the network allowed, the HTTP client's own connection error must be caught too (not only offline mode)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", not online)
     model, _ = prune_tiny_llama()
-    endpoint = "http://127.0.0.1:9"  # discard port: nothing listens
-    with pytest.raises(HubError, match="127.0.0.1:9") as info:
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(HubError, match=endpoint) as info:
         push_to_hub(model, "org/nowhere", settings=PushSettings(token=TOKEN, endpoint=endpoint), plot=False)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "Nothing was committed" in str(info.value)
+
+
+def test_push_to_an_unreachable_endpoint_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    model, pruner = prune_tiny_llama()
+    save_pruned_model(model, tmp_path / "ckpt", plan=pruner.last_plan, scores=pruner.last_scores)
+    before = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    argv = ["push", str(tmp_path / "ckpt"), "org/nowhere", "--token", TOKEN, "--endpoint", endpoint]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("optimum-depth")]
+    assert "Traceback" not in err and len(ours) == 1 and endpoint in ours[0], err
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == before
 
 
 def test_fake_hub_answers_like_the_hub(fake_hub, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..architectures import ModelFacts, as_facts, count_parameters
-from ..config import DepthPruningConfig
+from ..config import DepthPruningConfig, warn_once
 from ..errors import PruningTargetError
 from ..plan import PruningPlan
 from ..scores import LayerScores
@@ -28,6 +28,7 @@ def check_block_target(model: nn.Module | ModelFacts, config: DepthPruningConfig
     protected = config.protected_blocks(num_blocks, facts.original_indices)
     removable = num_blocks - len(protected)
     wanted = config.num_to_remove(num_blocks)
+    warn_once(config.rounding_note(num_blocks))
     if wanted is not None:
         if wanted >= num_blocks:
             raise PruningTargetError(f"Cannot remove {wanted} blocks from a model with {num_blocks} blocks.")

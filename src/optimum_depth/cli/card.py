@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_pretrained_model(checkpoint)
 
     def write(staging: Path) -> None:
-        files = [p.name for p in checkpoint.iterdir() if p.is_file()]
+        files = [p.name for p in checkpoint.iterdir() if p.is_file() and not p.name.startswith(".")]
         if args.results and records.results is not None:
             records.results.save_pretrained(staging)
             files.append(records.results.file_name)

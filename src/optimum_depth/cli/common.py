@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -228,18 +227,25 @@ def load_model(args: argparse.Namespace, name_or_path: str | None = None):
     from ..model_zoo import load_model_and_tokenizer
 
     name = args.model if name_or_path is None else name_or_path
-    if name is not None and (os.sep in name or name.endswith(".gguf")) and not Path(name).exists():
+    if name is not None and name.endswith(".gguf") and not Path(name).expanduser().is_file():
         raise DataNotFoundError(f"Model {name!r} does not exist.")
     return load_model_and_tokenizer(name, dtype=getattr(torch, args.dtype))
 
 
 def check_output_dir(args: argparse.Namespace) -> Path:
-    """Refuses a non-empty output folder unless ``--overwrite``, and a file (checked before any work)."""
-    path = Path(args.output_dir)
+    """Refuses a non-empty output folder unless ``--overwrite``, a file, and a place that cannot be written.
+
+    Checked before any work; ``~`` is expanded (``args.output_dir`` is updated).
+    """
+    from ..publishing.saving import check_writable
+
+    path = Path(args.output_dir).expanduser()
+    args.output_dir = str(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--output-dir {str(path)!r} is a file.")
     if path.is_dir() and any(path.iterdir()) and not args.overwrite:
         raise UsageError(f"--output-dir {str(path)!r} is not empty; pass --overwrite to write into it.")
+    check_writable(path)
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from .common import add_model_arguments, add_output_arguments, check_data_dir, check_output_dir, load_model
 
@@ -20,7 +21,12 @@ def _int_csv(text: str) -> list[int]:
 
 def _limit(text: str) -> int | float:
     """``--limit``: a document count (``200``) or a fraction (``0.5``)."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0) or (value > 1 and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"must be a document count >= 1 or a fraction in (0, 1], got {text!r}")
     return int(value) if value.is_integer() and value >= 1 else value
 
 

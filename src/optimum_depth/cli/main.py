@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..errors import OptimumDepthError
@@ -23,6 +24,20 @@ SUBCOMMANDS = (quickstart, score, prune, recover, evaluate, benchmark, card, pus
 
 USER_ERROR_EXIT_CODE = 2
 INTERRUPTED_EXIT_CODE = 130
+QUIET_LOGGERS = ("bitsandbytes", "kernels")
+"""Optional backends that peft imports (through ``transformers.Trainer``) whether or not anything is quantized; offline
+they warn at import that their Hub kernels for 4-bit layers cannot be fetched. The command line shows only their
+errors (``-v`` shows everything)."""
+QUIET_WARNINGS = (r".*`is_gradient_checkpointing` is deprecated.*",)
+"""Deprecation warnings of a dependency about another dependency's call (peft calling transformers): not the user's."""
+
+
+def _quiet_dependencies() -> None:
+    """Keeps the dependencies' warnings about things the user did not ask for out of the command's output."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:
+        _quiet_dependencies()
     try:
         return int(args.func(args) or 0)
     except OptimumDepthError as err:

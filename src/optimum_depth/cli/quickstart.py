@@ -139,6 +139,7 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
 def run(args: argparse.Namespace) -> int:
     """Runs the quickstart pipeline and writes every output through a staging folder."""
     from ..config import DepthPruningConfig
+    from ..privacy import public_name
     from ..pruner import DepthPruner
     from ..publishing.saving import save_pruned_model
 
@@ -178,6 +179,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\nRemoved original blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} with {config.criterion!r}"
         f"{'' if compensation is None else ' + ' + compensation.method + ' compensation'} "
-        f"(calibration: {description}). Outputs in {out}"
+        f"(calibration: {public_name(description)}). Outputs in {out}"
     )
     return 0

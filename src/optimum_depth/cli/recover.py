@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from .common import add_output_arguments, check_output_dir, positive_int
@@ -69,13 +68,16 @@ def run(args: argparse.Namespace) -> int:
         load_model_for_recovery,
         merge_and_save,
         prepare_model_for_recovery,
+        recovery_record,
     )
 
-    checkpoint = Path(args.checkpoint)
+    checkpoint = Path(args.checkpoint).expanduser()
     if not (checkpoint / MODEL_CONFIG_NAME).is_file():
         raise DataNotFoundError(f"{str(checkpoint)!r} is not a checkpoint folder (no {MODEL_CONFIG_NAME}).")
-    if args.data != "self" and not Path(args.data).exists():
-        raise DataNotFoundError(f"--data {args.data!r} does not exist.")
+    if args.data != "self":
+        if not Path(args.data).expanduser().exists():
+            raise DataNotFoundError(f"--data {args.data!r} does not exist.")
+        args.data = str(Path(args.data).expanduser())
     check_output_dir(args)
     overrides = {
         "max_steps": args.max_steps,
@@ -108,27 +110,41 @@ def run(args: argparse.Namespace) -> int:
             teacher=teacher if config.distills else None,
         )
         trainer.train()
-    merge_and_save(model, args.output_dir, tokenizer=tokenizer, full_precision_base=full_precision_base)
+    record = recovery_record(config, trainer, args.data)
+    merge_and_save(
+        model, args.output_dir, tokenizer=tokenizer, full_precision_base=full_precision_base, recovery=record
+    )
     print(f"Recovered ({args.method}) checkpoint written to {args.output_dir}")
     return 0
 
 
 def _teacher(args: argparse.Namespace, checkpoint: Path):
-    """The dense teacher: ``--teacher``, else the checkpoint's recorded ``source_model`` when it can be loaded."""
+    """The dense teacher: ``--teacher``, else the model the checkpoint was pruned from.
+
+    A checkpoint names a local source model only by its folder name and digest (no path); the folder is found again
+    through this machine's record of where that digest lives (:func:`optimum_depth.privacy.find_local_model`).
+    """
     import json
 
     from ..constants import MODEL_CONFIG_NAME
     from ..errors import UsageError
+    from ..model_sources import is_hub_id
     from ..model_zoo import load_pretrained_model
+    from ..privacy import find_local_model
 
     name = args.teacher
     if name is None:
-        name = json.loads((checkpoint / MODEL_CONFIG_NAME).read_text(encoding="utf-8")).get("source_model")
-        if not name or not Path(name).exists():
+        config = json.loads((checkpoint / MODEL_CONFIG_NAME).read_text(encoding="utf-8"))
+        source, digest = config.get("source_model"), config.get("source_model_digest")
+        local = find_local_model(digest)
+        if local is not None:
+            name = str(local)
+        elif digest is None and isinstance(source, str) and (is_hub_id(source) or Path(source).is_dir()):
+            name = source  # a Hub id (or a path recorded by an older version)
+        else:
+            where = "a local model not known on this machine" if digest else "no model this machine can load"
             raise UsageError(
                 f"--objective {args.objective} / --data self need the dense model: pass --teacher (the checkpoint "
-                f"records source_model={name!r}, which is not a local folder)."
+                f"was pruned from source_model={source!r}, {where})."
             )
-    if not Path(name).exists() and (os.sep in name or name.startswith(".")):
-        raise UsageError(f"--teacher {name!r} does not exist.")
     return load_pretrained_model(name).eval()

@@ -118,7 +118,13 @@ def compensation_calibration(source: Any, tokenizer: Any, model: nn.Module, conf
             "`calibration_dataset`."
         )
     return prepare_calibration(
-        source, tokenizer, model=model, num_samples=config.num_samples, seq_len=config.seq_len, seed=config.seed
+        source,
+        tokenizer,
+        model=model,
+        num_samples=config.num_samples,
+        seq_len=config.seq_len,
+        seed=config.seed,
+        heldout=config.heldout_samples,  # held-out windows share no text with the fitted ones
     )
 
 

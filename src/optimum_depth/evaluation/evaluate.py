@@ -12,6 +12,7 @@ import logging
 
 from ..architectures import count_parameters, unwrap_model
 from ..errors import ConfigError
+from ..privacy import public_name
 from .latency import measure_latency
 from .perplexity import evaluate_perplexity
 from .results import ComparisonResults, EvaluationResults
@@ -29,9 +30,10 @@ def _kwargs(settings) -> dict:
 
 
 def _model_name(model, name: str | None) -> str:
+    """The model's name in the results: a Hub id, or a local folder's name (never its path)."""
     if name:
-        return name
-    return str(getattr(unwrap_model(model).config, "_name_or_path", "") or type(model).__name__)
+        return str(public_name(name))
+    return str(public_name(getattr(unwrap_model(model).config, "_name_or_path", "") or type(model).__name__))
 
 
 def _quality(model, tokenizer, name: str, settings: EvaluationSettings) -> EvaluationResults:
@@ -91,8 +93,11 @@ def compare_models(
         The :class:`ComparisonResults` (speed-ups, ideal speed-up, PPL ratios, zero-shot retention).
     """
     settings = settings or EvaluationSettings()
+    given = (dense_name, pruned_name)
     dense_name = _model_name(dense, dense_name)
-    pruned_name = pruned_name or f"{dense_name} (pruned)"
+    pruned_name = _model_name(pruned, pruned_name) if pruned_name else f"{dense_name} (pruned)"
+    if dense_name == pruned_name and given[0] != given[1]:  # two folders of the same name
+        pruned_name = f"{pruned_name} (pruned)"
     if dense_name == pruned_name:
         raise ConfigError(f"Dense and pruned models need distinct names, both are {dense_name!r}.")
     dense_results = _quality(dense, tokenizer, dense_name, settings)

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..data import default_data_dir, hub_reachable, iter_jsonl, read_text
 from ..errors import ConfigError, DataError, DataNotFoundError
+from ..privacy import data_identity
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def load_perplexity_text(
 
     if file is not None:
         rows = spec.read(file)
-        provenance: dict[str, Any] = {"path": str(file)}
+        provenance: dict[str, Any] = {"file": data_identity(file)}  # name, hash and size, not the local path
     elif source == "local" or (source == "auto" and not hub_reachable()):
         looked = ", ".join(repr(str(f)) for f in tried) or f"{spec.local_files} (no data folder found)"
         raise DataNotFoundError(

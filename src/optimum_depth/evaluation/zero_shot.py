@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..privacy import data_identity
 from .settings import ZeroShotSettings
 from .task_data import ZERO_SHOT_TASKS, resolve_task_files, write_task_data
 
@@ -164,7 +165,7 @@ def evaluate_zero_shot(
         "source": source,
         "lm_eval_version": getattr(lm_eval, "__version__", None),
         "lm_eval_tasks": dict(task_names),
-        "data_files": {t: str(f) for t, f in files.items()},
+        "data_files": {t: data_identity(f) for t, f in files.items()},  # names and hashes, not local paths
         "documents": {t: data_counts.get(t) for t in tasks},
         "evaluated_documents": {name: samples.get(key, {}).get("effective") for key, name in task_names.items()},
         "seed": seed,

@@ -7,13 +7,13 @@ Every value comes from :class:`~optimum_depth.evaluation.EvaluationResults` /
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from huggingface_hub import EvalResult
 
 from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
+from ..privacy import public_record
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +68,8 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def public_value(value: Any) -> Any:
-    """Replaces absolute local paths by their file name (cards are public; local directories are not)."""
-    if isinstance(value, str) and os.path.isabs(value):
-        return os.path.basename(value.rstrip("/")) or value
-    if isinstance(value, dict):
-        return {k: public_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [public_value(v) for v in value]
-    return value
+    """Replaces local paths by their file or folder name (cards are public; local directories are not)."""
+    return public_record(value)
 
 
 def _flat(value: Any) -> bool:

@@ -20,11 +20,12 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.repocard import metadata_load
 from huggingface_hub.utils import validate_repo_id
 
-from ..architectures import count_parameters, unwrap_model
+from ..architectures import config_fingerprint, count_parameters, unwrap_model
 from ..constants import CARD_NAME, CARD_TEMPLATE_NAME, CONFIG_NAME, PLAN_NAME, PLOT_NAME, RESULTS_NAME, SCORES_NAME
-from ..errors import ConfigError
+from ..errors import ConfigError, PlanMismatchError
 from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
 from ..plan import PruningPlan
+from ..privacy import find_local_model
 from ..provenance import original_layer_indices, source_num_layers
 from ..scores import LayerScores
 from ..version import __version__
@@ -94,7 +95,7 @@ def effective_plan(config, plan: PruningPlan | None = None) -> PruningPlan | Non
         ``plan`` if given, else a plan rebuilt from the config, or ``None`` if the config records no pruning.
 
     Raises:
-        ValueError: If ``plan`` removes something the model still has.
+        PlanMismatchError: If ``plan`` removes something the model still has (a ``ValueError``).
     """
     original = original_layer_indices(config)
     total = source_num_layers(config)
@@ -106,7 +107,7 @@ def effective_plan(config, plan: PruningPlan | None = None) -> PruningPlan | Non
         still_there += [i for i in plan.removed_attention if i not in attention and i not in blocks]
         still_there += [i for i in plan.removed_mlp if i not in mlp and i not in blocks]
         if still_there:
-            raise ValueError(
+            raise PlanMismatchError(
                 f"The plan removes original blocks/sublayers {sorted(still_there)} that this model still has; "
                 "it is not the plan of this model."
             )
@@ -120,6 +121,7 @@ def effective_plan(config, plan: PruningPlan | None = None) -> PruningPlan | Non
         removed_attention=tuple(attention),
         removed_mlp=tuple(mlp),
         source_num_hidden_layers=total,
+        source_fingerprint=config_fingerprint(config),
         criterion=event.get("criterion"),
         reason={"derived_from": "config.surviving_layers / skipped_attention / skipped_mlp"},
     )
@@ -304,7 +306,9 @@ def _model_name(config, plan: PruningPlan | None, repo_id: str | None, base_mode
 def _card_data(config, plan, pruned, options: CardOptions, base_model, model_name: str, steps) -> ModelCardData:
     """The card's metadata: base model, tags, license and the ``model-index`` of the measured results."""
     source = getattr(config, "source_model", None)
-    license_data = {"license": options.license} if options.license else inherited_license(base_model, source)
+    local = find_local_model(getattr(config, "source_model_digest", None))  # only where it was pruned
+    sources = (base_model, str(local) if local is not None else source)
+    license_data = {"license": options.license} if options.license else inherited_license(*sources)
     criteria = [s.get("criterion") for s in steps] or [plan.criterion if plan else None]
     tags = ["depth-pruning", "optimum-depth", *[str(c).replace("_", "-") for c in criteria if c], *options.extra_tags]
     eval_results = card_eval_results(pruned) if pruned is not None else []
@@ -348,14 +352,15 @@ def build_model_card(
 
     Raises:
         TypeError: If ``results`` is of the wrong type.
-        ValueError: If ``plan`` does not describe ``model``.
+        PlanMismatchError: If ``plan`` does not describe ``model`` (a ``ValueError``).
     """
     options = options or CardOptions()
     _, pruned, _ = split_results(results)
     config = unwrap_model(model).config
     plan = effective_plan(config, plan)
     source = getattr(config, "source_model", None)
-    base_model = options.base_model or (source if _is_hub_id(source) else None)
+    local_source = getattr(config, "source_model_digest", None)  # a local folder, named by its folder name
+    base_model = options.base_model or (source if _is_hub_id(source) and not local_source else None)
     model_name = _model_name(config, plan, options.repo_id, base_model)
     steps = _pruning_steps(config)
     card_data = _card_data(config, plan, pruned, options, base_model, model_name, steps)

@@ -8,8 +8,10 @@ else: it never reaches the card, the logs or the uploaded files.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel
 
 from ..architectures import unwrap_model
-from ..constants import CARD_NAME, PLOT_NAME, WEIGHT_INDEX_NAMES, WEIGHT_SUFFIXES
+from ..constants import CARD_NAME, MANIFEST_NAME, OWN_WEIGHT_PATTERN, PLOT_NAME, SAFETENSORS_INDEX_NAME
 from ..errors import ConfigError, HubError
 from ..evaluation.results import ComparisonResults, EvaluationResults
 from ..plan import PruningPlan
@@ -98,20 +100,39 @@ def resolve_token(settings: PushSettings) -> str:
 
 
 def _list_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    """The files to upload (the local save manifest stays local)."""
+    return sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
+    )
 
 
 def _stale_weights(api: HfApi, repo_id: str, revision: str | None, uploaded: list[str]) -> list[str]:
-    """Weight files already in the repository that this upload does not replace (old shards, other formats)."""
+    """Weight files of an earlier push that this one does not replace: ``save_pretrained``'s names only.
+
+    A file is never taken for an old weight by its extension: ``optimizer.pt`` or ``sd_vae.safetensors`` in the
+    repository are left alone.
+    """
     existing = api.list_repo_files(repo_id, revision=revision)
     return [
         name
         for name in existing
-        if (name.endswith(WEIGHT_SUFFIXES) or name in WEIGHT_INDEX_NAMES) and "/" not in name and name not in uploaded
+        if (re.fullmatch(OWN_WEIGHT_PATTERN, name) or name == SAFETENSORS_INDEX_NAME) and name not in uploaded
     ]
 
 
-def _hub_failure(err: Exception, endpoint: str) -> HubError:
+def _request_errors() -> tuple[type[BaseException], ...]:
+    """What a failed Hub request raises: ``OSError`` & co, and the HTTP client's own errors (httpx / httpx2 connection
+    errors are not ``OSError``s)."""
+    errors: list[type[BaseException]] = [OSError, RuntimeError, ValueError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).HTTPError)
+        except ImportError:
+            continue
+    return tuple(errors)
+
+
+def _hub_failure(err: BaseException, endpoint: str) -> HubError:
     """One clear line for a failed Hub request: the endpoint and the cause."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -222,6 +243,6 @@ def push_to_hub(
             card.save(folder / CARD_NAME)
         try:
             commit, _ = _commit(folder, repo_id, settings, token)
-        except (OSError, RuntimeError, ValueError) as err:  # httpx / huggingface_hub errors derive from these
+        except _request_errors() as err:
             raise _hub_failure(err, endpoint) from err
     return commit

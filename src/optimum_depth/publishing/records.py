@@ -13,6 +13,7 @@ from ..errors import DataNotFoundError
 from ..evaluation.results import ComparisonResults, EvaluationResults, load_results
 from ..plan import PruningPlan
 from ..scores import LayerScores
+from .replacement import recover_interrupted_saves
 
 __all__ = ["CheckpointRecords", "read_checkpoint_records"]
 
@@ -54,7 +55,9 @@ def read_checkpoint_records(
         DataNotFoundError: If the folder has no ``config.json``, or ``results_path`` does not exist.
         DataError: If a record file is not valid.
     """
-    folder = Path(checkpoint)
+    folder = Path(checkpoint).expanduser()
+    if folder.is_dir():
+        recover_interrupted_saves(folder)
     if not (folder / MODEL_CONFIG_NAME).is_file():
         raise DataNotFoundError(f"{str(folder)!r} is not a checkpoint folder (no {MODEL_CONFIG_NAME}).")
     if results_path is not None and not Path(results_path).is_file():

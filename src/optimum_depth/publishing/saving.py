@@ -1,22 +1,25 @@
-"""Writing pruned checkpoints and their records: safetensors only, staged, and never touching the user's other files.
+"""Writing pruned checkpoints and their records: safetensors only, staged, all-or-nothing, never touching other files.
 
 Every save of the library goes through :func:`write_into_directory`. The files are first written into a hidden
-staging folder beside the target (same filesystem), checked, and only then moved into the target one by one with
-``os.replace`` (atomic per file). So:
+staging folder on the target's filesystem (beside the target, or inside it when its parent cannot be written),
+checked, and then moved into the target with a journal (:mod:`.replacement`). So:
 
-* files in the target that the save does not own are left alone (a save into a folder holding ``notes.txt`` keeps
-  it), and the target folder keeps its permissions (it is created with the default mode when missing);
-* weight shards or library records of an earlier checkpoint in the same folder that the new save does not rewrite
-  are removed after the new files are in place, so a folder never mixes two checkpoints;
+* only the files the save writes are added or replaced; a file is removed only when an earlier save of this library
+  provably wrote it (its manifest lists it, unchanged, see :mod:`.ownership`) and the new checkpoint no longer has it.
+  A user's ``notes.txt``, ``optimizer.pt`` or ``backup.ckpt`` is never touched, whatever its extension;
+* the target is, at every moment, the old checkpoint, the new one, or (during the moves) no checkpoint at all: a
+  failure while moving puts the old files back at once, and a save killed half-way is undone by the next save or
+  load of the folder;
 * a failure or an interruption while writing leaves the target exactly as it was and removes the staging folder;
-* a staging folder left by a killed process (``kill -9``) is removed by the next save into the same parent folder.
+  a target that cannot be written (permissions, read-only filesystem, disk full) is one :class:`OutputError`.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,23 +28,38 @@ from typing import Any
 from ..constants import (
     CARD_NAME,
     CONFIG_NAME,
+    MANIFEST_NAME,
+    MODEL_CONFIG_NAME,
     PICKLE_SUFFIXES,
     PLAN_NAME,
     PLOT_NAME,
-    RECORD_FILES,
-    REMOTE_CODE_FILES,
     RESULTS_NAME,
     SCORES_NAME,
-    STAGING_MARKER,
-    WEIGHT_INDEX_NAMES,
-    WEIGHT_SUFFIXES,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
+from ..persistence import write_text_atomically
+from ..privacy import public_model_config, public_record
 from .legacy_format import add_legacy_keys
+from .ownership import file_entry, manifest_text, owned_files
+from .replacement import create_staging, recover_interrupted_saves, replace_files
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_pruned_model", "save_pruning_records", "write_into_directory"]
+__all__ = ["check_writable", "resolve_target", "save_pruned_model", "save_pruning_records", "write_into_directory"]
+
+OUTPUT_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+"""Failures of a write that are the output location's, not a bug: reported as one :class:`OutputError` line."""
+
+
+def resolve_target(save_directory: str | os.PathLike) -> Path:
+    """The absolute target folder of ``save_directory`` (``~`` expanded)."""
+    return Path(os.fspath(save_directory)).expanduser().absolute()
 
 
 def _check_target(target: Path) -> None:
@@ -55,102 +73,111 @@ def _check_target(target: Path) -> None:
             break
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale_staging_folders(parent: Path) -> list[Path]:
-    """Removes the staging folders of saves into ``parent`` whose process no longer runs (killed mid-save).
+def check_writable(save_directory: str | os.PathLike) -> Path:
+    """Checks, before any work, that a save into ``save_directory`` can write there.
 
     Args:
-        parent: The folder a save writes into (its target's parent).
+        save_directory: The target folder (it may not exist yet).
 
     Returns:
-        The folders removed.
+        The absolute target folder.
+
+    Raises:
+        ConfigError: If the target, or a folder on its path, is a file.
+        OutputError: If the target (or, when it is missing, the folder it would be created in) cannot be written.
     """
-    removed: list[Path] = []
-    if not parent.is_dir():
-        return removed
-    for path in parent.iterdir():
-        if not (path.is_dir() and path.name.startswith(".") and STAGING_MARKER in path.name):
-            continue
-        pid_text = path.name.rsplit(STAGING_MARKER, 1)[1].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-            shutil.rmtree(path, ignore_errors=True)
-            logger.warning("Removed %s, left behind by an interrupted save.", path)
-            removed.append(path)
-    return removed
+    target = resolve_target(save_directory)
+    _check_target(target)
+    if target.exists():
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise OutputError(f"Cannot write into {str(target)!r}: permission denied (or a read-only file system).")
+        return target
+    ancestor = next(p for p in target.parents if p.exists())
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"Cannot create {str(target)!r}: {str(ancestor)!r} is not writable (permission denied or read-only)."
+        )
+    return target
 
 
-def _staged_files(folder: Path) -> list[Path]:
-    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+def _raise_output_error(target: Path, err: OSError) -> None:
+    """Raises one :class:`OutputError` line for a write that failed because of the output location (else returns)."""
+    if isinstance(err, OutputError):
+        return
+    reason = OUTPUT_ERRNOS.get(err.errno or 0)
+    if reason is None:
+        return
+    where = f" ({err.filename})" if err.filename else ""
+    raise OutputError(f"Cannot write into {str(target)!r}: {reason}{where}. Nothing was changed.") from err
 
 
-def _is_weight_file(name: str) -> bool:
-    return name.endswith(WEIGHT_SUFFIXES) or name in WEIGHT_INDEX_NAMES
+def _staged_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def _stale_owned_files(target: Path, written: set[str], replaces_checkpoint: bool) -> list[Path]:
-    """Top-level files of ``target`` from an earlier save that this save supersedes but does not rewrite."""
-    owned = set(RECORD_FILES)
+def _manifest(target: Path, staged: Path, files: list[str], owned: list[str], replaces_checkpoint: bool) -> str:
+    """The manifest after the save: the files it writes, plus (for a partial save) the earlier ones it keeps."""
+    entries = {name: file_entry(staged / name) for name in files}
     if not replaces_checkpoint:
-        return [target / name for name in owned - written if (target / name).is_file()]
-    owned |= set(REMOTE_CODE_FILES)
-    stale = []
-    for path in target.iterdir():
-        if path.is_file() and path.name not in written and (path.name in owned or _is_weight_file(path.name)):
-            stale.append(path)
-    return stale
+        entries.update({name: file_entry(target / name) for name in owned if name not in entries})
+    return manifest_text(entries)
+
+
+def _stage_and_replace(target: Path, staging, write: Callable[[Path], None], replaces_checkpoint: bool) -> None:
+    write(staging.new)
+    files = [name for name in _staged_files(staging.new) if name != MANIFEST_NAME]
+    pickles = [name for name in files if Path(name).suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise RuntimeError(f"Refusing to write pickled weights {pickles}; only safetensors are written.")
+    owned = owned_files(target)
+    stale = [name for name in owned if name not in files] if replaces_checkpoint else []
+    manifest = _manifest(target, staging.new, files, owned, replaces_checkpoint)
+    (staging.new / MANIFEST_NAME).write_text(manifest, encoding="utf-8")
+    replace_files(staging, [*files, MANIFEST_NAME], stale)
+    for name in stale:
+        logger.info("Removed %s from an earlier save (not part of this one).", target / name)
 
 
 def write_into_directory(
     save_directory: str | os.PathLike, write: Callable[[Path], None], replaces_checkpoint: bool = False
 ) -> Path:
-    """Calls ``write(staging_folder)`` and moves what it wrote into ``save_directory``, file by file.
+    """Calls ``write(staging_folder)`` and moves what it wrote into ``save_directory``, all-or-nothing.
 
     Args:
-        save_directory: The target folder (created if missing; other files in it are left alone).
+        save_directory: The target folder (created if missing, ``~`` expanded; other files in it are left alone).
         write: Fills the staging folder it is given. Raising leaves the target unchanged.
-        replaces_checkpoint: Whether the staged files are a whole checkpoint: weight files and library records of an
-            earlier checkpoint in the target that were not rewritten are then removed. Otherwise only the library
-            records this save supersedes are.
+        replaces_checkpoint: Whether the staged files are a whole checkpoint: files an earlier save of this library
+            wrote into the target (and nobody changed since) that this one does not rewrite are then removed, so the
+            folder never describes two checkpoints. Otherwise nothing is removed.
 
     Returns:
         The target folder.
 
     Raises:
         ConfigError: If the target (or a folder on its path) is a file; nothing is written then.
+        OutputError: If the target cannot be written (permission, read-only file system, disk full); nothing changed.
     """
-    target = Path(save_directory).absolute()
-    _check_target(target)
-    # Stage on the same filesystem: beside the target, or in its nearest existing ancestor when that is missing.
-    staging_parent = next(p for p in target.parents if p.exists())
-    remove_stale_staging_folders(staging_parent)
-    staging = staging_parent / f".{target.name}{STAGING_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
+    target = check_writable(save_directory)
+    recover_interrupted_saves(target)
     try:
-        write(staging)
-        files = _staged_files(staging)
-        pickles = [str(f) for f in files if f.suffix in PICKLE_SUFFIXES]
-        if pickles:
-            raise RuntimeError(f"Refusing to write pickled weights {pickles}; only safetensors are written.")
-        target.mkdir(parents=True, exist_ok=True)
-        for relative in files:
-            destination = target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / relative, destination)
-        written = {f.name for f in files if len(f.parts) == 1}
-        for stale in _stale_owned_files(target, written, replaces_checkpoint):
-            stale.unlink()
-            logger.info("Removed %s from an earlier save (not part of this one).", stale)
+        staging = create_staging(target)
+    except OSError as err:
+        _raise_output_error(target, err)
+        raise
+    completed = False
+    try:
+        _stage_and_replace(target, staging, write, replaces_checkpoint)
+        completed = True
+    except OSError as err:
+        _raise_output_error(target, err)
+        raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if completed or not staging.holds_old_files():
+            shutil.rmtree(staging.root, ignore_errors=True)
+        else:  # the old files could not all be put back: they stay there, never deleted
+            logger.error(
+                "The original files of %s could not all be restored; they are kept in %s.", target, staging.root
+            )
     return target
 
 
@@ -170,6 +197,21 @@ def _card_maker(card: Any) -> Callable[..., Any] | None:
     raise ConfigError(f"`card` must be True/False, CardOptions or a ModelCard, got {type(card).__name__}.")
 
 
+def _write_public(record: Any, folder: Path) -> None:
+    """Writes ``record`` as its ``save_pretrained`` would, every local path in it reduced to its name."""
+    text = json.dumps(public_record(record.to_dict()), indent=2) + "\n"
+    write_text_atomically(folder / record.file_name, text)
+
+
+def _publish_model_config(folder: Path) -> None:
+    """Rewrites the ``config.json`` ``save_pretrained`` wrote with no local path (see :mod:`optimum_depth.privacy`)."""
+    path = folder / MODEL_CONFIG_NAME
+    data = json.loads(path.read_text(encoding="utf-8"))
+    public = public_model_config(data)
+    if public != data:
+        path.write_text(json.dumps(public, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def save_pruning_records(
     folder: str | os.PathLike,
     *,
@@ -180,6 +222,9 @@ def save_pruning_records(
     plot: bool = False,
 ) -> list[str]:
     """Writes the records of a pruning run into ``folder`` (no staging: use inside :func:`write_into_directory`).
+
+    The records are written as they may be shared: a local path in them (a calibration folder, a data file, a model
+    folder) is reduced to its name (see :mod:`optimum_depth.privacy`).
 
     Args:
         folder: An existing folder.
@@ -196,20 +241,20 @@ def save_pruning_records(
     folder = Path(folder)
     written = []
     if plan is not None:
-        plan.save_pretrained(folder)
+        _write_public(plan, folder)
         written.append(PLAN_NAME)
     if scores is not None:
-        scores.save_pretrained(folder)
+        _write_public(scores, folder)
         written.append(SCORES_NAME)
         if plot:
             selected = scores.positions_removed_by(plan) if plan is not None else None
             scores.plot(folder / PLOT_NAME, selected=selected)
             written.append(PLOT_NAME)
     if config is not None:
-        config.save_pretrained(folder)
+        _write_public(config, folder)
         written.append(CONFIG_NAME)
     if results is not None:
-        results.save_pretrained(folder)
+        _write_public(results, folder)
         written.append(RESULTS_NAME)
     return written
 
@@ -245,9 +290,10 @@ def save_pruned_model(
 ) -> Path:
     """Saves a pruned model (safetensors), its tokenizer and its records into ``save_directory``.
 
-    Like ``save_pretrained``, only the checkpoint's own files are written: other files in the folder are kept.
-    Weight files and records of an earlier checkpoint in the folder that this one does not rewrite are removed once
-    the new files are in place. A failure or interruption leaves the folder as it was (see the module docstring).
+    Like ``save_pretrained``, only the checkpoint's own files are written: other files in the folder are kept. Files
+    an earlier save of this library wrote there (its manifest lists them, unchanged) that this one does not rewrite
+    are removed, so the folder never mixes two checkpoints; nothing else is ever deleted. A failure or interruption
+    leaves the folder as it was (see the module docstring).
 
     Args:
         model: The pruned model (a plain transformers model; merge peft adapters first to get a native checkpoint).
@@ -268,6 +314,7 @@ def save_pruned_model(
 
     Raises:
         ConfigError: If ``save_directory`` (or a folder on its path) is a file.
+        OutputError: If ``save_directory`` cannot be written (permission, read-only file system, disk full).
     """
 
     make_card = _card_maker(card)
@@ -277,6 +324,7 @@ def save_pruned_model(
         if offloaded is not None and "state_dict" not in save_kwargs:
             save_kwargs["state_dict"] = offloaded
         model.save_pretrained(staging, **save_kwargs)
+        _publish_model_config(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         add_legacy_keys(staging)  # readable by transformers 4.x tools (exporters) too

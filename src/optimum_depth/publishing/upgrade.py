@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..constants import MODEL_CONFIG_NAME, REMOTE_CODE_FILES
 from ..errors import CheckpointError
-from .saving import write_into_directory
+from .legacy_format import add_legacy_keys
+from .saving import _publish_model_config, write_into_directory
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ def _write_config_and_code(config, model_class, folder: Path) -> None:
         "AutoModelForCausalLM": f"modeling_pruned.{model_class.__name__}",
     }
     config.save_pretrained(folder)
+    _publish_model_config(folder)  # no machine path, as every save of the library
+    add_legacy_keys(folder)
     source = Path(modeling.__file__).parent
     for name in REMOTE_CODE_FILES:
         shutil.copyfile(source / name, folder / name)

@@ -22,6 +22,7 @@ from torch import nn
 from ..architectures import get_decoder_layers, unwrap_model
 from ..constants import SPARSITY_RESULT_NAME
 from ..persistence import write_text_atomically
+from ..privacy import public_record
 from ..provenance import original_layer_indices
 from ..version import __version__
 from .config import SparsityConfig
@@ -105,7 +106,7 @@ class SparsityResult:
     def to_dict(self) -> dict[str, Any]:
         """Full result as a JSON-serialisable dict."""
         return {
-            "config": self.config.to_dict(),
+            "config": public_record(self.config.to_dict()),  # a calibration folder by its name, not its path
             "blocks": [asdict(b) | {"sparsity": b.sparsity} for b in self.blocks],
             "calibration": dict(self.calibration),
             "elapsed_seconds": self.elapsed_seconds,

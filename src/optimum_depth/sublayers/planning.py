@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..architectures import ModelFacts, as_facts, count_parameters
-from ..config import DepthPruningConfig
+from ..config import DepthPruningConfig, warn_once
 from ..errors import PruningTargetError
 from ..plan import PruningPlan
 from ..scores import LayerScores
@@ -42,6 +42,7 @@ def check_sublayer_target(model: nn.Module | ModelFacts, config: DepthPruningCon
         attention = [i for i in removable if sublayers[i].kind == ATTENTION]
         removable = [i for i in removable if i not in attention[:1]]  # one attention sublayer must stay
     wanted = config.num_to_remove(len(sublayers))
+    warn_once(config.rounding_note(len(sublayers), "sublayers"))
     if wanted is not None:
         if wanted > len(removable):
             raise PruningTargetError(

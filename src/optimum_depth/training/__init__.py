@@ -37,6 +37,7 @@ from .recovery_data import (
     tokenize_instructions,
     tokenize_texts,
 )
+from .recovery_record import describe_recovery_data, recovery_record
 from .resume import prepare_model_for_resume
 from .teacher_logits import TeacherLogitsDataset, precompute_teacher_logits
 
@@ -56,6 +57,7 @@ __all__ = [
     "aligned_block_pairs",
     "build_recovery_dataset",
     "build_recovery_trainer",
+    "describe_recovery_data",
     "enable_fsdp_on_cpu",
     "format_alpaca",
     "load_instruction_records",
@@ -66,6 +68,7 @@ __all__ = [
     "precompute_teacher_logits",
     "prepare_model_for_recovery",
     "prepare_model_for_resume",
+    "recovery_record",
     "recovery_training_arguments",
     "save_recovered_model",
     "self_generated_dataset",

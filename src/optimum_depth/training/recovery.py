@@ -341,6 +341,9 @@ def build_recovery_trainer(
             raise ConfigError("method='full' trains a plain model; this one has peft adapters.")
     else:
         model = prepare_model_for_recovery(model, config)
+    if training_args is None:  # count the tokens trained on, for the recovery record (padding excluded)
+        counted = "non_padding" if isinstance(train_dataset, ExampleDataset) else "all"
+        overrides.setdefault("include_num_input_tokens_seen", counted)
     args = training_args or recovery_training_arguments(output_dir, config, **overrides)
     collator: Any = default_data_collator
     if isinstance(train_dataset, ExampleDataset):
