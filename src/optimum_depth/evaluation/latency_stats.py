@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["WIDE_SPREAD", "Spread", "repeat_cautions", "speedup_summary"]
+__all__ = ["WIDE_SPREAD", "Spread", "check_label", "repeat_cautions", "speedup_summary"]
 
 WIDE_SPREAD = 0.10  # (max - min) / median above which repeats are called noisy; a quiet CPU gives a few percent
 
@@ -170,6 +170,15 @@ def speedup_summary(
         "above_ideal": above,
         "cautions": cautions,
     }
+
+
+def check_label(summary: dict[str, Any]) -> str:
+    """The one-cell verdict of a :func:`speedup_summary`: ``ok``, or its flags (``spread unknown``, ``noisy``,
+    ``above ideal``)."""
+    flags = [name for name, on in (("noisy", summary["noisy"]), ("above ideal", summary["above_ideal"])) if on]
+    if summary["noisy"] is None:
+        flags.insert(0, "spread unknown")
+    return ", ".join(flags) or "ok"
 
 
 def _noisy_sentence(dense: Spread, pruned: Spread, paired: Spread | None) -> str:

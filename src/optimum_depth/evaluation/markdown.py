@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from .latency_stats import check_label
+
 if TYPE_CHECKING:
     from .results import ComparisonResults, EvaluationResults
 
@@ -141,13 +143,6 @@ def comparison_zero_shot_table(comparison: ComparisonResults) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _check(row: dict) -> str:
-    flags = [name for name, on in (("noisy", row["noisy"]), ("above ideal", row["above_ideal"])) if on]
-    if row["noisy"] is None:
-        flags.insert(0, "spread unknown")
-    return ", ".join(flags) or "ok"
-
-
 def _latency_cell(row: dict, model: str) -> str:
     spread = row[f"{model}_spread"]
     low, high = (spread["minimum"], spread["maximum"]) if spread and spread["count"] >= 2 else (None, None)
@@ -171,7 +166,7 @@ def comparison_latency_table(comparison: ComparisonResults) -> str:
             f"| {s['batch_size']} | {s['prompt_len']} | {s['new_tokens']} | {_latency_cell(s, 'dense')} "
             f"| {_latency_cell(s, 'pruned')} | {format_number(s['speedup'], 3, suffix='x')} "
             f"| {format_number(s['fraction_of_ideal'], 1, scale=100, suffix='%')} | {paired} "
-            f"| {format_number(s['paired_fraction_of_ideal'], 1, scale=100, suffix='%')} | {_check(s)} |"
+            f"| {format_number(s['paired_fraction_of_ideal'], 1, scale=100, suffix='%')} | {check_label(s)} |"
         )
     return "\n".join(rows) + "\n" + cautions_list(comparison.latency_cautions())
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
-from ..evaluation.latency_stats import Spread
+from ..evaluation.latency_stats import Spread, check_label
+from ..evaluation.markdown import with_range
 from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
 
 logger = logging.getLogger(__name__)
@@ -108,31 +109,11 @@ def split_results(results) -> tuple[EvaluationResults | None, EvaluationResults 
     raise TypeError(f"`results` must be EvaluationResults or ComparisonResults, got {type(results).__name__}.")
 
 
-def _with_range(median: float | None, spread: Spread | None, digits: int, suffix: str = "") -> str:
+def _spread_cell(median: float | None, spread: Spread | None, digits: int) -> str:
     """``median (min-max)`` of the repeats, the median alone when fewer than two were recorded, or "not measured"."""
-    if median is None:
-        return NOT_MEASURED
-    text = fmt(median, digits, suffix)
     if spread is None or not spread.judged:
-        return text
-    return f"{text} ({spread.minimum:.{digits}f}-{spread.maximum:.{digits}f}{suffix})"
-
-
-def _latency_check(speed: dict[str, Any]) -> str:
-    """``ok``, or the flags of a speed-up that should not be read as fact."""
-    if not speed:
-        return NOT_MEASURED
-    flags = [name for name, on in (("noisy", speed["noisy"]), ("above ideal", speed["above_ideal"])) if on]
-    if speed["noisy"] is None:
-        flags.insert(0, "spread unknown")
-    return ", ".join(flags) or "ok"
-
-
-def _paired_range(speed: dict[str, Any]) -> Spread | None:
-    low, high = speed.get("paired_speedup_min"), speed.get("paired_speedup_max")
-    if low is None or high is None:
-        return None
-    return Spread(speed["paired_speedup"], low, high, low, high, count=2)
+        return with_range(median, None, None, digits)
+    return with_range(median, spread.minimum, spread.maximum, digits)
 
 
 def _latency_rows(dense: EvaluationResults | None, pruned: EvaluationResults | None, comparison) -> list[dict]:
@@ -151,13 +132,15 @@ def _latency_rows(dense: EvaluationResults | None, pruned: EvaluationResults | N
                 "batch_size": record.batch_size,
                 "prompt_len": record.prompt_len,
                 "new_tokens": record.new_tokens,
-                "dense_latency": _with_range(base.latency_s if base else None, base.spread if base else None, 3),
-                "pruned_latency": _with_range(record.latency_s, record.spread, 3),
+                "dense_latency": _spread_cell(base.latency_s if base else None, base.spread if base else None, 3),
+                "pruned_latency": _spread_cell(record.latency_s, record.spread, 3),
                 "dense_tps": fmt(base.tokens_per_s if base else None, 1),
                 "pruned_tps": fmt(record.tokens_per_s, 1),
-                "speedup": _with_range(speed.get("speedup"), _paired_range(speed), 2, "x"),
+                "speedup": with_range(
+                    speed.get("speedup"), speed.get("paired_speedup_min"), speed.get("paired_speedup_max"), 2, "x"
+                ),
                 "of_ideal": fmt(None if fraction is None else 100 * fraction, 0, "%"),
-                "check": _latency_check(speed),
+                "check": check_label(speed) if speed else NOT_MEASURED,
                 "dense_memory": fmt(base.peak_memory_mb if base else None, 0),
                 "pruned_memory": fmt(record.peak_memory_mb, 0),
             }
