@@ -44,7 +44,7 @@ def test_a_speedup_above_the_ideal_is_flagged_and_explained_by_batch_size():
     row = speedup_summary(1.9, 1.0, [1.9, 1.92, 1.91], [1.0, 1.01, 1.0], ideal=1.267, batch_size=1)
     assert row["noisy"] is False and row["above_ideal"] is True
     (caution,) = row["cautions"]
-    assert caution.startswith("above ideal: 1.901x is 150% of the ideal 1.267x")
+    assert caution.startswith("above ideal: 1.901x is 150.0% of the ideal 1.267x")
     assert "uneven machine load" in caution and "not to a real gain" in caution
     batch8 = speedup_summary(1.3, 1.0, [1.3, 1.3], [1.0, 1.0], ideal=1.267, batch_size=8)
     assert batch8["above_ideal"] is True and "attention over the KV cache" in batch8["cautions"][0]

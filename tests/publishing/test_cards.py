@@ -98,7 +98,7 @@ def test_tables_show_the_measured_numbers():
     assert f"Ideal speed-up (dense / pruned parameters): {ideal:.2f}x" in text
     assert "**Caution: these speed figures are not reliable as they stand.**" in text
     assert "- batch 1, 16 new tokens: noisy?: the repeats were not recorded" in text
-    assert f"- batch 1, 16 new tokens: above ideal: {speedup:.3f}x is {speedup / ideal:.0%} of the ideal" in text
+    assert f"- batch 1, 16 new tokens: above ideal: {speedup:.3f}x is {speedup / ideal:.1%} of the ideal" in text
     assert "device=cpu" in text and "threads=1" in text and "limit=50" in text
 
     row = table_row(text, "parameters")

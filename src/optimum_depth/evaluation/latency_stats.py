@@ -201,6 +201,6 @@ def _above_ideal_sentence(figure: float, ideal: float, batch_size: int) -> str:
         "above the parameter ratio, but so can uneven machine load"
     )
     return (
-        f"above ideal: {figure:.3f}x is {figure / ideal:.0%} of the ideal {ideal:.3f}x (dense / pruned parameters); "
+        f"above ideal: {figure:.3f}x is {figure / ideal:.1%} of the ideal {ideal:.3f}x (dense / pruned parameters); "
         f"{why}. Check the spread before quoting it."
     )
