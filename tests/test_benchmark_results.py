@@ -19,6 +19,7 @@ QUOTED_FILES = [  # the files the README and docs quote for the quickstart, reco
     *sorted((RESULTS / "quickstart").glob("*.json")),
     RESULTS / "bench_recovery.json",
     RESULTS / "bench_besa.json",
+    RESULTS / "bench_besa_e4.json",
     RESULTS / "fsdp_equivalence.json",
     RESULTS / "bench_scaling.json",
 ]
