@@ -155,7 +155,9 @@ def test_a_slower_model_measured_on_a_busier_machine_is_flagged_above_ideal(monk
     comparison = compare_models(dense, pruned, CharTokenizer(), settings, dense_name="dense")
     (row,) = comparison.speedups()
     assert row["speedup"] == pytest.approx(2 * ideal) and row["noisy"] is False and row["above_ideal"] is True
-    assert comparison.latency_cautions()[0].startswith(f"batch 1, 3 new tokens: above ideal: {2 * ideal:.3f}x is 200.0%")
+    assert comparison.latency_cautions()[0].startswith(
+        f"batch 1, 3 new tokens: above ideal: {2 * ideal:.3f}x is 200.0%"
+    )
 
     clock["dense"] = 0.99 * ideal  # the same models on a quiet machine: nothing to say
     comparison = compare_models(dense, pruned, CharTokenizer(), settings, dense_name="dense")
