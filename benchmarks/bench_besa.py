@@ -4,7 +4,10 @@ Measures, in one run and on the same calibration and evaluation data: WikiText-2
 each sparsified model, the wall time of each sparsification, and machine-independent work counts (decoder-block
 forwards over calibration sequences, and BESA's optimisation steps, each a block forward + backward).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_besa.py --output-dir bench_besa
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_besa.py --json benchmarks/results/bench_besa.json
+
+``--json`` writes the settings, one row per method and the ordering into a results file meant to be committed (no
+absolute path in it); ``--output-dir`` additionally keeps each method's full sparsity record and BESA's plot.
 
 Defaults: calibration 32 x 256 tokens of C4 (validation documents, seed 0; the paper uses 128 x 2048), BESA row-wise,
 Prodigy, one epoch; WikiText-2 test (rows joined with "\\n\\n"), non-overlapping 512-token windows, the first 64 of
@@ -19,9 +22,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -73,11 +78,13 @@ def parse_args():
     parser.add_argument("--eval-batch-size", type=int, default=4)
     parser.add_argument("--skip-dense", action="store_true", help="Do not evaluate the dense model.")
     parser.add_argument("--output-dir", default=None, help="Where to write results.json and the BESA plot.")
+    parser.add_argument("--json", default=None, help="Write settings, rows and ordering to this (committed) file.")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    started = time.perf_counter()
     logging.basicConfig(level=logging.WARNING)
     data_dir = default_data_dir()
     if data_dir is None:
@@ -85,13 +92,14 @@ def main() -> None:
     c4_path = data_dir / "c4" / "c4_validation_2k.jsonl"
     max_windows = args.eval_windows or None
     settings = {
-        "model": args.model or "SmolLM2-135M-Instruct (model zoo, fp32)",
+        "model": Path(args.model).name if args.model else "SmolLM2-135M-Instruct (model zoo, fp32)",
+        "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "cpu": platform.processor() or platform.machine(),
         "sparsity": args.sparsity,
-        "calibration": f"{args.num_samples} x {args.seq_len} tokens, {c4_path}, seed 0",
+        "calibration": f"{args.num_samples} x {args.seq_len} tokens, {c4_path.relative_to(data_dir)}, seed 0",
         "besa": f"allocation={args.allocation}, optimizer={args.optimizer}, epochs={args.epochs}, batch 1",
         "eval": f"WikiText-2 test, windows of {args.eval_seq_len} tokens, first {max_windows or 'all'}",
     }
@@ -191,9 +199,11 @@ def main() -> None:
             f"{row['steps']} | {row.get('achieved', 0.0):.4f} | {'-' if recon is None else f'{recon:.4f}'} |"
         )
     by_method = {row["method"]: row for row in rows}
+    summary: dict = {}
     if all(m in by_method for m in ("besa", "wanda", "magnitude")):
         besa, wanda, mag = (by_method[m]["ppl"] for m in ("besa", "wanda", "magnitude"))
         holds = besa < wanda < mag
+        summary = {"ordering_besa_lt_wanda_lt_magnitude": holds, "besa_over_wanda_ppl": besa / wanda}
         print(
             f"\nOrdering BESA < Wanda < magnitude: {'HOLDS' if holds else 'DOES NOT HOLD'} ({besa:.2f} / {wanda:.2f} / {mag:.2f})"
         )
@@ -208,6 +218,13 @@ def main() -> None:
         path = Path(args.output_dir) / "results.json"
         path.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
         print(f"Wrote {path}")
+    if args.json:
+        public = [Path(a).name if os.path.isabs(a) else a for a in sys.argv[1:]]
+        command = " ".join(["OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_besa.py", *public])
+        record = {"command": command, "settings": settings, "rows": rows, "summary": summary}
+        record["wall_seconds"] = time.perf_counter() - started
+        write_text_atomically(args.json, json.dumps(record, indent=1) + "\n")
+        print(f"Wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ Usage (from the repository root; ~1 minute)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_scaling.py --json benchmarks/results/bench_scaling.json --markdown
     python benchmarks/bench_scaling.py --tables-from benchmarks/results/bench_scaling.json   # the docs' tables again
+    python benchmarks/bench_scaling.py --derive-from benchmarks/results/bench_scaling.json \
+        --json benchmarks/results/bench_scaling.json --markdown   # same measurements, cost model changed
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling_model import ARCHS, ASSUMPTIONS, Arch, block_flops_per_token, build_table, scoring_forwards  # noqa: E402
+from scaling_model import (  # noqa: E402
+    ARCHS,
+    ASSUMPTIONS,
+    Arch,
+    block_flops_per_token,
+    build_table,
+    markdown,
+    scoring_forwards,
+)
 
 MEASURED_CONFIGS = {  # small Llamas: (hidden, intermediate, heads, kv heads)
     "llama_h256": Arch("llama_h256", hidden=256, intermediate=688, layers=2, heads=4, kv_heads=2, vocab=512),
@@ -173,46 +183,29 @@ def count_scoring_forwards(num_layers: int, k: int) -> dict:
     return counted
 
 
-# --------------------------------------------------------------------------------------------------- output
-def markdown(table: dict) -> str:
-    """The tables of docs/scaling.md."""
-    lines = []
-    gpus = ASSUMPTIONS["gpu_counts"]
-    for name, rows in table.items():
-        arch = ARCHS[name]
-        lines.append(f"### {name}: {arch.describe()}\n")
-        head = (
-            "| stage | peak memory per device | FLOPs | "
-            + " | ".join(f"hours on {g} GPU" for g in gpus)
-            + " | notes |"
-        )
-        lines += [head, "|" + "---|" * (4 + len(gpus))]
-        for row in rows:
-            hours = " | ".join(_hours(row["hours"].get(str(g))) for g in gpus)
-            lines.append(f"| {row['stage']} | {row['memory']} | {row['flops']:.2e} | {hours} | {row['notes']} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _hours(value) -> str:
-    if value is None:
-        return "does not fit"
-    if isinstance(value, str):
-        return value
-    if value < 0.01:
-        return "< 0.01"
-    return f"{value:.2g}" if value < 10 else f"{value:,.0f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", default=None, help="Write everything to this JSON file.")
     parser.add_argument("--markdown", action="store_true", help="Print the docs/scaling.md tables.")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--tables-from", default=None, help="Print the tables of an earlier JSON (no measuring).")
+    parser.add_argument(
+        "--derive-from",
+        default=None,
+        help="Keep the measurements of an earlier JSON and derive the assumptions and tables again with the current "
+        "cost model (no measuring); written to --json.",
+    )
     args = parser.parse_args()
     if args.tables_from:
         print(markdown(json.loads(Path(args.tables_from).read_text())["table"]))
+        return
+    if args.derive_from:
+        result = json.loads(Path(args.derive_from).read_text())
+        result.update(assumptions=ASSUMPTIONS, table=build_table(result["multipliers_used"]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1, default=float) + "\n")
+        if args.markdown:
+            print(markdown(result["table"]))
         return
 
     measured = {name: measure_block(arch, args.repeats) for name, arch in MEASURED_CONFIGS.items()}

@@ -80,7 +80,13 @@ ASSUMPTIONS: dict[str, Any] = {
     "gpu_counts": [1, 8, 64],
     "host_to_gpu_gb_per_s": 25.0,
     "removed_fraction": 0.25,
-    "calibration": {"blocks": [10, 128], "sublayers": [10, 256], "note": "library defaults (num_samples x seq_len)"},
+    "calibration": {
+        "blocks": [10, 128],
+        "sublayers": [10, 256],
+        "batch_size": "num_samples",
+        "note": "library defaults (num_samples x seq_len), scored as one batch (batch_size = num_samples): offloaded "
+        "weights are loaded once per block forward of the engine, not once per sample",
+    },
     "calibration_large": [256, 2048],
     "recovery": {
         "tokens": 2 * 50_000 * 256,
@@ -171,6 +177,26 @@ def _hours(flops: float, gpus: int, mfu: float, peak: float | None = None) -> fl
 
 
 # ---------------------------------------------------------------------------------------------------- stages
+def calibration_batches(samples: int) -> int:
+    """Calibration batches the engine runs: one, since the guide assumes ``batch_size = num_samples``."""
+    batch_size = samples if ASSUMPTIONS["calibration"]["batch_size"] == "num_samples" else None
+    if batch_size is None:
+        raise ValueError(f"Unknown calibration batch size {ASSUMPTIONS['calibration']['batch_size']!r}.")
+    return math.ceil(samples / batch_size)
+
+
+def offload_hours(needed: int, gpus: int, stream_bytes: float) -> float:
+    """Hours spent streaming offloaded weights from CPU RAM when ``gpus`` hold ``gpus / needed`` of them.
+
+    ``stream_bytes`` is what one pass over every weight load of the stage would move if nothing stayed on a GPU; the
+    offloaded share of it crosses the PCIe link (a uniform share: the offloaded blocks are the last ones, which the
+    suffix-based criteria run more often, so this is optimistic by up to ~1.5x for PPL).
+    """
+    if gpus >= needed:
+        return 0.0
+    return (1 - gpus / needed) * stream_bytes / (ASSUMPTIONS["host_to_gpu_gb_per_s"] * GB) / 3600
+
+
 def _one_process_row(stage: str, memory: float, flops: float, mfu: float, notes: str, stream_bytes: float) -> dict:
     """A stage that runs in one process: more GPUs only help to hold the model (``device_map``, one GPU busy at a
     time); if it does not fit the GPUs, weights stream from CPU RAM (accelerate offload) at the PCIe rate."""
@@ -178,12 +204,10 @@ def _one_process_row(stage: str, memory: float, flops: float, mfu: float, notes:
     compute = _hours(flops, 1, mfu)
     hours: dict[str, Any] = {}
     for gpus in ASSUMPTIONS["gpu_counts"]:
-        if gpus >= needed:
-            hours[str(gpus)] = compute
-        else:  # CPU offload of the weights that do not fit: each offloaded block is loaded once per forward
-            offloaded = 1 - gpus / needed
-            hours[str(gpus)] = compute + offloaded * stream_bytes / (ASSUMPTIONS["host_to_gpu_gb_per_s"] * GB) / 3600
+        hours[str(gpus)] = compute + offload_hours(needed, gpus, stream_bytes)
     where = "1 GPU" if needed == 1 else f"{needed} GPUs by device_map (one busy at a time)"
+    if needed > 1 and stream_bytes:
+        notes += f"; fewer GPUs stream their share of {_fmt_gb(stream_bytes)} of weight loads from CPU RAM"
     return {"stage": stage, "memory": _fmt_gb(memory), "memory_bytes": memory, "flops": flops, "hours": hours,
             "notes": f"{where}; {notes}"}  # fmt: skip
 
@@ -194,6 +218,7 @@ def scoring_rows(arch: Arch, multipliers: dict[str, float]) -> list[dict]:
     rows = []
     weights = ASSUMPTIONS["bytes_per_param"]["bf16"] * arch.params()
     block_bytes = ASSUMPTIONS["bytes_per_param"]["bf16"] * arch.block_params
+    head_bytes = ASSUMPTIONS["bytes_per_param"]["bf16"] * arch.vocab * arch.hidden
     for criterion in ("magnitude", "block_influence", "taylor", "ppl", "sleb", "finercut"):
         samples, seq = ASSUMPTIONS["calibration"]["sublayers" if criterion == "finercut" else "blocks"]
         tokens = samples * seq
@@ -210,8 +235,12 @@ def scoring_rows(arch: Arch, multipliers: dict[str, float]) -> list[dict]:
             flops *= multipliers["full_over_forward"]  # weight gradients, as in full training
             memory = 2 * weights + n * 34 * arch.hidden * seq * 2 + logits
             notes = "forward + backward; gradients in memory, so no disk offload"
+        # Offloaded weights are loaded once per block (or head) forward of each calibration batch.
+        stream = (blocks * block_bytes + counts["head"] * head_bytes) * calibration_batches(samples)
+        if criterion == "taylor":
+            stream *= 2  # the backward needs every weight again
         rows.append(_one_process_row(f"scoring: {criterion}", memory, flops, ASSUMPTIONS["mfu"]["forward"], notes,
-                                     stream_bytes=blocks * block_bytes * samples))  # fmt: skip
+                                     stream_bytes=stream))  # fmt: skip
     return rows
 
 
@@ -355,3 +384,34 @@ def build_table(multipliers: dict[str, float]) -> dict[str, list[dict]]:
         })  # fmt: skip
         table[name] = rows
     return table
+
+
+# --------------------------------------------------------------------------------------------------- tables
+def markdown(table: dict) -> str:
+    """The tables of docs/scaling.md."""
+    lines = []
+    gpus = ASSUMPTIONS["gpu_counts"]
+    for name, rows in table.items():
+        arch = ARCHS[name]
+        lines.append(f"### {name}: {arch.describe()}\n")
+        head = (
+            "| stage | peak memory per device | FLOPs | "
+            + " | ".join(f"hours on {g} GPU" for g in gpus)
+            + " | notes |"
+        )
+        lines += [head, "|" + "---|" * (4 + len(gpus))]
+        for row in rows:
+            hours = " | ".join(_format_hours(row["hours"].get(str(g))) for g in gpus)
+            lines.append(f"| {row['stage']} | {row['memory']} | {row['flops']:.2e} | {hours} | {row['notes']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _format_hours(value) -> str:
+    if value is None:
+        return "does not fit"
+    if isinstance(value, str):
+        return value
+    if value < 0.01:
+        return "< 0.01"
+    return f"{value:.2g}" if value < 10 else f"{value:,.0f}"

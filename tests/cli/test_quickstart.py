@@ -7,6 +7,7 @@ import json
 from transformers import AutoModelForCausalLM
 
 from optimum_depth.cli import main
+from optimum_depth.evaluation import load_results
 
 
 def _run(stories_path, out, *extra):
@@ -44,11 +45,20 @@ def test_quickstart_writes_checkpoint_plot_results_and_card(stories_path, tmp_pa
     results = json.loads((out / "evaluation_results.json").read_text())
     assert set(results["dense"]["perplexity"]) == {"wikitext2"}
     assert results["pruned"]["latency"][0]["new_tokens"] == 4
+    assert len(results["pruned"]["latency"][0]["latencies_s"]) == 5  # interleaved with the dense model's repeats
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 4
     card = (out / "README.md").read_text()
     assert "block_influence" in card and "WikiText-2" in card
-    assert "Removed original blocks" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Removed original blocks" in printed
+    # Latency as median (min-max) of the repeats, with a check of each figure (the tiny model's milliseconds may be
+    # noisy or above the ideal ratio; whatever they are, the output says which).
+    assert "| dense (s), median (min-max) | pruned (s), median (min-max) |" in printed
+    assert "paired speed-up (min-max)" in printed and "| check |" in printed
+    comparison = load_results(out)
+    assert all(caution in printed for caution in comparison.latency_cautions())
+    assert ("Caution" in printed) == bool(comparison.latency_cautions())
     # The default recipe for blocks: least-squares compensation folded into the kept weights, recorded and shown.
     assert model.config.pruning["compensation"]["method"] == "linear_ls"
     assert "Compensation `linear_ls`" in card

@@ -1,15 +1,26 @@
-"""Latency protocol: forced output length, interleaving, record arithmetic, peak memory."""
+"""Latency protocol: forced output length, interleaving, record arithmetic, peak memory, and noise flagged."""
 
 from __future__ import annotations
 
 import copy
 import statistics
+import time
 
 import pytest
 import torch
 from eval_helpers import CharTokenizer
 
-from optimum_depth.evaluation import PeakMemoryMonitor, latency, measure_latency
+from optimum_depth import remove_layers
+from optimum_depth.architectures import count_parameters
+from optimum_depth.evaluation import (
+    ComparisonResults,
+    EvaluationSettings,
+    LatencySettings,
+    PeakMemoryMonitor,
+    compare_models,
+    latency,
+    measure_latency,
+)
 from optimum_depth.evaluation.latency import make_prompt_ids, timed_generate
 
 from tiny_models import make_tiny_model
@@ -91,3 +102,63 @@ def test_peak_memory_monitor_sees_a_large_allocation():
     if monitor.method == "sampled_process_rss":
         assert baseline.peak_mb is not None and monitor.peak_mb is not None
         assert monitor.peak_mb - baseline.peak_mb > 200
+
+
+def _slow_on_call(model, call: int, seconds: float):
+    """Makes ``model.generate`` sleep ``seconds`` longer on its ``call``-th call (1-based), like a burst of load."""
+    original, calls = model.generate, []
+
+    def generate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            time.sleep(seconds)
+        return original(*args, **kwargs)
+
+    model.generate = generate
+    return calls
+
+
+def test_a_slow_repeat_is_reported_as_noise_not_as_fact(caplog):
+    dense = make_tiny_model("llama")
+    pruned = remove_layers(copy.deepcopy(dense), [1, 4])
+    calls = _slow_on_call(dense, call=1 + 3, seconds=0.5)  # after the warm-up call: the third timed repeat
+    latency_only = LatencySettings(new_tokens=(3,), warmup=1, repeats=5, measure_memory=False)
+    settings = EvaluationSettings(perplexity=None, latency=latency_only)
+    with caplog.at_level("WARNING", logger="optimum_depth.evaluation"):
+        comparison = compare_models(dense, pruned, CharTokenizer(), settings, dense_name="dense")
+    assert len(calls) == 6
+    record = comparison.dense.latency[0]
+    assert max(record.latencies_s) > 0.5 and record.latency_s < 0.5  # the median holds, the spread shows the burst
+    (row,) = comparison.speedups()
+    assert row["noisy"] is True and row["paired_speedup_max"] > 2 * row["paired_speedup"]
+    assert row["dense_spread"]["maximum"] == max(record.latencies_s)
+    markdown = comparison.to_markdown()
+    assert "| noisy" in markdown and "**Caution: these latency figures are not reliable as they stand.**" in markdown
+    assert "batch 1, 3 new tokens: noisy: the repeats spread by up to" in markdown
+    assert "Latency batch 1, 3 new tokens: noisy:" in caplog.text  # the CLI shows library warnings on stderr
+    # Saved and loaded again: the caution is recomputed from the recorded repeats.
+    assert ComparisonResults.from_dict(comparison.to_dict()).latency_cautions() == comparison.latency_cautions()
+
+
+def test_a_slower_model_measured_on_a_busier_machine_is_flagged_above_ideal(monkeypatch):
+    dense = make_tiny_model("llama")
+    pruned = remove_layers(copy.deepcopy(dense), [1, 4])
+    ideal = count_parameters(dense) / count_parameters(pruned)
+    clock = {"dense": 2.0 * ideal, "pruned": 1.0}  # every dense call met twice the load, every repeat alike
+
+    def fake_timed_generate(model, input_ids, new_tokens, pad_token_id):
+        return clock["dense" if model is dense else "pruned"]
+
+    monkeypatch.setattr(latency, "timed_generate", fake_timed_generate)
+    latency_only = LatencySettings(new_tokens=(3,), warmup=0, repeats=3, measure_memory=False)
+    settings = EvaluationSettings(perplexity=None, latency=latency_only)
+    comparison = compare_models(dense, pruned, CharTokenizer(), settings, dense_name="dense")
+    (row,) = comparison.speedups()
+    assert row["speedup"] == pytest.approx(2 * ideal) and row["noisy"] is False and row["above_ideal"] is True
+    assert comparison.latency_cautions()[0].startswith(
+        f"batch 1, 3 new tokens: above ideal: {2 * ideal:.3f}x is 200.0%"
+    )
+
+    clock["dense"] = 0.99 * ideal  # the same models on a quiet machine: nothing to say
+    comparison = compare_models(dense, pruned, CharTokenizer(), settings, dense_name="dense")
+    assert comparison.latency_cautions() == [] and "Caution" not in comparison.to_markdown()

@@ -8,6 +8,8 @@ import pytest
 
 from optimum_depth.evaluation import NOT_MEASURED, ComparisonResults, EvaluationResults, LatencyRecord, load_results
 
+from tiny_models import ROOT
+
 
 def _dense() -> EvaluationResults:
     return EvaluationResults(
@@ -66,7 +68,11 @@ def test_paired_speedup_is_the_median_of_round_ratios():
     assert row["speedup"] == pytest.approx(1.1)
     assert row["paired_speedup"] == pytest.approx(1.5)  # median of 2.0, 1.5, 1.1
     assert row["paired_fraction_of_ideal"] == pytest.approx(1.5 / 1.25)
-    assert "| 1.100x | 88.0% | 1.500x | 120.0% |" in ComparisonResults(dense, pruned).to_markdown()
+    assert (row["paired_speedup_min"], row["paired_speedup_max"]) == pytest.approx((1.1, 2.0))
+    markdown = ComparisonResults(dense, pruned).to_markdown()
+    assert (
+        "| 2.200 (2.000-3.000) | 2.000 (1.000-2.000) | 1.100x | 88.0% | 1.500x (1.100-2.000x) | 120.0% |" in markdown
+    )
 
 
 def test_comparison_round_trip_recomputes_derived_values(tmp_path):
@@ -86,14 +92,17 @@ def test_markdown_renders_values_and_not_measured():
     assert "| wikitext2 | 20.00 | 30.00 | 1.500 |" in markdown
     assert f"| ptb | 40.00 | {NOT_MEASURED} | {NOT_MEASURED} |" in markdown
     assert "| piqa | 60.00 | 54.00 | 62.00 | 55.00 |" in markdown
-    # the repeat counts differ (3 vs 1), so no paired speed-up
-    assert f"| 1 | 8 | 128 | 2.000 | 1.600 | 1.250x | 100.0% | {NOT_MEASURED} | {NOT_MEASURED} |" in markdown
+    # the repeat counts differ (3 vs 1), so no paired speed-up, and one repeat says nothing about the noise
+    row = f"| 1 | 8 | 128 | 2.000 (1.900-2.100) | 1.600 | 1.250x | 100.0% | {NOT_MEASURED} | {NOT_MEASURED} |"
+    assert row + " spread unknown |" in markdown
+    assert "batch 1, 128 new tokens: noisy?: one timed repeat" in markdown
 
     empty = EvaluationResults("nothing").to_markdown()
     assert empty.count(NOT_MEASURED) == 4  # parameters, perplexity, zero-shot, latency
     assert f"{NOT_MEASURED}" in ComparisonResults(EvaluationResults("a"), EvaluationResults("b")).to_markdown()
     single = _dense().to_markdown()
-    assert "| 1 | 8 | 128 | 2.000 | 64.0 | 100 |" in single
+    assert "| 1 | 8 | 128 | 2.000 (1.900-2.100) | 3 | 64.0 | 100 |" in single
+    assert "| 8 | 8 | 128 | 4.000 | 1 | 256.0 | 200 |" in single
     assert "| boolq | 50.00 | - |" in single
 
 
@@ -114,3 +123,58 @@ def test_bad_input_raises_clear_errors(tmp_path, caplog):
         ComparisonResults.from_dict(_dense().to_dict())
     with pytest.raises(ValueError, match="Unknown LatencyRecord fields"):
         EvaluationResults("x", latency=[{"batch_size": 1, "oops": 2}])  # type: ignore[list-item]
+
+
+# A comparison as optimum-depth 0.1 wrote it: no record type or format version, derived values without spreads,
+# one grid point without its repeats.
+OLD_COMPARISON = {
+    "dense": {
+        "model_name": "dense",
+        "num_parameters": 1000,
+        "latency": [
+            {"batch_size": 1, "new_tokens": 32, "prompt_len": 8, "latency_s": 2.0, "tokens_per_s": 16.0,
+             "peak_memory_mb": None, "latencies_s": [1.95, 2.0, 2.05]},
+            {"batch_size": 4, "new_tokens": 32, "prompt_len": 8, "latency_s": 4.0, "tokens_per_s": 32.0},
+        ],
+        "optimum_depth_version": "0.1.0",
+    },
+    "pruned": {
+        "model_name": "pruned",
+        "num_parameters": 800,
+        "latency": [
+            {"batch_size": 1, "new_tokens": 32, "prompt_len": 8, "latency_s": 1.7, "tokens_per_s": 18.8,
+             "peak_memory_mb": None, "latencies_s": [1.7, 1.7, 1.72]},
+            {"batch_size": 4, "new_tokens": 32, "prompt_len": 8, "latency_s": 3.5, "tokens_per_s": 36.6},
+        ],
+        "optimum_depth_version": "0.1.0",
+    },
+    "extra": {},
+    "derived": {"ideal_speedup": 1.25, "speedups": [{"batch_size": 1, "speedup": 1.18, "fraction_of_ideal": 0.94}]},
+    "optimum_depth_version": "0.1.0",
+}  # fmt: skip
+
+
+def test_old_results_files_still_load_and_get_their_spread(tmp_path):
+    (tmp_path / "evaluation_results.json").write_text(json.dumps(OLD_COMPARISON))
+    old = load_results(tmp_path)
+    assert isinstance(old, ComparisonResults) and old.dense.latency[1].latencies_s == []
+    quiet, unrecorded = old.speedups()
+    assert quiet["noisy"] is False and quiet["cautions"] == []
+    assert (quiet["paired_speedup_min"], quiet["paired_speedup_max"]) == pytest.approx((1.95 / 1.7, 2.05 / 1.72))
+    assert unrecorded["noisy"] is None and unrecorded["paired_speedup"] is None
+    assert old.latency_cautions() == [
+        "batch 4, 32 new tokens: noisy?: the repeats were not recorded, so nothing shows how noisy the machine was."
+    ]
+    markdown = old.to_markdown()
+    assert "| 4 | 8 | 32 | 4.000 | 3.500 | 1.143x | 91.4% | not measured | not measured | spread unknown |" in markdown
+    assert (
+        "| 1 | 8 | 32 | 2.000 (1.950-2.050) | 1.700 (1.700-1.720) | 1.176x | 94.1% | 1.176x (1.147-1.192x) |"
+        in markdown
+    )
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "model_cards").glob("*/evaluation_results.json")), ids=str)
+def test_committed_results_files_load(path):
+    results = load_results(path)
+    assert isinstance(results, ComparisonResults) and results.speedups()
+    assert "#### Latency" in results.to_markdown()

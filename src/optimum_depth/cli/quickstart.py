@@ -120,7 +120,8 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
     from ..evaluation.evaluate import compare_models
     from ..evaluation.settings import EvaluationSettings, LatencySettings, PerplexitySettings
 
-    latency = LatencySettings(batch_sizes=(1,), new_tokens=(args.new_tokens,), warmup=1, repeats=3)
+    # Five interleaved repeats: enough for a median that one burst of load cannot move, and for a spread that shows it.
+    latency = LatencySettings(batch_sizes=(1,), new_tokens=(args.new_tokens,), warmup=1, repeats=5)
     perplexity = PerplexitySettings(datasets=("wikitext2",), seq_len=128, max_windows=args.eval_windows)
     try:
         settings = EvaluationSettings(perplexity=perplexity, latency=latency, data_dir=data_dir)

@@ -68,6 +68,7 @@ def evaluate_model(
     if settings.latency is not None:
         records, latency_settings = measure_latency(model, tokenizer, **_kwargs(settings.latency))
         results.latency, results.latency_settings = records["model"], latency_settings
+        _warn(results.latency_cautions())
     return results
 
 
@@ -108,4 +109,12 @@ def compare_models(
         )
         dense_results.latency, pruned_results.latency = records["dense"], records["pruned"]
         dense_results.latency_settings = pruned_results.latency_settings = latency_settings
-    return ComparisonResults(dense=dense_results, pruned=pruned_results)
+    comparison = ComparisonResults(dense=dense_results, pruned=pruned_results)
+    _warn(comparison.latency_cautions())
+    return comparison
+
+
+def _warn(cautions: list[str]) -> None:
+    """Logs each latency caution, so that a noisy or above-ideal figure is never only a number in a table."""
+    for caution in cautions:
+        logger.warning("Latency %s", caution)

@@ -7,7 +7,9 @@ greedy (Shortened LLaMA samples with top-k/top-p; the sampling cost is negligibl
 greedy makes runs reproducible).
 
 Several models (dense and pruned) are measured side by side: at each grid point their warm-up and timed calls are
-interleaved (A B, B A, A B, ...), so machine noise (other processes, frequency scaling) hits all of them alike.
+interleaved (A B, B A, A B, ...), so machine noise (other processes, frequency scaling) hits all of them alike. Every
+timed repeat is kept (``LatencyRecord.latencies_s``): :mod:`.latency_stats` turns them into the spread printed beside
+each median and flags a figure that is noisy or above the ideal ratio instead of letting it pass as fact.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from .latency_stats import check_label
+
 if TYPE_CHECKING:
     from .results import ComparisonResults, EvaluationResults
 
@@ -50,20 +52,42 @@ def zero_shot_table(results: EvaluationResults) -> str:
     return "\n".join(rows) + "\n"
 
 
+def with_range(median: float | None, low: float | None, high: float | None, digits: int = 3, suffix: str = "") -> str:
+    """``median (low-high)``, the median alone when no range was recorded, or "not measured"."""
+    if median is None:
+        return NOT_MEASURED
+    text = format_number(median, digits, suffix=suffix)
+    if low is None or high is None:
+        return text
+    return f"{text} ({format_number(low, digits)}-{format_number(high, digits, suffix=suffix)})"
+
+
+def cautions_list(cautions: list[str]) -> str:
+    """The cautions under a latency table, or nothing when every figure holds."""
+    if not cautions:
+        return ""
+    return "\n**Caution: these latency figures are not reliable as they stand.**\n\n" + "".join(
+        f"- {caution}\n" for caution in cautions
+    )
+
+
 def latency_table(results: EvaluationResults) -> str:
-    """Latency per grid point, or a "not measured" line."""
+    """Latency per grid point, median (min-max) of the repeats, with cautions; or a "not measured" line."""
     if not results.latency:
         return f"Latency: {NOT_MEASURED}.\n"
     rows = [
-        "| batch | prompt len | new tokens | latency (s) | tokens/s | peak memory (MiB) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| batch | prompt len | new tokens | latency (s), median (min-max) | repeats | tokens/s | peak memory (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results.latency:
+        spread = r.spread
+        low, high = (spread.minimum, spread.maximum) if spread and spread.judged else (None, None)
         rows.append(
-            f"| {r.batch_size} | {r.prompt_len} | {r.new_tokens} | {format_number(r.latency_s, 3)} | "
-            f"{format_number(r.tokens_per_s, 1)} | {format_number(r.peak_memory_mb, 0)} |"
+            f"| {r.batch_size} | {r.prompt_len} | {r.new_tokens} | {with_range(r.latency_s, low, high)} | "
+            f"{len(r.latencies_s) or NOT_MEASURED} | {format_number(r.tokens_per_s, 1)} | "
+            f"{format_number(r.peak_memory_mb, 0)} |"
         )
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n" + cautions_list(results.latency_cautions())
 
 
 def evaluation_markdown(results: EvaluationResults) -> str:
@@ -119,24 +143,32 @@ def comparison_zero_shot_table(comparison: ComparisonResults) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _latency_cell(row: dict, model: str) -> str:
+    spread = row[f"{model}_spread"]
+    low, high = (spread["minimum"], spread["maximum"]) if spread and spread["count"] >= 2 else (None, None)
+    return with_range(row[f"{model}_latency_s"], low, high)
+
+
 def comparison_latency_table(comparison: ComparisonResults) -> str:
-    """Dense vs pruned latency with speed-ups (median ratio and paired) and their fraction of the ideal."""
+    """Dense vs pruned latency, median (min-max) of the interleaved repeats, speed-ups (median ratio and paired, with
+    the range of the per-round ratios) and their fraction of the ideal; cautions under the table."""
     speedups = comparison.speedups()
     if not speedups:
         return f"Latency: {NOT_MEASURED}.\n"
     rows = [
-        "| batch | prompt len | new tokens | dense (s) | pruned (s) | speed-up | of ideal | paired speed-up | of ideal |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| batch | prompt len | new tokens | dense (s), median (min-max) | pruned (s), median (min-max) | speed-up "
+        "| of ideal | paired speed-up (min-max) | of ideal | check |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in speedups:
+        paired = with_range(s["paired_speedup"], s["paired_speedup_min"], s["paired_speedup_max"], suffix="x")
         rows.append(
-            f"| {s['batch_size']} | {s['prompt_len']} | {s['new_tokens']} | {format_number(s['dense_latency_s'], 3)} "
-            f"| {format_number(s['pruned_latency_s'], 3)} | {format_number(s['speedup'], 3, suffix='x')} "
-            f"| {format_number(s['fraction_of_ideal'], 1, scale=100, suffix='%')} "
-            f"| {format_number(s['paired_speedup'], 3, suffix='x')} "
-            f"| {format_number(s['paired_fraction_of_ideal'], 1, scale=100, suffix='%')} |"
+            f"| {s['batch_size']} | {s['prompt_len']} | {s['new_tokens']} | {_latency_cell(s, 'dense')} "
+            f"| {_latency_cell(s, 'pruned')} | {format_number(s['speedup'], 3, suffix='x')} "
+            f"| {format_number(s['fraction_of_ideal'], 1, scale=100, suffix='%')} | {paired} "
+            f"| {format_number(s['paired_fraction_of_ideal'], 1, scale=100, suffix='%')} | {check_label(s)} |"
         )
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n" + cautions_list(comparison.latency_cautions())
 
 
 def comparison_markdown(comparison: ComparisonResults) -> str:

@@ -9,7 +9,6 @@ or folder. Both render markdown tables (``to_markdown``), which the model-card g
 from __future__ import annotations
 
 import os
-import statistics
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +16,7 @@ from typing import Any, ClassVar
 from ..constants import RESULTS_NAME
 from ..errors import DataError
 from ..persistence import JsonRecord, read_json_object
+from .latency_stats import Spread, repeat_cautions, speedup_summary
 from .markdown import (
     NOT_MEASURED,
     comparison_markdown,
@@ -56,6 +56,11 @@ class LatencyRecord:
     tokens_per_s: float
     peak_memory_mb: float | None = None
     latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def spread(self) -> Spread | None:
+        """Median, min-max and quartiles of the timed repeats (``None`` when they were not recorded)."""
+        return Spread.of(self.latencies_s)
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -115,6 +120,14 @@ class EvaluationResults(JsonRecord):
                 return record
         return None
 
+    def latency_cautions(self) -> list[str]:
+        """Why a latency should not be read as fact (noisy or unrecorded repeats), per grid point; empty if none."""
+        return [
+            f"batch {record.batch_size}, {record.new_tokens} new tokens: {caution}"
+            for record in self.latency
+            for caution in repeat_cautions(record.latencies_s)
+        ]
+
     def to_markdown(self) -> str:
         """Renders all sections as markdown (unmeasured sections say so)."""
         return evaluation_markdown(self)
@@ -156,12 +169,12 @@ class ComparisonResults(JsonRecord):
         return _ratio(self.dense.num_parameters, self.pruned.num_parameters)
 
     def speedups(self) -> list[dict[str, Any]]:
-        """Per grid point measured in both models: the speed-up and its fraction of the ideal.
+        """Per grid point measured in both models: the speed-up with its spread, its fraction of the ideal, cautions.
 
-        ``speedup`` is dense median latency / pruned median latency (the protocol's figure). ``paired_speedup`` is the
-        median over repeats of dense / pruned latency of the same repeat round; with interleaved runs
-        (:func:`~optimum_depth.evaluation.measure_latency` on both models) the two calls of a round ran back to back,
-        so slowly varying machine load cancels out. It is ``None`` when the repeat counts differ.
+        ``speedup`` is dense median latency / pruned median latency (the protocol's figure); ``paired_speedup`` the
+        median over repeat rounds of dense / pruned latency of the same round, with its range. ``noisy``,
+        ``above_ideal`` and ``cautions`` say when the figure should not be read as fact (see
+        :func:`~optimum_depth.evaluation.latency_stats.speedup_summary`).
         """
         ideal = self.ideal_speedup
         rows = []
@@ -169,10 +182,9 @@ class ComparisonResults(JsonRecord):
             pruned = self.pruned.latency_record(dense.batch_size, dense.new_tokens, dense.prompt_len)
             if pruned is None:
                 continue
-            speedup = _ratio(dense.latency_s, pruned.latency_s)
-            paired = None
-            if dense.latencies_s and len(dense.latencies_s) == len(pruned.latencies_s):
-                paired = statistics.median(d / p for d, p in zip(dense.latencies_s, pruned.latencies_s, strict=True))
+            summary = speedup_summary(
+                dense.latency_s, pruned.latency_s, dense.latencies_s, pruned.latencies_s, ideal, dense.batch_size
+            )
             rows.append(
                 {
                     "batch_size": dense.batch_size,
@@ -180,13 +192,18 @@ class ComparisonResults(JsonRecord):
                     "prompt_len": dense.prompt_len,
                     "dense_latency_s": dense.latency_s,
                     "pruned_latency_s": pruned.latency_s,
-                    "speedup": speedup,
-                    "fraction_of_ideal": _ratio(speedup, ideal),
-                    "paired_speedup": paired,
-                    "paired_fraction_of_ideal": _ratio(paired, ideal),
+                    **summary,
                 }
             )
         return rows
+
+    def latency_cautions(self) -> list[str]:
+        """Every caution of :meth:`speedups`, prefixed with its grid point (empty when every figure holds)."""
+        return [
+            f"batch {row['batch_size']}, {row['new_tokens']} new tokens: {caution}"
+            for row in self.speedups()
+            for caution in row["cautions"]
+        ]
 
     def perplexity_ratios(self) -> dict[str, float]:
         """Pruned PPL / dense PPL for each dataset measured in both."""

@@ -12,6 +12,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
+from ..evaluation.latency_stats import Spread, check_label
+from ..evaluation.markdown import with_range
 from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
 from ..privacy import public_record
 
@@ -101,6 +103,13 @@ def split_results(results) -> tuple[EvaluationResults | None, EvaluationResults 
     raise TypeError(f"`results` must be EvaluationResults or ComparisonResults, got {type(results).__name__}.")
 
 
+def _spread_cell(median: float | None, spread: Spread | None, digits: int) -> str:
+    """``median (min-max)`` of the repeats, the median alone when fewer than two were recorded, or "not measured"."""
+    if spread is None or not spread.judged:
+        return with_range(median, None, None, digits)
+    return with_range(median, spread.minimum, spread.maximum, digits)
+
+
 def _latency_rows(dense: EvaluationResults | None, pruned: EvaluationResults | None, comparison) -> list[dict]:
     if pruned is None:
         return []
@@ -117,17 +126,27 @@ def _latency_rows(dense: EvaluationResults | None, pruned: EvaluationResults | N
                 "batch_size": record.batch_size,
                 "prompt_len": record.prompt_len,
                 "new_tokens": record.new_tokens,
-                "dense_latency": fmt(base.latency_s if base else None, 3),
-                "pruned_latency": fmt(record.latency_s, 3),
+                "dense_latency": _spread_cell(base.latency_s if base else None, base.spread if base else None, 3),
+                "pruned_latency": _spread_cell(record.latency_s, record.spread, 3),
                 "dense_tps": fmt(base.tokens_per_s if base else None, 1),
                 "pruned_tps": fmt(record.tokens_per_s, 1),
-                "speedup": fmt(speed.get("speedup"), 2, "x"),
+                "speedup": with_range(
+                    speed.get("speedup"), speed.get("paired_speedup_min"), speed.get("paired_speedup_max"), 2, "x"
+                ),
                 "of_ideal": fmt(None if fraction is None else 100 * fraction, 0, "%"),
+                "check": check_label(speed) if speed else NOT_MEASURED,
                 "dense_memory": fmt(base.peak_memory_mb if base else None, 0),
                 "pruned_memory": fmt(record.peak_memory_mb, 0),
             }
         )
     return rows
+
+
+def _latency_cautions(pruned: EvaluationResults | None, comparison: ComparisonResults | None) -> list[str]:
+    """The cautions printed under the card's speed table (see :mod:`optimum_depth.evaluation.latency_stats`)."""
+    if comparison is not None:
+        return comparison.latency_cautions()
+    return pruned.latency_cautions() if pruned is not None else []
 
 
 def _perplexity_rows(dense: EvaluationResults | None, pruned: EvaluationResults | None) -> list[dict]:
@@ -311,6 +330,7 @@ def measured_sections(results, num_parameters: int, dense_parameters: int | None
         "ideal_speedup": fmt(comparison.ideal_speedup if comparison is not None else None, 2, "x"),
         "latency_settings": format_settings(pruned.latency_settings) if pruned else "",
         "latency_note": MEMORY_NOTES.get(str(pruned.latency_settings.get("memory"))) if pruned else None,
+        "latency_cautions": _latency_cautions(pruned, comparison),
         "perplexity_rows": _perplexity_rows(dense, pruned),
         "perplexity_settings": format_settings(pruned.perplexity_settings) if pruned else "",
         "zero_shot_rows": _zero_shot_rows(dense, pruned),
