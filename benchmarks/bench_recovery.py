@@ -40,7 +40,7 @@ from optimum_depth.training import (  # noqa: E402
     RecoveryConfig,
     build_recovery_dataset,
     build_recovery_trainer,
-    merge_and_save,
+    save_recovered_model,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -99,7 +99,7 @@ def recover(model, data, tokenizer, args, learning_rate: float, tmp: str, dense_
     probe = torch.tensor([data[0]["input_ids"][:64].tolist()])
     with torch.no_grad():
         expected = trainer.model.eval()(probe).logits
-    path = merge_and_save(trainer.model, os.path.join(output_dir, "merged"), tokenizer=tokenizer)
+    path = save_recovered_model(trainer.model, os.path.join(output_dir, "merged"), tokenizer=tokenizer, in_place=True)
     reloaded = AutoModelForCausalLM.from_pretrained(path).eval()
     with torch.no_grad():
         gap = (reloaded(probe).logits - expected).abs().max().item()

@@ -70,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "save_pruned_model": "publishing.saving",
     "build_model_card": "publishing.cards",
     "push_to_hub": "publishing.hub",
+    "plot_layer_scores": "publishing.plotting",
     # sparsity
     "SparsityConfig": "sparsity.config",
     "SparsityResult": "sparsity.report",
@@ -152,6 +153,7 @@ __all__ = [
     "count_parameters",
     "get_architecture",
     "get_decoder_layers",
+    "plot_layer_scores",
     "plot_sublayer_map",
     "prepare_calibration",
     "prepare_model_for_resume",
@@ -224,6 +226,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .pruner import DepthPruner
     from .publishing.cards import build_model_card
     from .publishing.hub import push_to_hub
+    from .publishing.plotting import plot_layer_scores
     from .publishing.saving import save_pruned_model
     from .scores import LayerScores
     from .sparsity.config import SparsityConfig

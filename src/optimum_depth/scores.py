@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -94,18 +93,3 @@ class LayerScores(JsonRecord):
             if block in plan.removed_blocks or block in removed.get(kind, ()):
                 chosen.append(position)
         return chosen
-
-    def plot(self, path: str | os.PathLike, selected: list[int] | None = None, title: str | None = None) -> str:
-        """Writes a PNG bar chart of the scores, marking protected and selected candidates.
-
-        Args:
-            path: Output PNG path.
-            selected: Candidate positions chosen for removal (e.g. from a plan).
-            title: Plot title (default: the criterion).
-
-        Returns:
-            The path written.
-        """
-        from .publishing.plotting import plot_layer_scores
-
-        return plot_layer_scores(self, path, selected=selected, title=title)

@@ -6,7 +6,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from optimum_depth import DepthPruner, DepthPruningConfig, LayerScores, prepare_calibration, save_pruned_model
+from optimum_depth import (
+    DepthPruner,
+    DepthPruningConfig,
+    LayerScores,
+    plot_layer_scores,
+    prepare_calibration,
+    save_pruned_model,
+)
 from optimum_depth.blocks.scoring import score_blocks
 from optimum_depth.calibration import CalibrationData
 from optimum_depth.criteria import available_criteria
@@ -54,7 +61,9 @@ def test_scores_plot_to_png(criterion, tmp_path):
     config = DepthPruningConfig(criterion=criterion, num_layers_to_remove=2, protect_first=1, protect_last=1)
     scores = score_blocks(model, config, CalibrationData(random_ids(2, 8)))
     plan = DepthPruner(config).plan(scores)
-    path = scores.plot(tmp_path / "scores.png", selected=[scores.layer_indices.index(i) for i in plan.removed_blocks])
+    path = plot_layer_scores(
+        scores, tmp_path / "scores.png", selected=[scores.layer_indices.index(i) for i in plan.removed_blocks]
+    )
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 

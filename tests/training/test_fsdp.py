@@ -196,8 +196,10 @@ def test_gathered_fsdp2_lora_model_saves_once_merged_with_its_provenance(tmp_pat
     assert is_fsdp_managed(peft_model) and original_class(peft_model).__name__ == "PeftModel"
     state = full_state_dict_on_main_rank(peft_model)
     assert all(not isinstance(v, torch.distributed.tensor.DTensor) and v.device.type == "cpu" for v in state.values())
-    with pytest.raises(ConfigError, match="save_recovered_model"):
-        merge_and_save(peft_model, tmp_path / "refused")
+    with pytest.raises(ConfigError, match="in_place=True"):
+        save_recovered_model(peft_model, tmp_path / "refused", in_place=True)
+    with pytest.warns(FutureWarning, match="merge_and_save is deprecated"), pytest.raises(ConfigError):
+        merge_and_save(peft_model, tmp_path / "refused")  # the deprecated name: the same function, in place
     path = save_recovered_model(peft_model, tmp_path / "merged", recovery={"method": "lora"})
     visible = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))  # and the save's manifest
     assert visible == ["config.json", "generation_config.json", "model.safetensors"]

@@ -21,9 +21,9 @@ from optimum_depth.training import (
     load_instruction_records,
     load_model_for_recovery,
     merge_adapters,
-    merge_and_save,
     pack_examples,
     prepare_model_for_recovery,
+    save_recovered_model,
     tokenize_instructions,
 )
 from optimum_depth.training.recovery_data import TokenizedExample
@@ -148,7 +148,9 @@ def test_lora_recovery_then_native_checkpoint(tmp_path, stories_path, tokenizer)
     peft_model = trainer.model.eval()
     with torch.no_grad():
         expected = peft_model(ids).logits
-    path = merge_and_save(peft_model, tmp_path / "merged", tokenizer=tokenizer, recovery=config.to_dict())
+    path = save_recovered_model(
+        peft_model, tmp_path / "merged", tokenizer=tokenizer, recovery=config.to_dict(), in_place=True
+    )
     reloaded = AutoModelForCausalLM.from_pretrained(path).eval()
     assert reloaded.config.surviving_layers == model.config.surviving_layers
     assert reloaded.config.recovery["method"] == "lora"

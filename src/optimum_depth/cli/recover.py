@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
         build_recovery_dataset,
         build_recovery_trainer,
         load_model_for_recovery,
-        merge_and_save,
         prepare_model_for_recovery,
         recovery_record,
+        save_recovered_model,
     )
 
     checkpoint = Path(args.checkpoint).expanduser()
@@ -111,8 +111,13 @@ def run(args: argparse.Namespace) -> int:
         )
         trainer.train()
     record = recovery_record(config, trainer, args.data)
-    merge_and_save(
-        model, args.output_dir, tokenizer=tokenizer, full_precision_base=full_precision_base, recovery=record
+    save_recovered_model(
+        model,
+        args.output_dir,
+        tokenizer=tokenizer,
+        full_precision_base=full_precision_base,
+        recovery=record,
+        in_place=True,  # the trained model is not used afterwards: no second copy of its weights
     )
     print(f"Recovered ({args.method}) checkpoint written to {args.output_dir}")
     return 0

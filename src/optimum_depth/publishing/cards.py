@@ -265,7 +265,7 @@ class CardOptions:
         base_model: Hub id of the model that was pruned (default: ``config.source_model`` when it is a Hub id).
         license: License id (default: inherited from the base model's card when available locally).
         recovery: The recovery training done (a dict of settings or a sentence); default: ``config.recovery``, which
-            :func:`optimum_depth.training.merge_and_save` records.
+            :func:`optimum_depth.training.save_recovered_model` records.
         extra_tags: More Hub tags.
         template_str: A jinja template replacing the packaged one (same variables, see :func:`default_template`).
     """

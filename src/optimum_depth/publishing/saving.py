@@ -41,6 +41,7 @@ from ..persistence import write_text_atomically
 from ..privacy import public_model_config, public_record
 from .legacy_format import add_legacy_keys
 from .ownership import file_entry, manifest_text, owned_files
+from .plotting import plot_layer_scores
 from .replacement import create_staging, recover_interrupted_saves, replace_files
 
 logger = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def save_pruning_records(
         written.append(SCORES_NAME)
         if plot:
             selected = scores.positions_removed_by(plan) if plan is not None else None
-            scores.plot(folder / PLOT_NAME, selected=selected)
+            plot_layer_scores(scores, folder / PLOT_NAME, selected=selected)
             written.append(PLOT_NAME)
     if config is not None:
         _write_public(config, folder)

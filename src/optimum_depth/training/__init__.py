@@ -13,7 +13,11 @@ FSDP2) and :mod:`.fsdp` (sharded training: detection, FSDP2 on CPU, the teacher 
 from .callback import DepthPruningCallback
 from .distillation import DistillationTrainer, aligned_block_pairs
 from .fsdp import CPU_FSDP_ACCELERATOR_CONFIG, enable_fsdp_on_cpu
-from .merge import merge_adapters, merge_and_save, save_recovered_model
+from .merge import (
+    merge_adapters,
+    merge_and_save,  # noqa: F401  (deprecated alias, kept importable for one release)
+    save_recovered_model,
+)
 from .recovery import (
     RECOVERY_METHODS,
     RecoveryConfig,
@@ -63,7 +67,6 @@ __all__ = [
     "load_instruction_records",
     "load_model_for_recovery",
     "merge_adapters",
-    "merge_and_save",
     "pack_examples",
     "precompute_teacher_logits",
     "prepare_model_for_recovery",

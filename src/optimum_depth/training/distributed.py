@@ -11,16 +11,15 @@ referenced by the reducer until training ends (in a single process they are free
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import torch.distributed as dist
 from torch import nn
 from transformers import PreTrainedModel
 
 from ..errors import UnsupportedParallelismError
+from ..ranks import decide_on_main_rank, rank, world_size
 from .fsdp import is_sharded_model, sharded_training
 
 logger = logging.getLogger(__name__)
@@ -35,67 +34,6 @@ __all__ = [
     "check_wrapped_model",
     "all_ranks_agree",
 ]
-
-T = TypeVar("T")
-
-
-def world_size() -> int:
-    """Number of processes of the default ``torch.distributed`` group (1 when not distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def rank() -> int:
-    """Rank of this process in the default group (0 when not distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return 0
-
-
-def decide_on_main_rank(
-    decide: Callable[[], T],
-    to_json: Callable[[T], Any],
-    from_json: Callable[[Any], T],
-    action: str = "deciding what to prune",
-) -> T:
-    """Runs ``decide`` on rank 0 only and gives every rank the same result.
-
-    The result travels as JSON (never pickled code objects). If ``decide`` raises on rank 0, every rank raises, so
-    no process is left waiting in a collective. ``decide`` must not run collectives itself (the other ranks are
-    already waiting in the broadcast): score a plain model, never an FSDP-sharded one.
-
-    Args:
-        decide: Computes the decision (e.g. scores and a pruning plan) on rank 0.
-        to_json: Turns the decision into JSON-serialisable data.
-        from_json: Rebuilds the decision from that data.
-        action: What rank 0 does, for the other ranks' error message.
-
-    Returns:
-        The decision, identical on every rank.
-
-    Raises:
-        RuntimeError: On ranks other than 0, when rank 0 failed (rank 0 re-raises its own error).
-    """
-    if world_size() == 1:
-        return decide()
-    payload: list[Any] = [None]
-    result: T | None = None
-    if rank() == 0:
-        try:
-            result = decide()
-            payload[0] = json.dumps({"ok": to_json(result)})
-        except BaseException as err:
-            payload[0] = json.dumps({"error": f"{type(err).__name__}: {err}"})
-            dist.broadcast_object_list(payload, src=0)
-            raise
-    dist.broadcast_object_list(payload, src=0)
-    message = json.loads(payload[0])
-    if "error" in message:
-        raise RuntimeError(f"Rank 0 failed while {action}: {message['error']}")
-    if rank() == 0 and result is not None:
-        return result
-    return from_json(message["ok"])
 
 
 def _iterative_refusal(sharding: str) -> str:

@@ -29,6 +29,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ..ranks import rank
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -194,7 +196,6 @@ def full_state_dict_on_main_rank(model: nn.Module) -> dict[str, torch.Tensor]:
     Returns:
         The state dict (keys as ``model.state_dict()``; FSDP2 adds no prefix).
     """
-    from .distributed import rank
 
     if is_fsdp_managed(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

@@ -2,10 +2,10 @@
 
 :func:`save_recovered_model` is the one call that saves a trained model whatever its wrapping (plain, peft, DDP,
 FSDP2-sharded, in one or several processes): every rank calls it, the weights are gathered on rank 0 when they are
-sharded, LoRA adapters are merged into a copy (the live model is not changed), rank 0 writes the checkpoint once with
+sharded, LoRA adapters are merged into a copy (the live model is not changed) or, with ``in_place=True`` in a single
+process, into the model itself (no second copy of the weights), rank 0 writes the checkpoint once with
 :func:`~optimum_depth.publishing.saving.save_pruned_model` (safetensors, provenance kept), and every rank returns
-only when it is written, or raises if rank 0 failed. :func:`merge_and_save` is the single-process form that merges
-in place.
+only when it is written, or raises if rank 0 failed.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import copy
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import CheckpointError, ConfigError, UnsupportedParallelismError
 from ..publishing.saving import save_pruned_model
-from .distributed import decide_on_main_rank
+from ..ranks import decide_on_main_rank, world_size
 from .fsdp import full_state_dict_on_main_rank, is_fsdp_managed, is_sharded_model, original_class
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["merge_adapters", "merge_and_save", "save_recovered_model"]
+__all__ = ["merge_adapters", "save_recovered_model"]
 
 
 def _has_4bit_layers(model: nn.Module) -> bool:
@@ -80,31 +81,21 @@ def merge_and_save(
     recovery: dict[str, Any] | None = None,
     **save_kwargs,
 ) -> Path:
-    """Merges LoRA adapters (if any) and saves a native safetensors checkpoint with its provenance.
-
-    Args:
-        model: The trained model (``PeftModel`` or plain).
-        save_directory: Output directory (written atomically).
-        tokenizer: Saved beside the weights.
-        full_precision_base: QLoRA only, see :func:`merge_adapters`.
-        recovery: What the recovery did (e.g. ``RecoveryConfig.to_dict()`` plus data and steps); stored as
-            ``config.recovery`` in ``config.json``.
-        **save_kwargs: Passed to ``save_pretrained``.
-
-    Returns:
-        The output directory.
-    """
-    if is_fsdp_managed(model):
-        raise ConfigError(
-            "This model is FSDP-sharded: call save_recovered_model(model, ...) on every rank instead; it gathers the "
-            "weights on rank 0 and writes one checkpoint."
-        )
-    merged = merge_adapters(model, full_precision_base=full_precision_base)
-    if recovery is not None:
-        merged.config.recovery = dict(recovery)
-    path = save_pruned_model(merged, save_directory, tokenizer=tokenizer, **save_kwargs)
-    logger.info("Saved the recovered model to %s", path)
-    return path
+    """Deprecated: ``save_recovered_model(model, ..., in_place=True)`` does the same."""
+    warnings.warn(
+        "merge_and_save is deprecated; use save_recovered_model(model, save_directory, ..., in_place=True).",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return save_recovered_model(
+        model,
+        save_directory,
+        tokenizer,
+        full_precision_base=full_precision_base,
+        recovery=recovery,
+        in_place=True,
+        **save_kwargs,
+    )
 
 
 def _plain_copy(model: Any, state: dict[str, torch.Tensor]) -> Any:
@@ -145,6 +136,7 @@ def save_recovered_model(
     *,
     full_precision_base: Any = None,
     recovery: dict[str, Any] | None = None,
+    in_place: bool = False,
     **save_kwargs,
 ) -> Path:
     """Saves a trained (pruned) model as one native checkpoint, whatever its wrapping; call it on every rank.
@@ -153,7 +145,8 @@ def save_recovered_model(
       (:func:`~optimum_depth.training.fsdp.full_state_dict_on_main_rank`, a collective);
     * DDP (the wrapper or ``trainer.model``), plain or peft: rank 0 uses its own replica;
     * LoRA / QLoRA adapters are merged into a copy (QLoRA: into ``full_precision_base``), so ``model`` is not
-      modified and can keep training or evaluating;
+      modified and can keep training or evaluating; with ``in_place=True`` (one process, unsharded) they are merged
+      into ``model`` itself, which saves the copy's memory and leaves ``model`` a plain merged model;
     * rank 0 writes the folder once with :func:`~optimum_depth.publishing.saving.save_pruned_model` (safetensors,
       staged, the pruning provenance in ``config.json`` kept, ``config.recovery`` added); the other ranks write
       nothing and wait for the outcome: they return once the checkpoint is complete, or raise if rank 0 failed, so
@@ -165,13 +158,16 @@ def save_recovered_model(
         tokenizer: Saved beside the weights.
         full_precision_base: QLoRA only: the pruned model in full precision (see :func:`merge_adapters`).
         recovery: What the recovery did (e.g. ``RecoveryConfig.to_dict()``), stored as ``config.recovery``.
+        in_place: Merge LoRA adapters into ``model`` itself instead of a copy (single process, unsharded only);
+            ``config.recovery`` then stays on the merged model.
         **save_kwargs: Passed to ``save_pretrained`` (e.g. ``max_shard_size``).
 
     Returns:
         The output folder, on every rank.
 
     Raises:
-        ConfigError: QLoRA weights under FSDP, or a target that is a file (on every rank).
+        ConfigError: QLoRA weights under FSDP, ``in_place`` with several processes or a sharded model, or a target
+            that is a file (on every rank).
         UnsupportedParallelismError: Parameters partitioned without FSDP (DeepSpeed ZeRO-3, tensor parallelism).
         CheckpointError: If the gathered weights do not fit the model's architecture.
         RuntimeError: On ranks other than 0, when rank 0 failed to write.
@@ -187,7 +183,13 @@ def save_recovered_model(
         )
     if sharded and full_precision_base is not None:
         raise ConfigError("QLoRA (4-bit weights) is not supported under FSDP; save_recovered_model takes no base.")
-    needs_copy = full_precision_base is None and (sharded or hasattr(model, "peft_config"))
+    if in_place and (sharded or world_size() > 1):
+        raise ConfigError(
+            "in_place=True merges the adapters into the live model of one process; this model is sharded or runs in "
+            "several processes: call save_recovered_model(model, ...) without it on every rank (it gathers the "
+            "weights on rank 0 and merges a copy)."
+        )
+    needs_copy = full_precision_base is None and not in_place and (sharded or hasattr(model, "peft_config"))
     state = full_state_dict_on_main_rank(model) if needs_copy else {}
 
     def write() -> Path:
@@ -195,6 +197,8 @@ def save_recovered_model(
             merged = merge_adapters(model, full_precision_base=full_precision_base)
         elif state:
             merged = merge_adapters(_plain_copy(model, state))
+        elif in_place:
+            merged = merge_adapters(model)  # the adapters folded into the live weights
         else:
             merged = model  # plain and unsharded: saved straight from the live weights
         had_recovery = hasattr(merged.config, "recovery")
@@ -204,7 +208,7 @@ def save_recovered_model(
         try:
             path = save_pruned_model(merged, save_directory, tokenizer=tokenizer, **save_kwargs)
         finally:
-            if merged is model and recovery is not None:  # the live model's config stays as it was
+            if merged is model and recovery is not None and not in_place:  # the live model's config stays as it was
                 if had_recovery:
                     merged.config.recovery = previous
                 else:

@@ -3,7 +3,7 @@
 :func:`recovery_record` reads it off the finished ``Trainer``: the recipe (method, objective, learning rate, LoRA
 and distillation settings), the data by name, hash and size (never a local path), and what was actually trained:
 optimizer steps, tokens and epochs. Pass it as ``recovery=`` to
-:func:`~optimum_depth.training.merge.merge_and_save` or :func:`~optimum_depth.training.merge.save_recovered_model`.
+:func:`~optimum_depth.training.merge.save_recovered_model`.
 """
 
 from __future__ import annotations
