@@ -22,7 +22,6 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -37,25 +36,12 @@ import fsdp_recovery_script as scenarios  # noqa: E402
 
 from tiny_models import make_tiny_model, random_ids  # noqa: E402
 
-FSDP_CONFIG = ROOT / "examples" / "accelerate" / "fsdp2.yaml"
 EQUIVALENCE = ["lora_prune", "full_kd", "lora_topk", "sublayer_full"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def launch(out: Path, logits: Path, *names: str) -> subprocess.CompletedProcess:
-    """``accelerate launch`` of the scenario script on 2 processes with the FSDP2 config."""
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(accelerate), "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", "2",
-        "--main_process_port", str(free_port()), str(Path(scenarios.__file__)), str(out), str(logits), *names,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    """The scenario script's own 2-process FSDP2 launch (the same command as its test)."""
+    return scenarios.launch(out, logits, *names, timeout=1800)
 
 
 def merged_logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ were sharded) per rank:
 * ``sublayer_full``: full training + one-shot FinerCut sublayer pruning by the callback;
 * ``fail_rank0``: the callback's calibration is broken on rank 0 only (token ids beyond the vocabulary).
 
-Usage: ``fsdp_recovery_script.py OUT_DIR LOGITS_DIR SCENARIO [SCENARIO ...]``.
+Usage: ``fsdp_recovery_script.py OUT_DIR LOGITS_DIR SCENARIO [SCENARIO ...]``, or :func:`launch` from a test or
+benchmark.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,9 +51,28 @@ from optimum_depth.training.merge import save_recovered_model  # noqa: E402
 
 from tiny_models import make_tiny_model, random_ids  # noqa: E402
 
+FSDP_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "accelerate" / "fsdp2.yaml"
 GLOBAL_BATCH = 4
 STEPS = 4
 SCENARIOS = ("lora_prune", "full_kd", "lora_topk", "sublayer_full", "fail_rank0")
+
+
+def free_port() -> int:
+    """A free local TCP port for the rendezvous of the launched processes."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch(out: Path, logits: Path, *names: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``accelerate launch`` of this script on 2 processes with the FSDP2 config (gloo on CPU), scenarios ``names``."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate), "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", "2",
+        "--main_process_port", str(free_port()), str(Path(__file__).resolve()), str(out), str(logits), *names,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def calibration_for(rank_index: int) -> torch.Tensor:

@@ -8,9 +8,7 @@ Each launch costs about 50 s of imports here, so one launch runs several scenari
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,10 +22,9 @@ import optimum_depth.modeling  # noqa: F401  (registers the pruned classes for t
 from optimum_depth import DepthPruner, DepthPruningConfig
 from optimum_depth.training import precompute_teacher_logits
 
-from tiny_models import ROOT, make_tiny_model, random_ids
+from tiny_models import make_tiny_model, random_ids
 
 SCRIPT = Path(__file__).with_name("fsdp_recovery_script.py")
-FSDP_CONFIG = ROOT / "examples" / "accelerate" / "fsdp2.yaml"
 SCENARIOS = ["lora_prune", "full_kd", "lora_topk", "sublayer_full"]
 LOSS_TOLERANCE = 2e-6  # measured: at most 4.8e-7 (float32 reductions in another order)
 LOGIT_TOLERANCE = 2e-5  # measured: at most ~2e-6 after 4 steps
@@ -36,20 +33,8 @@ sys.path.insert(0, str(SCRIPT.parent))
 import fsdp_recovery_script as scenarios  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def launch(out: Path, logits: Path, *names: str) -> subprocess.CompletedProcess:
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(accelerate), "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", "2",
-        "--main_process_port", str(free_port()), str(SCRIPT), str(out), str(logits), *names,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    return scenarios.launch(out, logits, *names)
 
 
 def reports(out: Path, name: str) -> list[dict]:
