@@ -19,6 +19,7 @@ __all__ = [
     "COMPENSATION_METHODS",
     "COMPENSATION_SELECTIONS",
     "CRITERIA_BY_GRANULARITY",
+    "RECONSTRUCTION_LOSSES",
     "CompensationConfig",
     "DepthPruningConfig",
     "PruningTargetError",
@@ -51,22 +52,27 @@ def _finite_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
-COMPENSATION_METHODS = ("linear_ls", "linear_cosine")
+COMPENSATION_METHODS = ("linear_ls", "linear_cosine", "reconstruct")
 COMPENSATION_SELECTIONS = ("criterion", "aware")
+RECONSTRUCTION_LOSSES = ("mse", "token_mse", "final_norm_cosine")
 
 
 @dataclass
 class CompensationConfig(JsonRecord):
-    """Training-free compensation of removed blocks: one linear map per cut, folded into the kept weights.
+    """Compensation of removed blocks: one linear map per cut folded into the kept weights, optionally followed by a
+    short reconstruction training of the kept block before each cut.
 
     For each run of removed blocks, a map ``T`` on the MLP output of the kept block before the run is fitted on
     calibration text so that the pruned model's hidden state after the run approximates the dense model's (ReplaceMe,
-    Shopkhoev et al., 2025), then folded into that block's MLP down-projection: no module is added and the checkpoint
-    stays a plain native model. See ``docs/compensation.md`` for how much calibration it needs.
+    Shopkhoev et al., 2025), then folded into that block's MLP down-projection (Gemma 2/3, whose MLP is followed by
+    a norm: a diagonal map folded into that norm's gain): no module is added and the checkpoint stays a plain native
+    model. ``method="reconstruct"`` then trains the kept block(s) before each cut to reproduce the dense hidden state
+    after the cut, on the same cached calibration activations (still no new module). See ``docs/compensation.md``.
 
     Args:
-        method: ``"linear_ls"`` (ridge least squares, shrunk towards the identity; the default) or
-            ``"linear_cosine"`` (ReplaceMe's cosine-distance variant, Adam on the rows; needs the rows in memory).
+        method: ``"linear_ls"`` (ridge least squares, shrunk towards the identity; the default),
+            ``"linear_cosine"`` (ReplaceMe's cosine-distance variant, Adam on the rows; needs the rows in memory) or
+            ``"reconstruct"`` (``linear_ls``, then reconstruction training of the kept blocks next to each cut).
         num_samples: Calibration sequences. Least squares over-fits on a few thousand tokens (10 x 128 makes
             perplexity *worse* than no compensation); a few hundred sequences of 128 tokens are needed.
         seq_len: Tokens per calibration sequence.
@@ -82,6 +88,16 @@ class CompensationConfig(JsonRecord):
             ``heldout_fraction`` of them choose each map's ridge and score the candidates.
         selection_candidates: After the first round, the aware selection rescores only this many blocks (the best
             of their latest scores) plus the blocks next to a cut, as lazy greedy does; ``0`` rescores every block.
+        reconstruct_steps: ``reconstruct``: Adam steps in all, shared by the cuts in proportion to their removed
+            blocks (each step: ``batch_size`` calibration sequences through the trained blocks, forward + backward).
+        reconstruct_max_seconds: ``reconstruct``: stop training once this many CPU-seconds (process time) have been
+            spent on it, whatever the steps (``None``: the steps alone bound it).
+        reconstruct_lr: ``reconstruct``: peak Adam learning rate (cosine decay to zero over the steps).
+        reconstruct_loss: ``reconstruct``: ``"token_mse"`` (squared error relative to each target token's squared
+            norm), ``"mse"`` (squared error relative to the targets' mean squared norm) or ``"final_norm_cosine"``
+            (1 - cosine between the model's final norm of output and target).
+        reconstruct_blocks: ``reconstruct``: kept blocks trained per cut: the one before it, and the ones before
+            that (never across an earlier cut).
     """
 
     method: str = field(default="linear_ls", metadata={"help": f"One of {COMPENSATION_METHODS}."})
@@ -94,6 +110,13 @@ class CompensationConfig(JsonRecord):
     selection: str = field(default="criterion", metadata={"help": f"One of {COMPENSATION_SELECTIONS}."})
     selection_samples: int = field(default=64, metadata={"help": "Sequences used by the aware selection."})
     selection_candidates: int = field(default=10, metadata={"help": "Blocks rescored per later round (0: all)."})
+    reconstruct_steps: int = field(default=400, metadata={"help": "reconstruct: Adam steps in all."})
+    reconstruct_max_seconds: float | None = field(
+        default=None, metadata={"help": "reconstruct: CPU-seconds cap on the training (None: steps only)."}
+    )
+    reconstruct_lr: float = field(default=5e-4, metadata={"help": "reconstruct: peak learning rate."})
+    reconstruct_loss: str = field(default="token_mse", metadata={"help": f"One of {RECONSTRUCTION_LOSSES}."})
+    reconstruct_blocks: int = field(default=1, metadata={"help": "reconstruct: kept blocks trained per cut."})
 
     file_name: ClassVar[str] = "compensation_config.json"
     required_keys: ClassVar[tuple[str, ...]] = ("method",)
@@ -121,6 +144,30 @@ class CompensationConfig(JsonRecord):
             raise ConfigError(f"`heldout_fraction` must be in (0, 1), got {self.heldout_fraction!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"`compensation` seed must be an integer, got {self.seed!r}.")
+        self._validate_reconstruction()
+
+    def _validate_reconstruction(self) -> None:
+        for name in ("reconstruct_steps", "reconstruct_blocks"):
+            _positive_int(f"compensation {name}", getattr(self, name))
+        if not (_finite_number(self.reconstruct_lr) and self.reconstruct_lr > 0):
+            raise ConfigError(f"`reconstruct_lr` must be a finite number > 0, got {self.reconstruct_lr!r}.")
+        seconds = self.reconstruct_max_seconds
+        if seconds is not None and not (_finite_number(seconds) and seconds > 0):
+            raise ConfigError(f"`reconstruct_max_seconds` must be a number > 0 or None, got {seconds!r}.")
+        if self.reconstruct_loss not in RECONSTRUCTION_LOSSES:
+            raise ConfigError(
+                f"`reconstruct_loss` must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruct_loss!r}."
+            )
+
+    @property
+    def map_method(self) -> str:
+        """The linear maps fitted first: ``method`` itself, or ``"linear_ls"`` before a reconstruction."""
+        return "linear_ls" if self.method == "reconstruct" else self.method
+
+    @property
+    def reconstructs(self) -> bool:
+        """Whether the kept blocks next to each cut are trained after the maps are folded."""
+        return self.method == "reconstruct"
 
     @property
     def heldout_samples(self) -> int:

@@ -33,8 +33,8 @@ from ..blocks.replay import capture_block_inputs, run_block
 from ..calibration import CalibrationData
 from ..config import CompensationConfig
 from ..errors import PruningTargetError
-from .compensate import mlp_output_module
 from .cuts import Fold, plan_folds
+from .sites import fold_site
 from .walk import fit_map, run_capturing_mlp
 
 logger = logging.getLogger(__name__)
@@ -80,12 +80,11 @@ class _MapBank:
         key = self.key(fold)
         if key not in self.maps:
             block = self.facts.layers[fold.block]
-            mlp_out = mlp_output_module(block, self.facts)
+            site = fold_site(block, self.facts)
             entering = self.states[min(fold.block, min(fold.removed))]  # a run at block 0 folds after itself
-            y, m = run_capturing_mlp(block, mlp_out, entering, self.kwargs[fold.block], self.batch_size)
-            fitted = fit_map(
-                fold, m, y, self.states[fold.target + 1], "linear_ls", None, self.heldout, self.batch_size
-            )
+            y, m = run_capturing_mlp(block, site.module, entering, self.kwargs[fold.block], self.batch_size)
+            target = self.states[fold.target + 1]
+            fitted = fit_map(fold, m, y, target, "linear_ls", None, self.heldout, self.batch_size, site.structure)
             self.maps[key], self.ridges[key] = fitted.transform, fitted.relative_ridge
         return self.maps[key]
 
@@ -109,8 +108,8 @@ class _Scorer:
                 kept_states[index] = hidden
             block = self.facts.layers[index]
             if index in folds:
-                mlp_out = mlp_output_module(block, self.facts)
-                y, m = run_capturing_mlp(block, mlp_out, hidden, self.kwargs[index], self.batch_size)
+                site = fold_site(block, self.facts)
+                y, m = run_capturing_mlp(block, site.module, hidden, self.kwargs[index], self.batch_size)
                 hidden = y + (m.double() @ folds[index][1]).to(m.dtype)
             else:
                 hidden = run_block(block, hidden, self.kwargs[index], self.batch_size)
