@@ -18,6 +18,7 @@ from .persistence import JsonRecord
 __all__ = [
     "COMPENSATION_METHODS",
     "COMPENSATION_SELECTIONS",
+    "AUTO_CANDIDATES",
     "CRITERIA_BY_GRANULARITY",
     "RECONSTRUCTION_LOSSES",
     "CompensationConfig",
@@ -27,10 +28,12 @@ __all__ = [
 
 GRANULARITIES = ("block", "sublayer")
 CRITERIA_BY_GRANULARITY: dict[str, tuple[str, ...]] = {
-    "block": ("magnitude", "taylor", "ppl", "block_influence", "angular", "sleb"),
+    "block": ("magnitude", "taylor", "ppl", "block_influence", "angular", "sleb", "auto"),
     "sublayer": ("finercut",),
 }
 """The criterion names of each granularity; :mod:`optimum_depth.criteria` registers one implementation for each."""
+AUTO_CANDIDATES = ("magnitude", "block_influence", "angular", "taylor", "ppl", "sleb", "aware")
+"""What ``criterion="auto"`` may try: the block criteria, and ``"aware"`` (SLEB with compensation-aware selection)."""
 SCHEDULES = ("one_shot", "iterative")
 DISTANCES = ("js", "js_finercut", "kl", "angular", "norm")
 SUBLAYER_SEARCHES = ("greedy", "one_shot")
@@ -212,6 +215,18 @@ class DepthPruningConfig(JsonRecord):
             selection and its order are exactly those of a full evaluation; the values of the candidates cut short
             are lower bounds (listed in ``LayerScores.extra["lower_bound_candidates"]``). ``False`` evaluates every
             candidate on every batch (exact values for all, e.g. for a complete chart).
+        compensation: Compensation of the removed blocks: ``None``, a method name of
+            :data:`COMPENSATION_METHODS` or a :class:`CompensationConfig`.
+        auto_candidates: ``criterion="auto"``: what it may try (:data:`AUTO_CANDIDATES`; ``None``: all of them).
+            Each candidate's plan is compensated as the run will be (independent least-squares maps) and scored on
+            held-out calibration sequences; the plan with the lowest loss is kept.
+        auto_max_seconds: ``criterion="auto"``: CPU-seconds the candidates may cost in all (scoring and evaluation,
+            estimated before each candidate runs from the measured cost of a block and of the LM head); candidates
+            are tried cheapest first and the ones that would exceed what is left are skipped (and reported).
+        auto_fit_samples: ``criterion="auto"``: calibration sequences shared by the candidates (the first
+            ``num_samples`` of them score the criteria, all of them fit the candidates' maps).
+        auto_heldout_samples: ``criterion="auto"``: further calibration sequences, never fitted on, on which the
+            candidates' compensated models are compared.
     """
 
     criterion: str = field(default="magnitude", metadata={"help": "Importance criterion name."})
@@ -240,6 +255,12 @@ class DepthPruningConfig(JsonRecord):
     compensation: CompensationConfig | None = field(
         default=None, metadata={"help": f"Training-free compensation: None, {COMPENSATION_METHODS} or a config."}
     )
+    auto_candidates: list[str] | None = field(
+        default=None, metadata={"help": f"criterion='auto': candidates among {AUTO_CANDIDATES} (None: all)."}
+    )
+    auto_max_seconds: float = field(default=90.0, metadata={"help": "criterion='auto': CPU-seconds for candidates."})
+    auto_fit_samples: int = field(default=64, metadata={"help": "criterion='auto': shared calibration sequences."})
+    auto_heldout_samples: int = field(default=32, metadata={"help": "criterion='auto': held-out sequences."})
 
     file_name: ClassVar[str] = CONFIG_NAME
     required_keys: ClassVar[tuple[str, ...]] = ("criterion",)
@@ -272,6 +293,21 @@ class DepthPruningConfig(JsonRecord):
         if not (_finite_number(self.magnitude_p) and self.magnitude_p > 0):
             raise ConfigError(f"`magnitude_p` must be a finite positive number, got {self.magnitude_p!r}.")
         self._validate_compensation()
+        self._validate_auto()
+
+    def _validate_auto(self) -> None:
+        if self.auto_candidates is not None:
+            self.auto_candidates = list(self.auto_candidates)
+            unknown = [c for c in self.auto_candidates if c not in AUTO_CANDIDATES]
+            if unknown or not self.auto_candidates or len(set(self.auto_candidates)) != len(self.auto_candidates):
+                raise ConfigError(
+                    f"`auto_candidates` must be a non-empty list of distinct names among {AUTO_CANDIDATES}, got "
+                    f"{self.auto_candidates!r}."
+                )
+        if not (_finite_number(self.auto_max_seconds) and self.auto_max_seconds >= 0):
+            raise ConfigError(f"`auto_max_seconds` must be a number >= 0, got {self.auto_max_seconds!r}.")
+        _positive_int("auto_fit_samples", self.auto_fit_samples)
+        _positive_int("auto_heldout_samples", self.auto_heldout_samples)
 
     def _validate_compensation(self) -> None:
         if isinstance(self.compensation, str):
@@ -287,7 +323,7 @@ class DepthPruningConfig(JsonRecord):
             raise ConfigError(
                 "`compensation` applies to block pruning; sublayer (FinerCut) plans are not compensated."
             )
-        if self.aware_selection and self.criterion != "sleb":
+        if self.aware_selection and self.criterion not in ("sleb", "auto"):
             raise ConfigError(
                 "Compensation-aware selection (`selection='aware'`) runs SLEB's greedy rounds: set criterion='sleb' "
                 f"(got {self.criterion!r}), or selection='criterion' to compensate this criterion's plan."

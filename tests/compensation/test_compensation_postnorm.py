@@ -64,7 +64,12 @@ def test_the_diagonal_solve_is_the_per_feature_least_squares_gain_shrunk_towards
     torch.testing.assert_close(torch.diagonal(ridge_solve_diagonal(stats, 0.0)), exact)
     half = torch.diagonal(ridge_solve_diagonal(stats, 1.0))  # relative ridge 1: halfway between the fit and 1
     torch.testing.assert_close(half, (exact + 1) / 2)
-    assert torch.count_nonzero(ridge_solve_diagonal(stats, 0.3) - torch.diag(torch.diagonal(ridge_solve_diagonal(stats, 0.3)))) == 0
+    assert (
+        torch.count_nonzero(
+            ridge_solve_diagonal(stats, 0.3) - torch.diag(torch.diagonal(ridge_solve_diagonal(stats, 0.3)))
+        )
+        == 0
+    )
     held = GramAccumulator(5)
     held.update(x[:100], y[:100])
     assert select_ridge(stats, held, (0.0, 1.0, 1e6), diagonal=True).relative_ridge == 0.0

@@ -14,8 +14,8 @@ from optimum_depth.architectures import as_facts
 from optimum_depth.blocks.surgery import remove_layers
 from optimum_depth.calibration import CalibrationData
 from optimum_depth.compensation.cuts import plan_folds
-from optimum_depth.compensation.sites import fold_map, fold_site
 from optimum_depth.compensation.selection import aware_greedy_selection
+from optimum_depth.compensation.sites import fold_map, fold_site
 from optimum_depth.errors import ConfigError
 
 from tiny_models import make_tiny_model, random_ids

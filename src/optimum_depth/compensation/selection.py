@@ -39,7 +39,7 @@ from .walk import fit_map, run_capturing_mlp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AwareSelection", "aware_greedy_selection"]
+__all__ = ["AwareSelection", "MapBank", "SuffixScorer", "aware_greedy_selection", "dense_states"]
 
 
 @dataclass
@@ -63,7 +63,7 @@ class AwareSelection:
     scoring_samples: int = 0
 
 
-class _MapBank:
+class MapBank:
     """Independent least-squares maps ``T(fold)`` fitted on dense states, cached by ``(block, target, start)``."""
 
     def __init__(self, states: list[torch.Tensor], facts: ModelFacts, kwargs, heldout: int, batch_size: int):
@@ -89,7 +89,7 @@ class _MapBank:
         return self.maps[key]
 
 
-class _Scorer:
+class SuffixScorer:
     """Scoring loss of a removal set with its maps, restarting from the current model's cached states."""
 
     def __init__(self, facts: ModelFacts, engine: BlockwiseEngine, states, kwargs, input_ids, batch_size: int):
@@ -128,9 +128,20 @@ class _Scorer:
         return total / count
 
 
-def _dense_states(facts: ModelFacts, hidden: torch.Tensor, kwargs, batch_size: int) -> list[torch.Tensor]:
+def dense_states(
+    facts: ModelFacts, hidden: torch.Tensor, kwargs, batch_size: int, desc: str = "compensation-aware: dense states"
+) -> list[torch.Tensor]:
+    """The dense hidden state entering every block and leaving the last one (``num_blocks + 1`` tensors).
+
+    Args:
+        facts: The model.
+        hidden: The states entering block 0, ``(samples, seq_len, hidden)``.
+        kwargs: Every block's call arguments, by position.
+        batch_size: Sequences per block call.
+        desc: Progress-bar label.
+    """
     states = [hidden]
-    for index, block in enumerate(progress_bar(facts.layers, desc="compensation-aware: dense states")):
+    for index, block in enumerate(progress_bar(facts.layers, desc=desc)):
         states.append(run_block(block, states[-1], kwargs[index], batch_size))
     return states
 
@@ -185,11 +196,11 @@ def aware_greedy_selection(
     input_ids = data.input_ids[: settings.selection_samples]
     heldout = min(input_ids.shape[0] - 1, max(1, round(settings.heldout_fraction * input_ids.shape[0])))
     captured = capture_block_inputs(facts.inner, input_ids, settings.batch_size)
-    states = _dense_states(facts, captured.hidden_states, captured.block_kwargs, settings.batch_size)
-    bank = _MapBank(states, facts, captured.block_kwargs, heldout, settings.batch_size)
+    states = dense_states(facts, captured.hidden_states, captured.block_kwargs, settings.batch_size)
+    bank = MapBank(states, facts, captured.block_kwargs, heldout, settings.batch_size)
     score_ids = input_ids[-heldout:]
     engine = BlockwiseEngine(facts.inner, CalibrationData(score_ids, {}), batch_size=settings.batch_size)
-    scorer = _Scorer(
+    scorer = SuffixScorer(
         facts, engine, [s[-heldout:] for s in states], captured.block_kwargs, score_ids, settings.batch_size
     )
     dense_nll = scorer.mean_nll(states[-1][-heldout:])
