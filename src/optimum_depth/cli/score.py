@@ -14,6 +14,7 @@ from .common import (
     config_from_args,
     default_calibration_source,
     load_model,
+    with_recommended_recipe,
 )
 
 if TYPE_CHECKING:
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     """Scores the model and writes the scores, the plan they imply, the config and the plot."""
     from ..publishing.saving import save_pruning_records, write_into_directory
 
-    pruner, scores, _, _, _ = compute_scores(args)
+    config = config_from_args(args)
+    config = with_recommended_recipe(config, args, config.calibration_dataset or default_calibration_source())
+    pruner, scores, _, _, _ = compute_scores(args, config)
     plan = pruner.plan(scores)
 
     def write(staging) -> None:
