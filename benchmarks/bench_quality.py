@@ -6,7 +6,8 @@ Gemma; existing files are skipped, so an interrupted run resumes, and two proces
 * ``dense``;
 * training-free, per size (SmolLM2: ``b06`` and ``b11`` of 30 blocks; Gemma: ``b04`` and ``b06`` of 18, see
   ``benchmarks/quality/models.py``): ``plain`` (the best of six plain criteria on validation text), ``linear_ls`` /
-  ``linear_cosine`` (that plan compensated), ``aware`` (compensation-aware selection, compensated);
+  ``linear_cosine`` / ``reconstruct`` (that plan compensated), ``aware`` (compensation-aware selection, compensated),
+  ``default`` (``optimum-depth prune``'s default recipe: ``criterion="auto"`` + reconstruction);
 * recovery at equal CPU budgets (one thread), from the best training-free model of the size (chosen on validation):
   LM loss vs KD vs KD + hidden alignment, C4 vs self-generated text, full vs LoRA (SmolLM2), and the LM loss with
   its learning rate checked on validation (Gemma).
@@ -40,7 +41,7 @@ from benchmarks.quality.report import write_report
 from benchmarks.quality.rows import QualityContext, bos_protocol_row, dense_row, recovery_row, training_free_row
 from benchmarks.quality.zero_shot_rerun import add_missing_zero_shot_documents
 
-TRAINING_FREE = ("plain", "linear_ls", "linear_cosine", "aware")
+TRAINING_FREE = ("plain", "linear_ls", "linear_cosine", "reconstruct", "aware", "default")
 RECOVERY_PLAN = {
     # (recipe, size, CPU-minutes), in the order they run: the 10-minute comparisons first, then the 30-minute points.
     "smollm2-135m": (

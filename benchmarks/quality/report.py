@@ -22,7 +22,7 @@ from .protocol import SCORING_CALIBRATION, TABLE, read_json, validation_score
 
 TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 TITLES = {"smollm2-135m": "SmolLM2-135M-Instruct (30 blocks)", "gemma3-270m": "Gemma-3-270M (18 blocks)"}
-TRAINING_FREE_VARIANTS = ("plain", "linear_ls", "linear_cosine", "aware")
+TRAINING_FREE_VARIANTS = ("plain", "linear_ls", "linear_cosine", "reconstruct", "aware", "default")
 
 
 def load_rows(results_dir: Path, spec: QualityModel | None = None) -> dict[str, dict[str, Any]]:
@@ -102,6 +102,9 @@ def calibration_cell(run: dict[str, Any]) -> str:
     if run["method"]["name"] == "aware":
         select = (compensation.get("settings") or {}).get("selection_samples")
         return f"{select} select + {fit} fit"
+    auto = run["details"].get("auto")
+    if auto:
+        return f"{auto.get('fit_samples')} auto fit + {auto.get('heldout_samples')} held out + {fit} fit"
     scoring = SCORING_CALIBRATION["num_samples"]
     return f"{scoring} score" + (f" + {fit} fit" if fit else "")
 
@@ -112,6 +115,8 @@ def pruning_cpu_seconds(run: dict[str, Any], selection_dir: Path) -> float | Non
     The scoring of the plain criteria that were tried and not chosen, and the validation that chose among them, are
     not counted (they are the benchmark's search, not the recipe).
     """
+    if "pruning_cpu_s" in run["timings"]:  # measured whole (the default recipe)
+        return run["timings"]["pruning_cpu_s"]
     size = run["run_id"].rsplit("-", 1)[-1]
     name = run["method"]["name"]
     path = selection_dir / (f"aware-{size}.json" if name == "aware" else f"plain-{size}.json")

@@ -23,12 +23,20 @@ from ..paper_tables.runner import EvalSettings, finite_or_none, measure_speedup,
 from .models import QualityModel
 from .protocol import SEQ_LEN, TEST_WINDOWS, validation_perplexity, validation_score
 from .recovery import RECIPES, train_for_budget, training_data
-from .training_free import COMPENSATIONS, aware_plan, build_model, dense_validation, plain_selection
+from .training_free import (
+    COMPENSATIONS,
+    aware_plan,
+    build_model,
+    cli_defaults,
+    default_recipe_model,
+    dense_validation,
+    plain_selection,
+)
 
 ZERO_SHOT_DOCUMENTS = 200
-ZERO_SHOT_VARIANTS = ("plain", "linear_ls", "aware")
+ZERO_SHOT_VARIANTS = ("plain", "linear_ls", "aware", "default")
 """Training-free rows with zero-shot figures (20% only: 7 x 200 documents cost about 17 CPU-minutes a model here, so
-the 35% rows, linear_cosine and the 10-minute recovery rows report perplexity only)."""
+the 35% rows, linear_cosine, reconstruct and the 10-minute recovery rows report perplexity only)."""
 
 
 @dataclass
@@ -96,8 +104,37 @@ def dense_row(context: QualityContext) -> dict[str, Any]:
     return record
 
 
+def default_row(context: QualityContext, size: str) -> dict[str, Any]:
+    """The default recipe of ``optimum-depth prune`` (``criterion="auto"`` + its default compensation)."""
+    num_blocks = context.spec.block_targets[size]
+    model, plan, config, cpu_s = default_recipe_model(context.dense, context.tokenizer, num_blocks)
+    choice = (plan.get("reason") or {}).get("auto") or {}
+    method = {
+        "name": "default",
+        "criterion": f"auto: {choice.get('chosen')}",
+        "num_blocks_removed": num_blocks,
+        "num_blocks_kept": int(model.config.num_hidden_layers),
+        "removed_blocks": sorted(plan["removed_blocks"]),
+        "plan": plan,
+        "compensation": config["compensation"]["method"],
+        "config": config,
+        "cli_defaults": cli_defaults(),
+        "recovery": "none",
+    }
+    record = _record(context, f"default-{size}", method)
+    record["details"]["compensation"] = model.config.pruning.get("compensation")
+    record["details"]["auto"] = choice
+    record["timings"]["pruning_cpu_s"] = cpu_s
+    evaluate_row(record, model, context, zero_shot=size == context.spec.small, latency=True)
+    dense = dense_validation(context.dense, context.tokenizer, context.results_dir, context.spec)
+    record["details"]["validation_score"] = validation_score(record["details"]["validation_perplexity"], dense)
+    return record
+
+
 def training_free_row(context: QualityContext, size: str, variant: str) -> dict[str, Any]:
-    """``variant`` is ``"plain"``, a compensation method (on the plain plan) or ``"aware"``."""
+    """``variant`` is ``"plain"``, a compensation method (on the plain plan), ``"aware"`` or ``"default"``."""
+    if variant == "default":
+        return default_row(context, size)
     if variant == "aware":
         selection = aware_plan(context.dense, context.tokenizer, context.spec, size, context.results_dir)
         plan, criterion, compensation = selection["plan"], "sleb (compensation-aware)", "linear_ls"

@@ -6,7 +6,14 @@
 * ``linear_ls-<size>`` / ``linear_cosine-<size>``: that plan, compensated (``CompensationConfig(method=...)``, the
   library defaults: 256 x 128 calibration tokens, ridge chosen on held-out calibration rows);
 * ``aware-<size>``: blocks chosen by SLEB's greedy rounds with every candidate scored *after* its own fitted map
-  (``CompensationConfig(selection="aware")``), then compensated the same way.
+  (``CompensationConfig(selection="aware")``), then compensated the same way;
+* ``reconstruct-<size>``: the plain plan with ``CompensationConfig(method="reconstruct")`` (least-squares maps, then
+  the kept block before each cut trained on cached calibration activations; the library defaults);
+* ``default-<size>``: ``optimum-depth prune``'s default recipe for blocks with calibration text, run as the command
+  runs it (:func:`default_recipe_config`, the command line's defaults read at run time: ``criterion="auto"``, the
+  block criteria and the aware selection tried within its CPU budget, each plan with its maps, compared on held-out
+  calibration sequences, and ``compensation="reconstruct"``), calibration from the shared ``calib/`` folder; its
+  whole pruning CPU time is recorded.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from .protocol import (
 )
 
 PLAIN_CRITERIA = ("magnitude", "taylor", "ppl", "block_influence", "angular", "sleb")
-COMPENSATIONS = ("linear_ls", "linear_cosine")
+COMPENSATIONS = ("linear_ls", "linear_cosine", "reconstruct")
 
 
 def selection_dir(results_dir: Path, spec: QualityModel) -> Path:
@@ -129,3 +136,40 @@ def build_model(dense, plan_dict: dict[str, Any], compensation: str | None, toke
     DepthPruner(config).apply(model, plan, calibration=COMPENSATION_CALIBRATION, tokenizer=tokenizer)
     fit_cpu_s = time.process_time() - start
     return model.eval(), model.config.pruning.get("compensation"), fit_cpu_s
+
+
+def cli_defaults() -> dict[str, str]:
+    """``optimum-depth prune``'s defaults for blocks with calibration text (``cli/common.py``), read at run time."""
+    from optimum_depth.cli import common
+
+    return {
+        "criterion": common.RECOMMENDED_BLOCK_CRITERION,
+        "compensation": common.RECOMMENDED_COMPENSATION,
+    }
+
+
+def default_recipe_config(num_blocks: int) -> DepthPruningConfig:
+    """The config ``optimum-depth prune --num-layers-to-remove N`` uses with the shared ``calib/`` folder."""
+    defaults = cli_defaults()
+    return DepthPruningConfig(
+        criterion=defaults["criterion"],
+        num_layers_to_remove=num_blocks,
+        compensation=CompensationConfig(method=defaults["compensation"]),
+        calibration_dataset=SCORING_CALIBRATION["source"],
+    )
+
+
+def default_recipe_model(dense, tokenizer, num_blocks: int):
+    """``dense`` pruned by the default recipe, as the command line does it.
+
+    Returns:
+        ``(model, plan dict, config dict, pruning CPU seconds)``: scoring, the auto candidates, the compensation fit
+        and the reconstruction, all in one process-time measurement.
+    """
+    config = default_recipe_config(num_blocks)
+    pruner = DepthPruner(config)
+    model = copy.deepcopy(dense)
+    start = time.process_time()
+    model = pruner.prune(model, SCORING_CALIBRATION["source"], tokenizer)
+    cpu_s = time.process_time() - start
+    return model.eval(), pruner.last_plan.to_dict(), config.to_dict(), cpu_s
