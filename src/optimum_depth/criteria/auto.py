@@ -180,6 +180,20 @@ class _SharedCache:
         return self.heldout_nll(removed, folds, start)
 
 
+def _unavailable(name: str, config: DepthPruningConfig, facts) -> str | None:
+    """Why a candidate cannot run on this model (checked before it runs), or ``None``."""
+    from .taylor import block_weights, check_differentiable
+
+    if name == "aware" and config.compensation is None:
+        return "no compensation: the aware selection needs one"
+    if name == "taylor":
+        try:
+            check_differentiable([w for block in facts.layers for w in block_weights(block)])
+        except ValueError as err:  # offloaded or quantized weights: a forward-only candidate must do
+            return str(err)
+    return None
+
+
 def _plan_of(context: ScoringContext, candidate_config: DepthPruningConfig, data: CalibrationData):
     """The positions the candidate removes, in its removal order (scored and planned as the candidate alone)."""
     from ..blocks.planning import plan_blocks
@@ -215,8 +229,9 @@ def auto_criterion(context: ScoringContext) -> CriterionResult:
     for name in sorted(names, key=lambda n: (estimates[n], names.index(n))):
         record: dict[str, Any] = {"estimated_cpu_seconds": round(estimates[name], 1)}
         outcomes[name] = record
-        if name == "aware" and config.compensation is None:
-            record["skipped"] = "no compensation: the aware selection needs one"
+        reason = _unavailable(name, config, cache.facts)
+        if reason is not None:
+            record["skipped"] = reason
             continue
         if spent + estimates[name] > config.auto_max_seconds and best is not None:
             record["skipped"] = f"over the budget (auto_max_seconds={config.auto_max_seconds:g})"
