@@ -115,3 +115,23 @@ def test_a_file_of_another_record_type_or_a_newer_format_is_refused(tmp_path):
     with pytest.raises(DataError, match="format version 99"):
         DepthPruningConfig.from_dict({**data, "format_version": 99})
     assert DepthPruningConfig.from_dict(data).to_dict()["record_type"] == "DepthPruningConfig"
+
+
+def test_auto_and_reconstruction_settings_round_trip_through_json(tmp_path):
+    from optimum_depth import CompensationConfig
+
+    compensation = CompensationConfig(method="reconstruct", reconstruct_steps=123, reconstruct_max_seconds=4.5)
+    config = DepthPruningConfig(
+        criterion="auto",
+        pruning_ratio=0.2,
+        compensation=compensation,
+        auto_candidates=["ppl", "aware"],
+        auto_max_seconds=12.0,
+        auto_heldout_samples=7,
+    )
+    config.save_pretrained(tmp_path)
+    loaded = DepthPruningConfig.from_pretrained(tmp_path)
+    assert loaded == config and loaded.compensation.reconstructs and loaded.compensation.map_method == "linear_ls"
+    assert DepthPruningConfig(criterion="auto", pruning_ratio=0.2, compensation="reconstruct").compensation.reconstructs
+    # The aware selection names SLEB's rounds; with auto it is one of the candidates, not a contradiction.
+    DepthPruningConfig(criterion="auto", pruning_ratio=0.2, compensation=CompensationConfig(selection="aware"))
