@@ -172,7 +172,7 @@ def train_chain(
     """
     start_time = time.process_time()
     dtypes = [next(iter(block.parameters())).dtype for block in blocks]
-    chain = [copy.deepcopy(block).float().train() for block in blocks]
+    chain = [copy.deepcopy(block).float().eval() for block in blocks]  # eval: no dropout, deterministic
     for block in chain:
         for param in block.parameters():
             param.requires_grad_(True)
@@ -182,8 +182,6 @@ def train_chain(
     kwargs = [_float32_kwargs(k) for k in kwargs]
     fit_rows = inputs.shape[0] - heldout
     held_in, held_out = inputs[fit_rows:], targets[fit_rows:]
-    for block in chain:
-        block.eval()  # no dropout: the reconstruction is deterministic given the batches
     best = (_heldout_loss(chain, kwargs, held_in, held_out, settings, norm), 0, _snapshot(chain))
     history = [(0, best[0])]
     params = [p for block in chain for p in block.parameters()]
