@@ -20,7 +20,7 @@ scaling, sliding-window pattern, RoPE bases) would show as a large one.
         --llama-bin build/bin
 
 Measured (``benchmarks/results/quality/gemma3-270m/gguf-check/llama-cpp-comparison.json``): perplexity 30.34
-(llama.cpp) vs 30.25 (transformers), ratio 0.997; the first 13 greedy tokens identical.
+(llama.cpp) vs 30.25 (transformers), ratio 0.997; the first 15 greedy tokens identical.
 """
 
 from __future__ import annotations
