@@ -11,7 +11,7 @@ sequences; the last 20% are held out), and the model is scored on the *validatio
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m benchmarks.ablations.reconstruction \\
-        --model smollm2-135m --removed 13,14,15,16,17,18 --variants loss=token_mse loss=mse lr=1e-3 before=2
+        --model smollm2-135m --removed 13,14,15,16,17,18 --variants loss=token_mse loss=mse lr=1e-3 before=2 [--plain]
 
 Each variant is ``key=value`` pairs joined by commas over the defaults ``loss=token_mse,lr=5e-4,steps=400,before=1,
 after=0,batch=8`` (``before``: kept blocks trained before each cut; ``after``: kept blocks after it, which then join
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--removed", required=True, help="Comma-separated original blocks removed.")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--variants", nargs="+", default=[""])
+    parser.add_argument("--plain", action="store_true", help="Also score the plan without compensation.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -152,6 +153,16 @@ def main() -> None:
     )
     out = RESULTS / f"reconstruction_{args.model}.jsonl"
     dense_val = validation_perplexity(dense, tokenizer)
+    if args.plain:
+        plain = copy.deepcopy(dense)
+        DepthPruner(DepthPruningConfig(criterion="sleb", num_layers_to_remove=len(removed))).apply(plain, plan)
+        plain_val = validation_perplexity(plain.eval(), tokenizer)
+        record = {"model": args.model, "removed": removed, "variant": "plain", "validation": plain_val}
+        record["score"] = round(validation_score(plain_val, dense_val), 4)
+        print(json.dumps(record), flush=True)
+        with out.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        del plain
     start = time.process_time()
     base = copy.deepcopy(dense)
     config = DepthPruningConfig(criterion="sleb", num_layers_to_remove=len(removed), compensation=CompensationConfig())

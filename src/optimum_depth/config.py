@@ -57,7 +57,7 @@ def _finite_number(value: Any) -> bool:
 
 COMPENSATION_METHODS = ("linear_ls", "linear_cosine", "reconstruct")
 COMPENSATION_SELECTIONS = ("criterion", "aware")
-RECONSTRUCTION_LOSSES = ("mse", "token_mse", "final_norm_cosine")
+RECONSTRUCTION_LOSSES = ("final_norm_cosine", "token_mse", "mse")
 
 
 @dataclass
@@ -96,9 +96,9 @@ class CompensationConfig(JsonRecord):
         reconstruct_max_seconds: ``reconstruct``: stop training once this many CPU-seconds (process time) have been
             spent on it, whatever the steps (``None``: the steps alone bound it).
         reconstruct_lr: ``reconstruct``: peak Adam learning rate (cosine decay to zero over the steps).
-        reconstruct_loss: ``reconstruct``: ``"token_mse"`` (squared error relative to each target token's squared
-            norm), ``"mse"`` (squared error relative to the targets' mean squared norm) or ``"final_norm_cosine"``
-            (1 - cosine between the model's final norm of output and target).
+        reconstruct_loss: ``reconstruct``: ``"final_norm_cosine"`` (1 - cosine between the model's final norm of
+            output and target; the default), ``"token_mse"`` (squared error relative to each target token's squared
+            norm) or ``"mse"`` (squared error relative to the targets' mean squared norm).
         reconstruct_blocks: ``reconstruct``: kept blocks trained per cut: the one before it, and the ones before
             that (never across an earlier cut).
     """
@@ -117,8 +117,8 @@ class CompensationConfig(JsonRecord):
     reconstruct_max_seconds: float | None = field(
         default=None, metadata={"help": "reconstruct: CPU-seconds cap on the training (None: steps only)."}
     )
-    reconstruct_lr: float = field(default=5e-4, metadata={"help": "reconstruct: peak learning rate."})
-    reconstruct_loss: str = field(default="token_mse", metadata={"help": f"One of {RECONSTRUCTION_LOSSES}."})
+    reconstruct_lr: float = field(default=1e-3, metadata={"help": "reconstruct: peak learning rate."})
+    reconstruct_loss: str = field(default="final_norm_cosine", metadata={"help": f"One of {RECONSTRUCTION_LOSSES}."})
     reconstruct_blocks: int = field(default=1, metadata={"help": "reconstruct: kept blocks trained per cut."})
 
     file_name: ClassVar[str] = "compensation_config.json"

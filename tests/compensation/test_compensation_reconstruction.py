@@ -59,8 +59,9 @@ def test_reconstruction_lowers_the_held_out_error_at_the_cut(family):
     assert record["maps"] == linear.config.pruning["compensation"]["maps"]  # the same maps, then training
     fresh = random_ids(16, 16, seed=77)  # text neither the maps nor the training saw
     target = _state_after(dense, 3, fresh)
+    loss = record["reconstruction"]["loss"]
     error = {
-        name: float(reconstruction_loss(_state_after(m, 1, fresh), target, "token_mse"))
+        name: float(reconstruction_loss(_state_after(m, 1, fresh), target, loss, dense.model.norm))
         for name, m in (("linear", linear), ("trained", trained))
     }
     assert error["trained"] < error["linear"]
@@ -106,12 +107,12 @@ def test_training_keeps_the_best_held_out_step_and_stops_at_the_time_cap():
     block = torch.nn.Sequential(torch.nn.Linear(8, 8))
     inputs = torch.randn(20, 4, 8)
     targets = inputs @ torch.randn(8, 8) * 0.1
-    diverging = ReconstructionSettings(steps=20, learning_rate=1e4, batch_size=4)
+    diverging = ReconstructionSettings(steps=20, learning_rate=1e4, loss="token_mse", batch_size=4)
     outcome = train_chain([block], [{}], inputs, targets, heldout=5, settings=diverging)
     assert outcome.best_step == 0  # nothing beat the untrained block: its parameters are given back unchanged
     assert all(torch.equal(outcome.states[0][k], v) for k, v in block.state_dict().items())
     assert outcome.heldout_after == min(v for _, v in outcome.history)
-    capped = ReconstructionSettings(steps=10_000, learning_rate=1e-3, batch_size=4, max_seconds=0.05)
+    capped = ReconstructionSettings(steps=10_000, learning_rate=1e-3, loss="mse", batch_size=4, max_seconds=0.05)
     assert train_chain([block], [{}], inputs, targets, heldout=5, settings=capped).steps < 10_000
 
 

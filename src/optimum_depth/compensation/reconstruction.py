@@ -8,9 +8,10 @@ returned and later loaded into the pruned model, which keeps its plain architect
 LLM-Streamline's replacement layer).
 
 The loss (``reconstruct_loss``) compares the trained blocks' output with the target on a batch of sequences:
-``token_mse`` (squared error relative to each target token's squared norm: every token counts alike, so the huge
-first-token states of most LLMs do not dominate), ``mse`` (relative to the batch's mean squared norm) or
-``final_norm_cosine`` (1 - cosine after the model's final norm, i.e. in the space the LM head reads). Adam, cosine
+``final_norm_cosine`` (1 - cosine after the model's final norm, i.e. per token and in the space the LM head reads,
+weighted by the final norm's gain), ``token_mse`` (squared error relative to each target token's squared norm: every
+token counts alike, so the huge first-token states of most LLMs do not dominate) or ``mse`` (relative to the
+batch's mean squared norm). Adam, cosine
 decay to zero, gradient norm clipped at 1. The loss on held-out calibration sequences is measured before training
 and at regular intervals; the parameters with the lowest held-out loss are kept, so training never leaves the cut
 worse, on held-out text, than the linear map alone.
@@ -55,7 +56,7 @@ class ReconstructionSettings:
 
     steps: int
     learning_rate: float
-    loss: str = "token_mse"
+    loss: str = "final_norm_cosine"
     batch_size: int = 8
     max_seconds: float | None = None
     seed: int = 0
