@@ -32,8 +32,9 @@ CRITERIA_BY_GRANULARITY: dict[str, tuple[str, ...]] = {
     "sublayer": ("finercut",),
 }
 """The criterion names of each granularity; :mod:`optimum_depth.criteria` registers one implementation for each."""
-AUTO_CANDIDATES = ("magnitude", "block_influence", "angular", "taylor", "ppl", "sleb", "aware")
-"""What ``criterion="auto"`` may try: the block criteria, and ``"aware"`` (SLEB with compensation-aware selection)."""
+AUTO_CANDIDATES = ("magnitude", "block_influence", "angular", "window", "taylor", "ppl", "sleb", "aware")
+"""What ``criterion="auto"`` may try: the block criteria, ``"window"`` (the run of consecutive blocks the compensation
+repairs best) and ``"aware"`` (SLEB with compensation-aware selection)."""
 SCHEDULES = ("one_shot", "iterative")
 DISTANCES = ("js", "js_finercut", "kl", "angular", "norm")
 SUBLAYER_SEARCHES = ("greedy", "one_shot")

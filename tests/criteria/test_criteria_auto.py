@@ -79,11 +79,12 @@ def test_auto_keeps_the_candidate_whose_plan_has_the_lowest_held_out_loss(storie
         pytest.skip("../shared/data/calib is not available")
     model, tokenizer = _stories_with_an_identity_block(stories_path)
     data = prepare_calibration(DATA_DIR / "calib", tokenizer, num_samples=FIT + HELDOUT, seq_len=32, seed=0)
-    pruner = DepthPruner(_config(auto_candidates=["magnitude", "block_influence", "ppl"]))
+    pruner = DepthPruner(_config(auto_candidates=["magnitude", "block_influence", "window", "ppl"]))
     scores = pruner.score(model, calibration=data)
     auto = scores.extra["auto"]
     candidates = auto["candidates"]
     assert candidates["block_influence"]["removed_blocks"] == [3]  # the identity block: nothing is lost
+    assert candidates["window"]["removed_blocks"] == [3]
     assert candidates["magnitude"]["removed_blocks"] != [3]  # its large weights hide it from magnitude
     heldout = data.input_ids[FIT:]
     for name, outcome in candidates.items():  # each held-out loss is the real pruned model's
@@ -93,7 +94,7 @@ def test_auto_keeps_the_candidate_whose_plan_has_the_lowest_held_out_loss(storie
     assert candidates["block_influence"]["heldout_loss"] == pytest.approx(dense, abs=1e-5)
     assert candidates["magnitude"]["heldout_loss"] > dense + 0.01  # a trained block is missed
     best = min(candidates, key=lambda n: (candidates[n]["heldout_loss"], list(candidates).index(n)))
-    assert auto["chosen"] == best and auto["chosen"] in ("block_influence", "ppl")
+    assert auto["chosen"] == best and auto["chosen"] in ("block_influence", "window", "ppl")
     plan = pruner.plan(scores)
     assert plan.removed_blocks == (3,) and plan.criterion == "auto"
     assert plan.reason["auto"]["chosen"] == auto["chosen"]
@@ -135,6 +136,43 @@ def test_with_compensation_each_candidate_is_scored_with_its_maps(family):
     assert candidates[chosen]["heldout_loss"] == min(c["heldout_loss"] for c in candidates.values())
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_the_window_candidate_scores_each_run_of_blocks_as_the_real_compensated_model(family):
+    from optimum_depth.architectures import as_facts
+    from optimum_depth.blocks.replay import capture_block_inputs
+    from optimum_depth.compensation.cuts import plan_folds
+    from optimum_depth.compensation.selection import MapBank, dense_states
+    from optimum_depth.compensation.sites import fold_map, fold_site
+
+    model = make_tiny_model(family)
+    data = _data(seed=4)
+    settings = CompensationConfig(num_samples=32, seq_len=16)
+    config = _config(num_layers_to_remove=2, compensation=settings, auto_candidates=["window"], protect_first=1)
+    scores = DepthPruner(config).score(model, calibration=data)
+    windows = {int(k): v for k, v in scores.extra["chosen_criterion_extra"]["window_scores"].items()}
+    assert sorted(windows) == [1, 2, 3, 4]  # block 0 is protected
+    fit_ids = data.input_ids[:FIT]
+    screen = round(0.2 * FIT)
+    captured = capture_block_inputs(model, fit_ids, 8)
+    bank = MapBank(dense_states(as_facts(model), captured.hidden_states, captured.block_kwargs, 8), as_facts(model),
+                   captured.block_kwargs, screen, 8)  # fmt: skip
+    screening = fit_ids[-screen:]
+    with torch.no_grad():
+        dense = model(input_ids=screening, output_hidden_states=True).hidden_states[-1]  # after the final norm
+    for first, value in windows.items():
+        removed = [first, first + 1]
+        copy_ = copy.deepcopy(model)
+        for fold in plan_folds(removed, 6):
+            fold_map(copy_, fold_site(copy_.model.layers[fold.block], as_facts(copy_)), bank.transform(fold))
+        remove_layers(copy_, removed)
+        with torch.no_grad():
+            pruned = copy_(input_ids=screening, output_hidden_states=True).hidden_states[-1]
+        reference = float((1 - torch.nn.functional.cosine_similarity(pruned, dense, dim=-1)).mean())
+        assert value == pytest.approx(reference, abs=1e-5), first
+    chosen = min(windows, key=windows.get)
+    assert scores.extra["auto"]["candidates"]["window"]["removed_blocks"] == [chosen, chosen + 1]
+
+
 def test_the_budget_bounds_the_candidates_and_every_outcome_is_recorded(tmp_path):
     model = make_tiny_model("llama")
     pruner = DepthPruner(_config(auto_max_seconds=0.0))
@@ -146,7 +184,7 @@ def test_the_budget_bounds_the_candidates_and_every_outcome_is_recorded(tmp_path
     assert (
         set(ran) | set(skipped)
         == set(candidates)
-        == {"magnitude", "block_influence", "angular", "taylor", "ppl", "sleb", "aware"}
+        == {"magnitude", "block_influence", "angular", "window", "taylor", "ppl", "sleb", "aware"}
     )
     assert skipped["aware"].startswith("no compensation")
     assert all("budget" in reason for n, reason in skipped.items() if n != "aware")

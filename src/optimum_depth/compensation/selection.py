@@ -92,13 +92,20 @@ class MapBank:
 class SuffixScorer:
     """Scoring loss of a removal set with its maps, restarting from the current model's cached states."""
 
-    def __init__(self, facts: ModelFacts, engine: BlockwiseEngine, states, kwargs, input_ids, batch_size: int):
+    def __init__(self, facts: ModelFacts, engine: BlockwiseEngine | None, states, kwargs, input_ids, batch_size: int):
         self.facts, self.engine, self.kwargs = facts, engine, kwargs
         self.input_ids, self.batch_size = input_ids, batch_size
         self.current: dict[int, torch.Tensor] = dict(enumerate(states))  # state entering each block (current model)
 
     def run(self, start: int, removed: set[int], folds: dict[int, tuple[Fold, torch.Tensor]], keep: bool) -> float:
         """Mean NLL of the model without ``removed`` (maps ``folds``), running from block ``start``."""
+        return self.mean_nll(self.final_state(start, removed, folds, keep))
+
+    def final_state(
+        self, start: int, removed: set[int], folds: dict[int, tuple[Fold, torch.Tensor]], keep: bool = False
+    ) -> torch.Tensor:
+        """The last block's output of the model without ``removed`` (maps ``folds``), running from block ``start``;
+        with ``keep``, the states entering the blocks it ran become the current model's."""
         hidden = self.current[start]
         kept_states: dict[int, torch.Tensor] = {}
         for index in range(start, len(self.facts.layers)):
@@ -115,10 +122,12 @@ class SuffixScorer:
                 hidden = run_block(block, hidden, self.kwargs[index], self.batch_size)
         if keep:
             self.current.update(kept_states)
-        return self.mean_nll(hidden)
+        return hidden
 
     def mean_nll(self, hidden: torch.Tensor) -> float:
         """Mean next-token NLL of the scoring sequences from the last block's output ``hidden``."""
+        if self.engine is None:
+            raise ValueError("This scorer has no engine to compute the loss with.")
         total, count = 0.0, 0
         for begin in range(0, hidden.shape[0], self.batch_size):
             nll, tokens = self.engine.sequence_nll(

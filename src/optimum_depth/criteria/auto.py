@@ -6,9 +6,10 @@ magnitude + least squares beat it by far), so the recipe is chosen per model, on
 1. one calibration draw is split into *fit* sequences (``auto_fit_samples``; the first ``num_samples`` of them score
    the criteria) and *held-out* ones (``auto_heldout_samples``), and the dense hidden state entering every block is
    cached once for all of them: every candidate shares this cache;
-2. each candidate (:data:`~optimum_depth.config.AUTO_CANDIDATES`: a block criterion, or ``"aware"``, SLEB's greedy
-   rounds with compensation-aware selection) makes its plan for the target, as it would alone (its own protection
-   defaults included);
+2. each candidate (:data:`~optimum_depth.config.AUTO_CANDIDATES`: a block criterion; ``"window"``, the run of
+   consecutive blocks the compensation repairs best, :mod:`.windows`; or ``"aware"``, SLEB's greedy rounds with
+   compensation-aware selection) makes its plan for the target, as it would alone (its own protection defaults
+   included);
 3. the plan is compensated as the run will be (with ``compensation``: one least-squares map per cut, fitted on the
    fit sequences' dense states, independent maps as in the aware selection; without: none) and its mean next-token
    loss on the held-out sequences is computed from the cached states (only the blocks from the first cut on run);
@@ -77,6 +78,10 @@ def estimate_seconds(
         return evaluation
     if candidate in ("block_influence", "angular"):
         return scoring * num_blocks * unit.block + evaluation
+    if candidate == "window":
+        windows = max(1, num_blocks - rounds + 1)
+        screen = max(1, round(0.2 * fit))
+        return windows * (fit + screen * num_blocks / 2) * unit.block + evaluation
     if candidate == "taylor":
         return 3 * scoring * (num_blocks * unit.block + unit.head) + evaluation
     if candidate == "ppl":
@@ -145,12 +150,25 @@ class _SharedCache:
         head_seconds = (time.process_time() - start) / max(1, self.heldout)
         self.unit = UnitCosts(block_seconds, head_seconds)
         self.bank = None
+        fraction = config.compensation.heldout_fraction if config.compensation is not None else 0.2
+        self.screen = min(self.fit - 1, max(1, round(fraction * self.fit)))  # choose the ridges, screen the windows
         if config.compensation is not None:
             from ..compensation.selection import MapBank
 
             fit_states = [s[: self.fit] for s in self.states]
-            ridge_heldout = min(self.fit - 1, max(1, round(config.compensation.heldout_fraction * self.fit)))
-            self.bank = MapBank(fit_states, self.facts, self.kwargs, ridge_heldout, self.batch_size)
+            self.bank = MapBank(fit_states, self.facts, self.kwargs, self.screen, self.batch_size)
+
+    def scan_windows(self, context: ScoringContext) -> tuple[list[int], list[float], dict[str, Any]]:
+        """The ``"window"`` candidate's plan (:mod:`.windows`), scanned on the screening sequences."""
+        from ..architectures import count_parameters
+        from .windows import scan_windows, window_size
+
+        sizes = [count_parameters(block) for block in self.facts.layers]
+        total = count_parameters(self.facts.inner)
+        length = window_size(context.num_to_remove, sizes, total, context.config.target_num_params)
+        screening = [s[self.fit - self.screen : self.fit] for s in self.states]
+        scan = scan_windows(self.facts, screening, self.kwargs, self.bank, length, context.protected, self.batch_size)
+        return scan.removed, scan.values, scan.extra
 
     def heldout_nll(self, removed: list[int], folds: dict, start: int) -> float:
         """Mean next-token NLL on the held-out sequences of the model without ``removed`` (positions), with maps."""
@@ -224,9 +242,9 @@ def auto_criterion(context: ScoringContext) -> CriterionResult:
         for name in names
     }
     outcomes: dict[str, dict[str, Any]] = {}
-    best: tuple[float, str, list[int], Any] | None = None
-    spent = time.process_time() - start
+    best: tuple[float, str, list[int], list[float], dict[str, Any]] | None = None
     for name in sorted(names, key=lambda n: (estimates[n], names.index(n))):
+        spent = time.process_time() - start
         record: dict[str, Any] = {"estimated_cpu_seconds": round(estimates[name], 1)}
         outcomes[name] = record
         reason = _unavailable(name, config, cache.facts)
@@ -237,10 +255,13 @@ def auto_criterion(context: ScoringContext) -> CriterionResult:
             record["skipped"] = f"over the budget (auto_max_seconds={config.auto_max_seconds:g})"
             continue
         began = time.process_time()
-        candidate = _candidate_config(config, name)
-        data = cache.fit_data if name == "aware" else cache.scoring_data
         try:
-            removed, scores = _plan_of(context, candidate, data)
+            if name == "window":
+                removed, values, extra = cache.scan_windows(context)
+            else:
+                data = cache.fit_data if name == "aware" else cache.scoring_data
+                removed, scores = _plan_of(context, _candidate_config(config, name), data)
+                values, extra = list(scores.values), scores.extra
         except PruningTargetError as err:
             record["skipped"] = f"cannot meet the target: {err}"
             continue
@@ -255,11 +276,10 @@ def auto_criterion(context: ScoringContext) -> CriterionResult:
         )
         logger.info("auto: %s removes %s, held-out perplexity %.3f", name, record["removed_blocks"], math.exp(nll))
         if best is None or nll < best[0]:
-            best = (nll, name, removed, scores)
-        spent = time.process_time() - start
+            best = (nll, name, removed, values, extra)
     if best is None:
         raise PruningTargetError(f"No auto candidate could meet the target: {outcomes}")
-    _, chosen, removed, scores = best
+    _, chosen, removed, values, chosen_extra = best
     extra = {
         "auto": {
             "chosen": chosen,
@@ -273,9 +293,9 @@ def auto_criterion(context: ScoringContext) -> CriterionResult:
             "unit_cpu_seconds": {"block": cache.unit.block, "lm_head": cache.unit.head},
             "candidates": outcomes,
         },
-        "chosen_criterion_extra": scores.extra,
+        "chosen_criterion_extra": chosen_extra,
     }
-    return CriterionResult(values=list(scores.values), removal_order=removed, extra=extra)
+    return CriterionResult(values=values, removal_order=removed, extra=extra)
 
 
 AUTO = register_criterion(Criterion("auto", auto_criterion, needs_calibration=True))
