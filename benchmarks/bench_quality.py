@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import subprocess
 from pathlib import Path
 
 from benchmarks.paper_tables.runner import PlannedRun, command_line, machine_settings, run_all, set_threads
@@ -97,6 +98,18 @@ def planned_rows(context: QualityContext) -> list[PlannedRun]:
     return rows
 
 
+def code_state() -> dict:
+    """The library code a run used: the git commit, and the source files changed but not committed at its start."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "src").splitlines() if line]
+    return {"git_commit": git("rev-parse", "HEAD") or None, "uncommitted_source_files": changed}
+
+
 def model_record(spec: QualityModel, dense) -> dict:
     """What each results file records about the dense model (Hub id, GGUF source and hash; no local path)."""
     from optimum_depth.architectures import count_parameters
@@ -144,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     threads = set_threads()
     dense, tokenizer = load_model_and_tokenizer(spec.key)
     dense.eval()
-    settings = {"machine": machine_settings(), "protocol": "benchmarks/quality/protocol.py"}
+    settings = {"machine": machine_settings(), "protocol": "benchmarks/quality/protocol.py", "code": code_state()}
     base = {"model": model_record(spec, dense), "settings": settings}
     context = QualityContext(spec, dense, tokenizer, base, results_dir, self_sequences=args.self_sequences)
     command = command_line("benchmarks.bench_quality")
