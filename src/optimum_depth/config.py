@@ -259,9 +259,9 @@ class DepthPruningConfig(JsonRecord):
     auto_candidates: list[str] | None = field(
         default=None, metadata={"help": f"criterion='auto': candidates among {AUTO_CANDIDATES} (None: all)."}
     )
-    auto_max_seconds: float = field(default=90.0, metadata={"help": "criterion='auto': CPU-seconds for candidates."})
+    auto_max_seconds: float = field(default=120.0, metadata={"help": "criterion='auto': CPU-seconds for candidates."})
     auto_fit_samples: int = field(default=64, metadata={"help": "criterion='auto': shared calibration sequences."})
-    auto_heldout_samples: int = field(default=32, metadata={"help": "criterion='auto': held-out sequences."})
+    auto_heldout_samples: int = field(default=16, metadata={"help": "criterion='auto': held-out sequences."})
 
     file_name: ClassVar[str] = CONFIG_NAME
     required_keys: ClassVar[tuple[str, ...]] = ("criterion",)
