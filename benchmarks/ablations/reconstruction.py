@@ -13,8 +13,9 @@ Usage (from the repository root)::
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m benchmarks.ablations.reconstruction \\
         --model smollm2-135m --removed 13,14,15,16,17,18 --variants loss=token_mse loss=mse lr=1e-3 before=2 [--plain]
 
-Each variant is ``key=value`` pairs joined by commas over the defaults ``loss=token_mse,lr=5e-4,steps=400,before=1,
-after=0,batch=8`` (``before``: kept blocks trained before each cut; ``after``: kept blocks after it, which then join
+Each variant is ``key=value`` pairs joined by commas over the defaults ``loss=final_norm_cosine,lr=1e-2,steps=400,
+before=1,after=0,batch=8`` (``lr`` relative to each weight tensor's RMS; the first records of the results file, without
+``lr_scale``, used absolute Adam rates and the defaults ``loss=token_mse,lr=5e-4``) (``before``: kept blocks trained before each cut; ``after``: kept blocks after it, which then join
 the chain and move its target to the dense state after them). One JSON line per variant is printed and appended to
 ``benchmarks/results/ablations/reconstruction_<model>.jsonl``.
 """
@@ -40,7 +41,10 @@ from optimum_depth.model_zoo import load_model_and_tokenizer
 from ..quality.protocol import COMPENSATION_CALIBRATION, validation_perplexity, validation_score
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "ablations"
-DEFAULTS = {"loss": "token_mse", "lr": "5e-4", "steps": "400", "before": "1", "after": "0", "batch": "8"}
+DEFAULTS = {"loss": "final_norm_cosine", "lr": "1e-2", "steps": "400", "before": "1", "after": "0", "batch": "8"}
+LR_SCALE = "relative to each weight tensor's RMS"
+"""How ``lr`` is read since the library's learning rate became relative (records without ``lr_scale``, written
+before, used an absolute Adam learning rate)."""
 HELDOUT_FRACTION = 0.2
 BATCH = 8
 
@@ -195,6 +199,7 @@ def main() -> None:
             "linear_ls_fit_cpu_s": round(fit_cpu_s, 1),
             "cuts": result["cuts"],
             "samples": args.samples,
+            "lr_scale": LR_SCALE,
         }
         line = json.dumps(record)
         print(line, flush=True)

@@ -96,7 +96,9 @@ class CompensationConfig(JsonRecord):
             blocks (each step: ``batch_size`` calibration sequences through the trained blocks, forward + backward).
         reconstruct_max_seconds: ``reconstruct``: stop training once this many CPU-seconds (process time) have been
             spent on it, whatever the steps (``None``: the steps alone bound it).
-        reconstruct_lr: ``reconstruct``: peak Adam learning rate (cosine decay to zero over the steps).
+        reconstruct_lr: ``reconstruct``: peak Adam learning rate *relative to each weight tensor's RMS* (Adafactor's
+            relative step size: weights of different scales move by the same fraction), with a cosine decay to zero
+            over the steps.
         reconstruct_loss: ``reconstruct``: ``"final_norm_cosine"`` (1 - cosine between the model's final norm of
             output and target; the default), ``"token_mse"`` (squared error relative to each target token's squared
             norm) or ``"mse"`` (squared error relative to the targets' mean squared norm).
@@ -118,7 +120,9 @@ class CompensationConfig(JsonRecord):
     reconstruct_max_seconds: float | None = field(
         default=None, metadata={"help": "reconstruct: CPU-seconds cap on the training (None: steps only)."}
     )
-    reconstruct_lr: float = field(default=1e-3, metadata={"help": "reconstruct: peak learning rate."})
+    reconstruct_lr: float = field(
+        default=1e-2, metadata={"help": "reconstruct: peak learning rate, relative to each weight tensor's RMS."}
+    )
     reconstruct_loss: str = field(default="final_norm_cosine", metadata={"help": f"One of {RECONSTRUCTION_LOSSES}."})
     reconstruct_blocks: int = field(default=1, metadata={"help": "reconstruct: kept blocks trained per cut."})
 

@@ -136,3 +136,23 @@ def test_bad_reconstruction_input_is_refused_before_anything_changes():
     assert all(torch.equal(v, wrapped.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ConfigError, match="needs the model"):
         compensation_from_activations(_plan((2,)), {}, SETTINGS)
+
+
+def test_the_learning_rate_is_relative_to_each_weight_tensors_scale():
+    """Adam's first step moves every weight by about its rate: with the rate relative to the tensor's RMS, a block
+    whose weights are ten times larger moves ten times more, so one setting suits models of any weight scale."""
+    torch.manual_seed(0)
+    small = torch.nn.Sequential(torch.nn.Linear(8, 8, bias=False))
+    large = copy.deepcopy(small)
+    with torch.no_grad():
+        large[0].weight.mul_(10.0)
+    inputs = torch.randn(12, 4, 8)
+    settings = ReconstructionSettings(steps=1, learning_rate=1e-2, loss="mse", batch_size=12)
+    moved = []
+    for block in (small, large):
+        with torch.no_grad():
+            targets = block(inputs) * 1.5  # reachable: the step helps, so it is the one kept
+        outcome = train_chain([block], [{}], inputs, targets, heldout=2, settings=settings)
+        assert outcome.best_step == 1
+        moved.append(float((outcome.states[0]["0.weight"] - block[0].weight).abs().mean()))
+    assert moved[1] / moved[0] == pytest.approx(10.0, rel=0.05)

@@ -11,10 +11,15 @@ The loss (``reconstruct_loss``) compares the trained blocks' output with the tar
 ``final_norm_cosine`` (1 - cosine after the model's final norm, i.e. per token and in the space the LM head reads,
 weighted by the final norm's gain), ``token_mse`` (squared error relative to each target token's squared norm: every
 token counts alike, so the huge first-token states of most LLMs do not dominate) or ``mse`` (relative to the
-batch's mean squared norm). Adam, cosine
-decay to zero, gradient norm clipped at 1. The loss on held-out calibration sequences is measured before training
+batch's mean squared norm). Adam with a *relative* learning rate (below), cosine decay to zero, gradient norm
+clipped at 1. The loss on held-out calibration sequences is measured before training
 and at regular intervals; the parameters with the lowest held-out loss are kept, so training never leaves the cut
 worse, on held-out text, than the linear map alone.
+
+The learning rate is relative to each parameter tensor's root-mean-square value at the start (Adafactor's relative
+step size, Shazeer & Stern 2018): Adam moves every parameter by about its learning rate, so an absolute rate that
+suits SmolLM2-135M (weight RMS 0.19) is five times too large for Gemma-3-270M (weight RMS 0.035), and the best
+absolute rates measured on the two differ by that factor; relative to the weights' scale one rate serves both.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class ReconstructionSettings:
 
     Args:
         steps: Adam steps.
-        learning_rate: Peak learning rate (cosine decay to zero).
+        learning_rate: Peak learning rate relative to each parameter tensor's initial RMS (cosine decay to zero).
         loss: ``"token_mse"``, ``"mse"`` or ``"final_norm_cosine"``.
         batch_size: Sequences per step.
         max_seconds: CPU-seconds (process time) after which training stops, or ``None``.
@@ -144,6 +149,16 @@ def _heldout_loss(chain, kwargs, inputs, targets, settings, final_norm) -> float
     return total / count
 
 
+def _relative_groups(params: list[nn.Parameter], learning_rate: float) -> list[dict[str, Any]]:
+    """One Adam group per tensor, ``learning_rate`` times the tensor's RMS (a zero tensor: the others' mean RMS)."""
+    scales = [float(p.detach().float().pow(2).mean().sqrt()) for p in params]
+    nonzero = [s for s in scales if s > 0]
+    fallback = sum(nonzero) / len(nonzero) if nonzero else 1.0
+    return [
+        {"params": [p], "lr": learning_rate * (s if s > 0 else fallback)} for p, s in zip(params, scales, strict=True)
+    ]
+
+
 def _snapshot(chain: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone() for k, v in block.state_dict().items()} for block in chain]
 
@@ -186,14 +201,16 @@ def train_chain(
     best = (_heldout_loss(chain, kwargs, held_in, held_out, settings, norm), 0, _snapshot(chain))
     history = [(0, best[0])]
     params = [p for block in chain for p in block.parameters()]
-    optimizer = torch.optim.Adam(params, lr=settings.learning_rate)
+    optimizer = torch.optim.Adam(_relative_groups(params, settings.learning_rate))
+    peaks = [group["lr"] for group in optimizer.param_groups]
     generator = torch.Generator().manual_seed(settings.seed)
     interval = max(1, math.ceil(settings.steps / EVALUATIONS))
     step = 0
     with torch.enable_grad():
         for step in range(1, settings.steps + 1):
-            for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - 1) / settings.steps))
+            decay = 0.5 * (1 + math.cos(math.pi * (step - 1) / settings.steps))
+            for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+                group["lr"] = peak * decay
             rows = torch.randint(0, fit_rows, (min(settings.batch_size, fit_rows),), generator=generator)
             output = _run_chain(chain, kwargs, inputs[rows].float())
             loss = reconstruction_loss(output, targets[rows].float(), settings.loss, norm)
