@@ -182,3 +182,13 @@ def test_prune_skips_the_default_compensation_without_calibration_text_or_with_a
     assert main(["prune", "--model", model_path, "--config", str(config), "--output-dir", str(configured)]) == 0
     pruning = AutoModelForCausalLM.from_pretrained(configured).config.pruning
     assert pruning["criterion"] == "magnitude" and "compensation" not in pruning
+
+
+def test_score_defaults_to_auto_and_records_the_choice(model_path, tmp_path, capsys):
+    out = tmp_path / "scored"
+    assert main(["score", "--model", model_path, "--num-layers-to-remove", "1", "--output-dir", str(out)]) == 0
+    plan = json.loads((out / "pruning_plan.json").read_text())
+    chosen = plan["reason"]["auto"]["chosen"]
+    assert plan["criterion"] == "auto" and f"auto: {chosen} + reconstruct compensation" in capsys.readouterr().out
+    saved = DepthPruningConfig.from_pretrained(out)  # prune --config/--plan reproduces what auto compared
+    assert saved.criterion == "auto" and saved.compensation.method == "reconstruct"

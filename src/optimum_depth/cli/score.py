@@ -14,6 +14,7 @@ from .common import (
     config_from_args,
     default_calibration_source,
     load_model,
+    recipe_label,
     with_recommended_recipe,
 )
 
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = write_into_directory(args.output_dir, write)
     print(
-        f"{scores.criterion}: {len(scores.values)} candidates scored, would remove {list(plan.removed_blocks)}"
+        f"{recipe_label(plan, pruner.config)}: {len(scores.values)} candidates scored, would remove "
+        f"{list(plan.removed_blocks)}"
         f"{sublayer_summary(plan)}; wrote {out}"
     )
     return 0
