@@ -127,3 +127,23 @@ def test_a_pruning_ratio_that_rounds_to_nothing_is_refused_not_rounded_up():
     far = DepthPruningConfig(criterion="magnitude", pruning_ratio=0.3)
     assert far.num_to_remove(5) == 2 and "removes 2 of them (40%, not 30%)" in far.rounding_note(5)
     assert DepthPruningConfig(criterion="magnitude", pruning_ratio=0.25).rounding_note(30) is None  # 8 of 30
+
+
+def test_auto_and_reconstruction_settings_round_trip_through_json(tmp_path):
+    from optimum_depth import CompensationConfig
+
+    compensation = CompensationConfig(method="reconstruct", reconstruct_steps=123, reconstruct_max_seconds=4.5)
+    config = DepthPruningConfig(
+        criterion="auto",
+        pruning_ratio=0.2,
+        compensation=compensation,
+        auto_candidates=["ppl", "aware"],
+        auto_max_seconds=12.0,
+        auto_heldout_samples=7,
+    )
+    config.save_pretrained(tmp_path)
+    loaded = DepthPruningConfig.from_pretrained(tmp_path)
+    assert loaded == config and loaded.compensation.reconstructs and loaded.compensation.map_method == "linear_ls"
+    assert DepthPruningConfig(criterion="auto", pruning_ratio=0.2, compensation="reconstruct").compensation.reconstructs
+    # The aware selection names SLEB's rounds; with auto it is one of the candidates, not a contradiction.
+    DepthPruningConfig(criterion="auto", pruning_ratio=0.2, compensation=CompensationConfig(selection="aware"))

@@ -10,12 +10,29 @@ Four disjoint roles, so that no hyper-parameter is chosen on a set that is repor
   rates): 64 windows of held-out C4 documents 1900..1999 and 64 windows of PTB *valid*;
 * **test** — what the README reports: WikiText-2 test and PTB test perplexity on the first 256 windows of 128 tokens,
   and seven lm-eval zero-shot tasks on their first 200 documents each.
+
+**BOS.** Each model is fed the way it must be (:func:`optimum_depth.evaluation.bos.needs_bos_every_sequence`):
+
+* SmolLM2 (Llama architecture): the papers' protocol, one BOS before the whole token stream (``bos="first"``);
+  calibration and training sequences start with the tokenizer's BOS as the library samples them.
+* Gemma-3 (``gemma3_text``): BOS at the start of *every* perplexity window (``bos="every"``: 1 + 128 tokens, 128
+  predicted), every calibration sequence (the library's sampler) and every recovery training block
+  (:mod:`.recovery`), and in every lm-eval request. Gemma is trained with ``<bos>`` opening each sequence and breaks
+  without it: its dense WikiText-2 perplexity on the same windows is 8x higher with BOS once
+  (``gemma3-270m/bos-protocol.json``), which would make every ratio to dense meaningless.
+
+Both come from ``evaluate_perplexity(bos="auto")``, which resolves the rule per model; the mode used is in each
+record (``details.perplexity_settings.bos``).
+
+**Records** hold no machine path (:func:`portable`): data files are named relative to the shared data folder
+(``shared/data/...``), the models by their Hub id and the GGUF they were rebuilt from (wheels, SHA-256).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +43,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TABLE = "quality"
-
-BLOCK_TARGETS = {"b06": 6, "b11": 11}
-"""Removed blocks of SmolLM2-135M's 30: 20% (6) and 35% (11, as the issue states: 36.7% of the blocks)."""
 
 SCORING_CALIBRATION = {"source": str(DATA / "calib"), "num_samples": 10, "seq_len": 128, "seed": 0}
 """Table 1's calibration: the plain criteria are the library's 0.1 behaviour."""
@@ -54,15 +68,24 @@ def validation_texts() -> list[PerplexityText]:
     c4 = c4_documents(*VALIDATION_DOCUMENTS)
     ptb = load_perplexity_text("ptb", path=DATA / "ptb" / "ptb.valid.txt", source="local")
     return [
-        PerplexityText("c4_heldout", " ".join(c4), {"path": str(C4_FILE), "documents": list(VALIDATION_DOCUMENTS)}),
+        PerplexityText(
+            "c4_heldout", " ".join(c4), {"path": data_name(C4_FILE), "documents": list(VALIDATION_DOCUMENTS)}
+        ),
         PerplexityText("ptb_valid", ptb.text, ptb.source),
     ]
 
 
-def validation_perplexity(model, tokenizer) -> dict[str, float]:
-    """Perplexity of ``model`` on :func:`validation_texts` (64 windows of 128 tokens each)."""
+def validation_perplexity(model, tokenizer, batch_size: int = 8) -> dict[str, float]:
+    """Perplexity of ``model`` on :func:`validation_texts` (64 windows of 128 tokens each, BOS as the model needs)."""
     perplexity, _ = evaluate_perplexity(
-        model, tokenizer, validation_texts(), seq_len=SEQ_LEN, max_windows=VALIDATION_WINDOWS, source="local"
+        model,
+        tokenizer,
+        validation_texts(),
+        seq_len=SEQ_LEN,
+        max_windows=VALIDATION_WINDOWS,
+        source="local",
+        batch_size=batch_size,
+        bos="auto",
     )
     return perplexity
 
@@ -71,6 +94,41 @@ def validation_score(perplexity: dict[str, float], dense: dict[str, float]) -> f
     """One number to choose with: the geometric mean of the validation perplexity ratios to dense."""
     ratios = [perplexity[name] / dense[name] for name in dense]
     return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+
+
+def data_name(path: str | Path) -> str:
+    """A data file's name for records: ``shared/data/<relative path>`` (never the machine's absolute path)."""
+    return portable(str(path))
+
+
+def _path_prefixes() -> list[tuple[str, str]]:
+    from optimum_depth.model_zoo import cache_dir
+
+    prefixes = [
+        (str(DATA.resolve()), "shared/data"),
+        (str(DATA), "shared/data"),
+        (str(ROOT), "."),
+        (str(cache_dir()), "$OPTIMUM_DEPTH_CACHE"),
+        (tempfile.gettempdir(), "$TMPDIR"),
+        (str(Path.home()), "~"),
+    ]
+    return sorted(set(prefixes), key=lambda item: -len(item[0]))
+
+
+def portable(value: Any) -> Any:
+    """``value`` with every machine path in its strings replaced by a portable name, recursively.
+
+    The shared data folder becomes ``shared/data``, the repository ``.``, the model cache ``$OPTIMUM_DEPTH_CACHE``,
+    the temporary folder ``$TMPDIR`` and the home folder ``~``.
+    """
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item) for item in value]
+    if isinstance(value, str) and "/" in value:
+        for prefix, name in _path_prefixes():
+            value = value.replace(prefix, name)
+    return value
 
 
 def read_json(path: Path) -> Any:
@@ -82,5 +140,5 @@ def write_json(path: Path, data: Any) -> None:
     """Writes ``data`` to ``path`` atomically (a temporary file renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(portable(data), indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)

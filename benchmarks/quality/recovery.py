@@ -16,7 +16,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
+from optimum_depth.evaluation.bos import needs_bos_every_sequence
 from optimum_depth.training import RecoveryConfig, build_recovery_dataset, build_recovery_trainer
+from optimum_depth.training.recovery_data import IGNORE_INDEX, PackedDataset
 
 from .budget import limit_to_budget
 from .protocol import SEQ_LEN, TRAIN_DOCUMENTS, c4_documents
@@ -75,12 +79,29 @@ RECIPES = {
 }
 
 
+def with_bos_per_block(data: PackedDataset, bos_token_id: int) -> PackedDataset:
+    """``data`` with a BOS token prepended to every block (its label ignored: position 0 is never predicted)."""
+    rows = data.input_ids.size(0)
+    bos = torch.full((rows, 1), int(bos_token_id), dtype=torch.long)
+    ignored = torch.full((rows, 1), IGNORE_INDEX, dtype=torch.long)
+    return PackedDataset(torch.cat([bos, data.input_ids], dim=1), torch.cat([ignored, data.labels], dim=1))
+
+
 def training_data(recipe: Recipe, tokenizer, teacher, self_sequences: int) -> tuple[Any, dict[str, Any]]:
-    """The packed training data of ``recipe`` and its provenance (with the generation's CPU time for ``"self"``)."""
+    """The packed training data of ``recipe`` and its provenance (with the generation's CPU time for ``"self"``).
+
+    Blocks hold ``SEQ_LEN`` tokens; for models that need BOS on every sequence (Gemma) they are ``SEQ_LEN - 1``
+    packed tokens after a BOS token, the way the model is evaluated.
+    """
     if recipe.data == "c4":
         documents = c4_documents(*TRAIN_DOCUMENTS)
-        data = build_recovery_dataset(documents, tokenizer, block_size=SEQ_LEN, data_format="text")
-        return data, {"source": "c4 validation documents", "documents": list(TRAIN_DOCUMENTS), "blocks": len(data)}
+        bos_every = needs_bos_every_sequence(teacher, tokenizer)
+        block = SEQ_LEN - 1 if bos_every else SEQ_LEN
+        data = build_recovery_dataset(documents, tokenizer, block_size=block, data_format="text")
+        if bos_every:
+            data = with_bos_per_block(data, tokenizer.bos_token_id)
+        provenance = {"source": "c4 validation documents", "documents": list(TRAIN_DOCUMENTS), "blocks": len(data)}
+        return data, {**provenance, "bos_every_block": bos_every}
     start = time.process_time()
     data = build_recovery_dataset("self", tokenizer, block_size=SEQ_LEN, max_examples=self_sequences, teacher=teacher)
     generation_cpu_s = time.process_time() - start

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "COMPENSATION_METHODS",
     "COMPENSATION_SELECTIONS",
+    "AUTO_CANDIDATES",
     "CRITERIA_BY_GRANULARITY",
+    "RECONSTRUCTION_LOSSES",
     "CompensationConfig",
     "DepthPruningConfig",
     "PruningTargetError",
@@ -30,10 +32,13 @@ __all__ = [
 
 GRANULARITIES = ("block", "sublayer")
 CRITERIA_BY_GRANULARITY: dict[str, tuple[str, ...]] = {
-    "block": ("magnitude", "taylor", "ppl", "block_influence", "angular", "sleb"),
+    "block": ("magnitude", "taylor", "ppl", "block_influence", "angular", "sleb", "auto"),
     "sublayer": ("finercut",),
 }
 """The criterion names of each granularity; :mod:`optimum_depth.criteria` registers one implementation for each."""
+AUTO_CANDIDATES = ("magnitude", "block_influence", "angular", "window", "taylor", "ppl", "sleb", "aware")
+"""What ``criterion="auto"`` may try: the block criteria, ``"window"`` (the run of consecutive blocks the compensation
+repairs best) and ``"aware"`` (SLEB with compensation-aware selection)."""
 SCHEDULES = ("one_shot", "iterative")
 DISTANCES = ("js", "js_finercut", "kl", "angular", "norm")
 SUBLAYER_SEARCHES = ("greedy", "one_shot")
@@ -63,22 +68,27 @@ def _finite_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
-COMPENSATION_METHODS = ("linear_ls", "linear_cosine")
+COMPENSATION_METHODS = ("linear_ls", "linear_cosine", "reconstruct")
 COMPENSATION_SELECTIONS = ("criterion", "aware")
+RECONSTRUCTION_LOSSES = ("final_norm_cosine", "token_mse", "mse")
 
 
 @dataclass
 class CompensationConfig(JsonRecord):
-    """Training-free compensation of removed blocks: one linear map per cut, folded into the kept weights.
+    """Compensation of removed blocks: one linear map per cut folded into the kept weights, optionally followed by a
+    short reconstruction training of the kept block before each cut.
 
     For each run of removed blocks, a map ``T`` on the MLP output of the kept block before the run is fitted on
     calibration text so that the pruned model's hidden state after the run approximates the dense model's (ReplaceMe,
-    Shopkhoev et al., 2025), then folded into that block's MLP down-projection: no module is added and the checkpoint
-    stays a plain native model. See ``docs/compensation.md`` for how much calibration it needs.
+    Shopkhoev et al., 2025), then folded into that block's MLP down-projection (Gemma 2/3, whose MLP is followed by
+    a norm: a diagonal map folded into that norm's gain): no module is added and the checkpoint stays a plain native
+    model. ``method="reconstruct"`` then trains the kept block(s) before each cut to reproduce the dense hidden state
+    after the cut, on the same cached calibration activations (still no new module). See ``docs/compensation.md``.
 
     Args:
-        method: ``"linear_ls"`` (ridge least squares, shrunk towards the identity; the default) or
-            ``"linear_cosine"`` (ReplaceMe's cosine-distance variant, Adam on the rows; needs the rows in memory).
+        method: ``"linear_ls"`` (ridge least squares, shrunk towards the identity; the default),
+            ``"linear_cosine"`` (ReplaceMe's cosine-distance variant, Adam on the rows; needs the rows in memory) or
+            ``"reconstruct"`` (``linear_ls``, then reconstruction training of the kept blocks next to each cut).
         num_samples: Calibration sequences. Least squares over-fits on a few thousand tokens (10 x 128 makes
             perplexity *worse* than no compensation); a few hundred sequences of 128 tokens are needed.
         seq_len: Tokens per calibration sequence.
@@ -94,6 +104,18 @@ class CompensationConfig(JsonRecord):
             ``heldout_fraction`` of them choose each map's ridge and score the candidates.
         selection_candidates: After the first round, the aware selection rescores only this many blocks (the best
             of their latest scores) plus the blocks next to a cut, as lazy greedy does; ``0`` rescores every block.
+        reconstruct_steps: ``reconstruct``: Adam steps in all, shared by the cuts in proportion to their removed
+            blocks (each step: ``batch_size`` calibration sequences through the trained blocks, forward + backward).
+        reconstruct_max_seconds: ``reconstruct``: stop training once this many CPU-seconds (process time) have been
+            spent on it, whatever the steps (``None``: the steps alone bound it).
+        reconstruct_lr: ``reconstruct``: peak Adam learning rate *relative to each weight tensor's RMS* (Adafactor's
+            relative step size: weights of different scales move by the same fraction), with a cosine decay to zero
+            over the steps.
+        reconstruct_loss: ``reconstruct``: ``"final_norm_cosine"`` (1 - cosine between the model's final norm of
+            output and target; the default), ``"token_mse"`` (squared error relative to each target token's squared
+            norm) or ``"mse"`` (squared error relative to the targets' mean squared norm).
+        reconstruct_blocks: ``reconstruct``: kept blocks trained per cut: the one before it, and the ones before
+            that (never across an earlier cut).
     """
 
     method: str = field(default="linear_ls", metadata={"help": f"One of {COMPENSATION_METHODS}."})
@@ -106,6 +128,15 @@ class CompensationConfig(JsonRecord):
     selection: str = field(default="criterion", metadata={"help": f"One of {COMPENSATION_SELECTIONS}."})
     selection_samples: int = field(default=64, metadata={"help": "Sequences used by the aware selection."})
     selection_candidates: int = field(default=10, metadata={"help": "Blocks rescored per later round (0: all)."})
+    reconstruct_steps: int = field(default=400, metadata={"help": "reconstruct: Adam steps in all."})
+    reconstruct_max_seconds: float | None = field(
+        default=None, metadata={"help": "reconstruct: CPU-seconds cap on the training (None: steps only)."}
+    )
+    reconstruct_lr: float = field(
+        default=1e-2, metadata={"help": "reconstruct: peak learning rate, relative to each weight tensor's RMS."}
+    )
+    reconstruct_loss: str = field(default="final_norm_cosine", metadata={"help": f"One of {RECONSTRUCTION_LOSSES}."})
+    reconstruct_blocks: int = field(default=1, metadata={"help": "reconstruct: kept blocks trained per cut."})
 
     file_name: ClassVar[str] = "compensation_config.json"
     required_keys: ClassVar[tuple[str, ...]] = ("method",)
@@ -133,6 +164,30 @@ class CompensationConfig(JsonRecord):
             raise ConfigError(f"`heldout_fraction` must be in (0, 1), got {self.heldout_fraction!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"`compensation` seed must be an integer, got {self.seed!r}.")
+        self._validate_reconstruction()
+
+    def _validate_reconstruction(self) -> None:
+        for name in ("reconstruct_steps", "reconstruct_blocks"):
+            _positive_int(f"compensation {name}", getattr(self, name))
+        if not (_finite_number(self.reconstruct_lr) and self.reconstruct_lr > 0):
+            raise ConfigError(f"`reconstruct_lr` must be a finite number > 0, got {self.reconstruct_lr!r}.")
+        seconds = self.reconstruct_max_seconds
+        if seconds is not None and not (_finite_number(seconds) and seconds > 0):
+            raise ConfigError(f"`reconstruct_max_seconds` must be a number > 0 or None, got {seconds!r}.")
+        if self.reconstruct_loss not in RECONSTRUCTION_LOSSES:
+            raise ConfigError(
+                f"`reconstruct_loss` must be one of {RECONSTRUCTION_LOSSES}, got {self.reconstruct_loss!r}."
+            )
+
+    @property
+    def map_method(self) -> str:
+        """The linear maps fitted first: ``method`` itself, or ``"linear_ls"`` before a reconstruction."""
+        return "linear_ls" if self.method == "reconstruct" else self.method
+
+    @property
+    def reconstructs(self) -> bool:
+        """Whether the kept blocks next to each cut are trained after the maps are folded."""
+        return self.method == "reconstruct"
 
     @property
     def heldout_samples(self) -> int:
@@ -177,6 +232,18 @@ class DepthPruningConfig(JsonRecord):
             selection and its order are exactly those of a full evaluation; the values of the candidates cut short
             are lower bounds (listed in ``LayerScores.extra["lower_bound_candidates"]``). ``False`` evaluates every
             candidate on every batch (exact values for all, e.g. for a complete chart).
+        compensation: Compensation of the removed blocks: ``None``, a method name of
+            :data:`COMPENSATION_METHODS` or a :class:`CompensationConfig`.
+        auto_candidates: ``criterion="auto"``: what it may try (:data:`AUTO_CANDIDATES`; ``None``: all of them).
+            Each candidate's plan is compensated as the run will be (independent least-squares maps) and scored on
+            held-out calibration sequences; the plan with the lowest loss is kept.
+        auto_max_seconds: ``criterion="auto"``: CPU-seconds the candidates may cost in all (scoring and evaluation,
+            estimated before each candidate runs from the measured cost of a block and of the LM head); candidates
+            are tried cheapest first and the ones that would exceed what is left are skipped (and reported).
+        auto_fit_samples: ``criterion="auto"``: calibration sequences shared by the candidates (the first
+            ``num_samples`` of them score the criteria, all of them fit the candidates' maps).
+        auto_heldout_samples: ``criterion="auto"``: further calibration sequences, never fitted on, on which the
+            candidates' compensated models are compared.
     """
 
     criterion: str = field(default="magnitude", metadata={"help": "Importance criterion name."})
@@ -205,6 +272,12 @@ class DepthPruningConfig(JsonRecord):
     compensation: CompensationConfig | None = field(
         default=None, metadata={"help": f"Training-free compensation: None, {COMPENSATION_METHODS} or a config."}
     )
+    auto_candidates: list[str] | None = field(
+        default=None, metadata={"help": f"criterion='auto': candidates among {AUTO_CANDIDATES} (None: all)."}
+    )
+    auto_max_seconds: float = field(default=120.0, metadata={"help": "criterion='auto': CPU-seconds for candidates."})
+    auto_fit_samples: int = field(default=64, metadata={"help": "criterion='auto': shared calibration sequences."})
+    auto_heldout_samples: int = field(default=16, metadata={"help": "criterion='auto': held-out sequences."})
 
     file_name: ClassVar[str] = CONFIG_NAME
     required_keys: ClassVar[tuple[str, ...]] = ("criterion",)
@@ -237,6 +310,21 @@ class DepthPruningConfig(JsonRecord):
         if not (_finite_number(self.magnitude_p) and self.magnitude_p > 0):
             raise ConfigError(f"`magnitude_p` must be a finite positive number, got {self.magnitude_p!r}.")
         self._validate_compensation()
+        self._validate_auto()
+
+    def _validate_auto(self) -> None:
+        if self.auto_candidates is not None:
+            self.auto_candidates = list(self.auto_candidates)
+            unknown = [c for c in self.auto_candidates if c not in AUTO_CANDIDATES]
+            if unknown or not self.auto_candidates or len(set(self.auto_candidates)) != len(self.auto_candidates):
+                raise ConfigError(
+                    f"`auto_candidates` must be a non-empty list of distinct names among {AUTO_CANDIDATES}, got "
+                    f"{self.auto_candidates!r}."
+                )
+        if not (_finite_number(self.auto_max_seconds) and self.auto_max_seconds >= 0):
+            raise ConfigError(f"`auto_max_seconds` must be a number >= 0, got {self.auto_max_seconds!r}.")
+        _positive_int("auto_fit_samples", self.auto_fit_samples)
+        _positive_int("auto_heldout_samples", self.auto_heldout_samples)
 
     def _validate_compensation(self) -> None:
         if isinstance(self.compensation, str):
@@ -252,7 +340,7 @@ class DepthPruningConfig(JsonRecord):
             raise ConfigError(
                 "`compensation` applies to block pruning; sublayer (FinerCut) plans are not compensated."
             )
-        if self.aware_selection and self.criterion != "sleb":
+        if self.aware_selection and self.criterion not in ("sleb", "auto"):
             raise ConfigError(
                 "Compensation-aware selection (`selection='aware'`) runs SLEB's greedy rounds: set criterion='sleb' "
                 f"(got {self.criterion!r}), or selection='criterion' to compensate this criterion's plan."

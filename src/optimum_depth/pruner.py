@@ -19,7 +19,7 @@ from .architectures import ModelFacts, resolve_model
 from .blocks.planning import check_block_target, plan_blocks
 from .blocks.scoring import score_blocks
 from .blocks.surgery import apply_block_plan
-from .calibration import CalibrationData, resolve_calibration
+from .calibration import CalibrationData, prepare_calibration, resolve_calibration
 from .compensation.compensate import (
     compensation_calibration,
     fit_compensation,
@@ -104,6 +104,23 @@ def check_plan_fits(facts: ModelFacts, plan: PruningPlan) -> None:
         )
 
 
+def auto_calibration(source: Any, tokenizer: Any, model: nn.Module, config: DepthPruningConfig) -> CalibrationData:
+    """The calibration draw of ``criterion="auto"``: ``auto_fit_samples + auto_heldout_samples`` sequences.
+
+    Raises:
+        ConfigError: If there is no calibration source.
+    """
+    if source is None:
+        raise ConfigError(
+            "criterion='auto' compares the candidates on held-out calibration text: pass `calibration=` or set "
+            "`calibration_dataset`."
+        )
+    total = config.auto_fit_samples + config.auto_heldout_samples
+    return prepare_calibration(
+        source, tokenizer, model=model, num_samples=total, seq_len=config.seq_len, seed=config.seed
+    )
+
+
 class DepthPruner:
     """Removes the least important decoder blocks (or, with ``granularity="sublayer"``, attention/MLP sublayers).
 
@@ -163,7 +180,10 @@ class DepthPruner:
         check_finite_weights(facts, action="score it")
         data = calibration if isinstance(calibration, CalibrationData) else None
         settings = self.config.compensation
-        if data is None and settings is not None and settings.selection == "aware":
+        if data is None and self.config.criterion == "auto":
+            source = calibration if calibration is not None else self.config.calibration_dataset
+            data = auto_calibration(source, tokenizer, facts.inner, self.config)
+        elif data is None and settings is not None and settings.selection == "aware":
             source = calibration if calibration is not None else self.config.calibration_dataset
             data = compensation_calibration(source, tokenizer, facts.inner, settings)
         elif data is None and CRITERIA[self.config.criterion].needs_calibration:

@@ -128,7 +128,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(stories_path, tmp_path, 
 def test_an_internal_error_keeps_its_traceback_and_exit_code_1(tmp_path):
     code = (
         "import sys; from optimum_depth.cli import main, score; "
-        "score.compute_scores = lambda args: (_ for _ in ()).throw(RuntimeError('a bug')); "
+        "score.compute_scores = lambda *args: (_ for _ in ()).throw(RuntimeError('a bug')); "
         f"sys.exit(main(['score', '--output-dir', {str(tmp_path / 'out')!r}]))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
@@ -152,4 +152,5 @@ def test_every_option_has_help_and_closed_sets_list_their_choices():
                 continue
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
     prune_help = subparsers.choices["prune"].format_help()
-    assert "{magnitude,taylor,ppl,block_influence,angular,sleb,finercut}" in prune_help
+    assert "{magnitude,taylor,ppl,block_influence,angular,sleb,auto,finercut}" in prune_help
+    assert "{none,linear_ls,linear_cosine,reconstruct}" in prune_help

@@ -151,22 +151,28 @@ def test_no_subcommand_prints_help_and_exits_2(capsys):
     assert "usage" in capsys.readouterr().err
 
 
-def test_prune_defaults_to_the_benchmark_recipe_block_influence_with_least_squares(model_path, tmp_path, capsys):
+def test_prune_defaults_to_auto_with_reconstruction(model_path, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["prune", "--model", model_path, "--num-layers-to-remove", "1", "--output-dir", str(out)]) == 0
     model = AutoModelForCausalLM.from_pretrained(out)
-    assert model.config.pruning["criterion"] == "block_influence"
+    assert model.config.pruning["criterion"] == "auto"
     compensation = model.config.pruning["compensation"]
-    assert compensation["method"] == "linear_ls" and len(compensation["maps"]) == 1
-    assert "block_influence + linear_ls compensation" in capsys.readouterr().out
+    assert compensation["method"] == "reconstruct" and len(compensation["maps"]) == 1
+    assert len(compensation["reconstruction"]["cuts"]) == 1
+    chosen = json.loads((out / "pruning_plan.json").read_text())["reason"]["auto"]["chosen"]
+    assert f"auto: {chosen} + reconstruct compensation" in capsys.readouterr().out
+    card_lines = json.loads((out / "layer_scores.json").read_text())["extra"]["auto"]["candidates"]
+    assert chosen in card_lines
 
 
 def test_prune_skips_the_default_compensation_without_calibration_text_or_with_a_config(model_path, tmp_path, caplog):
     selfgen = tmp_path / "self"
     argv = ["prune", "--model", model_path, "--num-layers-to-remove", "1", "--calibration", "self"]
     assert main([*argv, "--num-samples", "2", "--seq-len", "16", "--output-dir", str(selfgen)]) == 0
-    assert "compensation" not in AutoModelForCausalLM.from_pretrained(selfgen).config.pruning
-    assert "skipping the default linear_ls compensation" in caplog.text
+    pruning = AutoModelForCausalLM.from_pretrained(selfgen).config.pruning
+    assert "compensation" not in pruning and pruning["criterion"] == "block_influence"
+    assert "skipping the default reconstruct compensation" in caplog.text
+    assert "criterion block_influence instead of the default auto" in caplog.text
     # A saved config is taken as it is: it names no compensation, so none is added.
     configured = tmp_path / "configured"
     DepthPruningConfig(criterion="magnitude", num_layers_to_remove=1, protect_first=1, protect_last=1).save_pretrained(
@@ -176,3 +182,13 @@ def test_prune_skips_the_default_compensation_without_calibration_text_or_with_a
     assert main(["prune", "--model", model_path, "--config", str(config), "--output-dir", str(configured)]) == 0
     pruning = AutoModelForCausalLM.from_pretrained(configured).config.pruning
     assert pruning["criterion"] == "magnitude" and "compensation" not in pruning
+
+
+def test_score_defaults_to_auto_and_records_the_choice(model_path, tmp_path, capsys):
+    out = tmp_path / "scored"
+    assert main(["score", "--model", model_path, "--num-layers-to-remove", "1", "--output-dir", str(out)]) == 0
+    plan = json.loads((out / "pruning_plan.json").read_text())
+    chosen = plan["reason"]["auto"]["chosen"]
+    assert plan["criterion"] == "auto" and f"auto: {chosen} + reconstruct compensation" in capsys.readouterr().out
+    saved = DepthPruningConfig.from_pretrained(out)  # prune --config/--plan reproduces what auto compared
+    assert saved.criterion == "auto" and saved.compensation.method == "reconstruct"

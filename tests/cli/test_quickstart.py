@@ -16,8 +16,6 @@ def _run(stories_path, out, *extra):
             "quickstart",
             "--model",
             str(stories_path),
-            "--criterion",
-            "block_influence",
             "--pruning-ratio",
             "0.2",
             "--eval-windows",
@@ -49,7 +47,7 @@ def test_quickstart_writes_checkpoint_plot_results_and_card(stories_path, tmp_pa
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 4
     card = (out / "README.md").read_text()
-    assert "block_influence" in card and "WikiText-2" in card
+    assert "Criterion chosen by `auto`" in card and "WikiText-2" in card  # the default criterion: auto
     printed = capsys.readouterr().out
     assert "Removed original blocks" in printed
     # Latency as median (min-max) of the repeats, with a check of each figure (the tiny model's milliseconds may be
@@ -59,9 +57,9 @@ def test_quickstart_writes_checkpoint_plot_results_and_card(stories_path, tmp_pa
     comparison = load_results(out)
     assert all(caution in printed for caution in comparison.latency_cautions())
     assert ("Caution" in printed) == bool(comparison.latency_cautions())
-    # The default recipe for blocks: least-squares compensation folded into the kept weights, recorded and shown.
-    assert model.config.pruning["compensation"]["method"] == "linear_ls"
-    assert "Compensation `linear_ls`" in card
+    # The default compensation for blocks: least-squares maps then reconstruction, recorded and shown.
+    assert model.config.pruning["compensation"]["method"] == "reconstruct"
+    assert "Compensation `reconstruct`" in card and "Reconstruction for the cut" in card
 
 
 def test_quickstart_compensation_can_be_turned_off_and_is_refused_for_sublayers(stories_path, tmp_path, capsys):

@@ -14,8 +14,8 @@ from optimum_depth.architectures import as_facts
 from optimum_depth.blocks.surgery import remove_layers
 from optimum_depth.calibration import CalibrationData
 from optimum_depth.compensation.cuts import plan_folds
-from optimum_depth.compensation.linear_maps import fold_output_transform
 from optimum_depth.compensation.selection import aware_greedy_selection
+from optimum_depth.compensation.sites import fold_map, fold_site
 from optimum_depth.errors import ConfigError
 
 from tiny_models import make_tiny_model, random_ids
@@ -28,16 +28,16 @@ SETTINGS = CompensationConfig(
 def _reference_perplexity(model, removed, maps, ids):
     """The candidate evaluated the slow way: fold each cut's map into a copy, delete the blocks, run the model."""
     copy_ = copy.deepcopy(model)
-    layers = copy_.model.layers
+    layers, facts = copy_.model.layers, as_facts(copy_)
     for fold in plan_folds(removed, len(layers)):
         transform = maps[(fold.block, fold.target, min(fold.removed))]
-        fold_output_transform(layers[fold.block].mlp.down_proj, transform)
+        fold_map(copy_, fold_site(layers[fold.block], facts), transform)
     remove_layers(copy_, removed)
     with torch.no_grad():
         return math.exp(float(copy_(input_ids=ids, labels=ids).loss))
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3_text"])
 def test_each_candidate_is_scored_as_the_real_compensated_model(family):
     model = make_tiny_model(family).eval()
     ids = random_ids(20, 16, seed=5)

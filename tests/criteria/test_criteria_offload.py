@@ -125,3 +125,28 @@ def test_taylor_refuses_a_4bit_model(quantized_model):
     config = DepthPruningConfig(criterion="taylor", num_layers_to_remove=1)
     with pytest.raises(ValueError, match="quantized"):
         score_blocks(quantized_model, config, CalibrationData(random_ids(2, 8)))
+
+
+def test_auto_on_an_offloaded_model_skips_taylor_and_chooses_as_in_memory(tmp_path):
+    from optimum_depth import CompensationConfig
+
+    ids = random_ids(20, 12, seed=11)
+    config = DepthPruningConfig(
+        criterion="auto",
+        num_layers_to_remove=2,
+        num_samples=4,
+        auto_fit_samples=14,
+        auto_heldout_samples=6,
+        compensation=CompensationConfig(num_samples=20, seq_len=12),
+        auto_candidates=["block_influence", "taylor", "ppl"],
+    )
+    expected = score_blocks(make_tiny_model("qwen3"), config, CalibrationData(ids)).extra["auto"]
+    scores = score_blocks(offloaded("device_map", tmp_path), config, CalibrationData(ids)).extra["auto"]
+    assert "offloaded" in scores["candidates"]["taylor"]["skipped"]
+    assert scores["chosen"] == min(
+        (n for n in ("block_influence", "ppl")), key=lambda n: expected["candidates"][n]["heldout_loss"]
+    )
+    for name in ("block_influence", "ppl"):
+        assert scores["candidates"][name]["heldout_loss"] == pytest.approx(
+            expected["candidates"][name]["heldout_loss"], abs=1e-5
+        )

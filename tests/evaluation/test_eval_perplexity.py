@@ -68,7 +68,9 @@ def test_perplexity_max_windows_and_c4_cap(tiny_model):
     ppl, settings = evaluate_perplexity(tiny_model, tokenizer, datasets=texts, seq_len=16, max_windows=3)
     assert settings["datasets"]["a"]["num_windows"] == 3
     assert settings["datasets"]["b"]["num_windows"] == 2
-    windows = make_windows(tokenizer.encode(TEXT), 16, 1, "first", max_windows=2)
+    mode = settings["bos"]  # "auto": every window for the Gemma families, the first one otherwise
+    assert mode == ("every" if tiny_model.config.model_type.startswith("gemma") else "first")
+    windows = make_windows(tokenizer.encode(TEXT), 16, 1, mode, max_windows=2)
     assert ppl["b"] == pytest.approx(_reference_ppl(tiny_model, windows), rel=1e-5)
 
 

@@ -79,7 +79,7 @@ def test_tables_show_the_measured_numbers():
     row = table_row(text, "**average**", "acc")
     avg_d = (dense.zero_shot["piqa"]["acc"] + dense.zero_shot["arc_easy"]["acc"]) / 2
     avg_p = (pruned.zero_shot["piqa"]["acc"] + pruned.zero_shot["arc_easy"]["acc"]) / 2
-    assert row[2:] == [f"{100 * avg_d:.2f}", f"{100 * avg_p:.2f}", f"{100 * avg_p / avg_d:.1f}%"]
+    assert row[2:] == [f"{100 * avg_d:.2f}", f"{100 * avg_p:.2f}", f"{100 * avg_p / avg_d:.1f}%", "not measured"]
 
     d, p = dense.latency[0], pruned.latency[0]
     row = table_row(text, str(p.batch_size), str(p.prompt_len))
@@ -298,3 +298,15 @@ def test_the_card_lists_exactly_the_files_of_the_folder_and_is_named_after_its_s
     assert "evaluation_results.json" not in listed  # given nowhere: not listed
     assert text.splitlines()[0] == "---" and "# SmolLM2-135M-Instruct-depth-pruned-2-of-6-blocks" in text
     assert "model-depth-pruned" not in text
+
+
+def test_card_shows_the_paired_zero_shot_difference_when_outcomes_are_kept():
+    model, pruner = prune_tiny_llama()
+    results = comparison_results()
+    results.dense.zero_shot_documents = {"piqa": {"fingerprint": "f", "acc": "1" * 30 + "0" * 20}}
+    results.pruned.zero_shot_documents = {"piqa": {"fingerprint": "f", "acc": "0" * 10 + "1" * 20 + "0" * 20}}
+    text = parse(build_model_card(model, results, pruner.last_plan, pruner.last_scores)).text
+    assert table_row(text, "PIQA", "acc")[-1] == "-20.0 ± 5.7 (-)"  # 10 of 50 lost, none gained
+    assert table_row(text, "PIQA", "acc_norm")[-1] == "not measured"
+    assert table_row(text, "**average**", "acc")[-1] == "-20.0 ± 5.7 (-)"
+    assert "paired standard error" in text

@@ -92,16 +92,19 @@ def plan_blocks(scores: LayerScores, config: DepthPruningConfig) -> PruningPlan:
             remaining -= scores.num_params[position]
         if remaining > budget:
             raise PruningTargetError(f"target_num_params={budget} is unreachable with the unprotected blocks.")
+    reason: dict = {
+        "target": config.describe_target(),
+        "scores": {str(scores.layer_indices[i]): scores.values[i] for i in chosen},
+        "protected": sorted(scores.layer_indices[i] for i in protected),
+        "order": "criterion removal order" if scores.removal_order is not None else "lowest importance",
+    }
+    if "auto" in scores.extra:  # criterion="auto": the choice and every candidate's held-out loss
+        reason["auto"] = scores.extra["auto"]
     return PruningPlan(
         granularity="block",
         removed_blocks=tuple(scores.layer_indices[i] for i in chosen),
         source_num_hidden_layers=scores.source_num_hidden_layers,
         source_fingerprint=dict(scores.source_fingerprint),
         criterion=scores.criterion,
-        reason={
-            "target": config.describe_target(),
-            "scores": {str(scores.layer_indices[i]): scores.values[i] for i in chosen},
-            "protected": sorted(scores.layer_indices[i] for i in protected),
-            "order": "criterion removal order" if scores.removal_order is not None else "lowest importance",
-        },
+        reason=reason,
     )

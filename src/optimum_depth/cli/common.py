@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import (
+    AUTO_CANDIDATES,
     COMPENSATION_METHODS,
     COMPENSATION_SELECTIONS,
     CRITERIA_BY_GRANULARITY,
@@ -22,12 +23,18 @@ from ..errors import DataNotFoundError, UsageError
 logger = logging.getLogger(__name__)
 
 BLOCK_CRITERIA = CRITERIA_BY_GRANULARITY["block"]
-RECOMMENDED_BLOCK_CRITERION = "block_influence"
-"""The default block criterion of ``prune``, ``score`` and ``quickstart``: ShortGPT's Block Influence, the best plain
-criterion on validation text in ``benchmarks/bench_quality.py`` (and it needs only 10 calibration sequences)."""
-RECOMMENDED_COMPENSATION = "linear_ls"
-"""The default compensation of ``prune`` and ``quickstart`` for block plans when calibration text is available: the
-best training-free recipe of ``benchmarks/bench_quality.py`` that stays within minutes."""
+RECOMMENDED_BLOCK_CRITERION = "auto"
+"""The default block criterion of ``prune``, ``score`` and ``quickstart``: ``auto`` tries the block criteria (with the
+run's compensation) and keeps the plan that is best on held-out calibration text, since no criterion is best on every
+model (``docs/criteria.md``)."""
+FALLBACK_BLOCK_CRITERION = "block_influence"
+"""The default criterion when there is no calibration text (``--calibration self``): ``auto`` would first have the model
+generate its fit and held-out sequences; Block Influence, the best plain criterion on SmolLM2's validation text, needs
+only 10."""
+RECOMMENDED_COMPENSATION = "reconstruct"
+"""The default compensation of ``prune``, ``score`` (for ``auto``'s comparison) and ``quickstart`` for block plans when
+calibration text is available: least-squares maps, then a short reconstruction training of the kept block before
+each cut (``docs/compensation.md``), within minutes on a CPU."""
 ALL_CRITERIA = tuple(c for names in CRITERIA_BY_GRANULARITY.values() for c in names)
 
 # CLI option -> (DepthPruningConfig field, type, help). Options left unset keep the config (or file) value.
@@ -42,7 +49,21 @@ CONFIG_OPTIONS: dict[str, tuple[type, str]] = {
     "seq_len": (int, "Tokens per calibration sequence (default 128 for blocks, 256 for sublayers)."),
     "seed": (int, "Seed of the calibration sampling (default 0)."),
     "batch_size": (int, "Calibration sequences per forward pass (default 1)."),
+    "auto_max_seconds": (
+        float,
+        f"--criterion auto: CPU-seconds its candidates may cost in all, cheapest first (default "
+        f"{DepthPruningConfig.__dataclass_fields__['auto_max_seconds'].default:g}).",
+    ),
 }
+
+
+COMPENSATION_OPTIONS = {
+    "compensation_samples": "num_samples",
+    "compensation_selection": "selection",
+    "reconstruct_steps": "reconstruct_steps",
+    "reconstruct_max_seconds": "reconstruct_max_seconds",
+}
+"""CLI option -> :class:`CompensationConfig` field (each needs a compensation; ``reconstruct_*`` need reconstruct)."""
 
 
 def positive_int(text: str) -> int:
@@ -50,6 +71,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
     return value
 
 
@@ -89,7 +118,9 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--criterion",
         choices=ALL_CRITERIA,
-        help=f"Importance criterion. Blocks: {', '.join(BLOCK_CRITERIA)} (default magnitude); sublayers: finercut.",
+        help=f"Importance criterion. Blocks: {', '.join(BLOCK_CRITERIA)} (default {RECOMMENDED_BLOCK_CRITERION}: tries "
+        f"the others and keeps the plan best on held-out calibration text; {FALLBACK_BLOCK_CRITERION} with "
+        "--calibration self); sublayers: finercut.",
     )
     group.add_argument(
         "--granularity",
@@ -100,9 +131,10 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--compensation",
         choices=("none", *COMPENSATION_METHODS),
-        help="Training-free compensation folded into the kept weights (blocks only): linear_ls (least squares, ridge "
-        f"chosen on held-out text) or linear_cosine. Default for prune: {RECOMMENDED_COMPENSATION} when calibration "
-        "text is available and no --config is given, else none.",
+        help="Compensation folded into the kept weights (blocks only): linear_ls (least squares, ridge chosen on "
+        "held-out text; a diagonal map into the post-MLP norm on Gemma 2/3), linear_cosine, or reconstruct (linear_ls, "
+        "then the kept block before each cut trained to reproduce the dense state after it). Default: "
+        f"{RECOMMENDED_COMPENSATION} when calibration text is available and no --config is given, else none.",
     )
     group.add_argument(
         "--compensation-samples",
@@ -118,8 +150,28 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
         help="criterion (default): the criterion chooses the blocks, then they are compensated; aware (with --criterion "
         "sleb): every greedy candidate is scored after its own fitted map.",
     )
+    group.add_argument(
+        "--reconstruct-steps",
+        type=positive_int,
+        default=None,
+        help="--compensation reconstruct: Adam steps in all, shared by the cuts (default "
+        f"{CompensationConfig().reconstruct_steps}).",
+    )
+    group.add_argument(
+        "--reconstruct-max-seconds",
+        type=positive_float,
+        default=None,
+        help="--compensation reconstruct: stop the training after this many CPU-seconds (default: the steps only).",
+    )
     for option, (kind, text) in CONFIG_OPTIONS.items():
         group.add_argument(f"--{option.replace('_', '-')}", dest=option, type=kind, default=None, help=text)
+    group.add_argument(
+        "--auto-candidates",
+        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+        default=None,
+        help=f"--criterion auto: comma-separated candidates among {', '.join(AUTO_CANDIDATES)} (default: all, within "
+        "--auto-max-seconds).",
+    )
     group.add_argument(
         "--protected-layers",
         type=lambda s: [int(i) for i in s.split(",") if i.strip()],
@@ -151,6 +203,8 @@ def config_from_args(
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if args.protected_layers is not None:
         explicit["protected_layers"] = args.protected_layers
+    if args.auto_candidates is not None:
+        explicit["auto_candidates"] = args.auto_candidates
     targets = ("pruning_ratio", "num_layers_to_remove", "target_num_params")
     if any(t in explicit for t in targets):
         data = {k: v for k, v in data.items() if k not in targets}
@@ -163,37 +217,50 @@ def config_from_args(
         data["calibration_dataset"] = args.calibration
     if args.compensation is not None:
         data["compensation"] = None if args.compensation == "none" else {"method": args.compensation}
-    for option, key in (("compensation_samples", "num_samples"), ("compensation_selection", "selection")):
+    for option, key in COMPENSATION_OPTIONS.items():
         if getattr(args, option) is None:
             continue
         if not data.get("compensation"):
-            raise UsageError(f"--{option.replace('_', '-')} needs --compensation linear_ls or linear_cosine.")
+            raise UsageError(f"--{option.replace('_', '-')} needs --compensation ({', '.join(COMPENSATION_METHODS)}).")
+        if option.startswith("reconstruct") and data["compensation"].get("method") != "reconstruct":
+            raise UsageError(f"--{option.replace('_', '-')} needs --compensation reconstruct.")
         data["compensation"] = {**dict(data["compensation"]), key: getattr(args, option)}
     known = {f.name for f in fields(DepthPruningConfig)}
     return DepthPruningConfig(**{k: v for k, v in data.items() if k in known})
 
 
-def with_recommended_compensation(
+def with_recommended_recipe(
     config: DepthPruningConfig, args: argparse.Namespace, calibration: Any
 ) -> DepthPruningConfig:
-    """``config`` with the recommended compensation when the user chose none and it can be fitted.
+    """``config`` with the recommended compensation when the user chose none and it can be fitted, and the default
+    criterion adapted to the calibration.
 
-    It applies to block plans whose compensation was left unset (neither ``--compensation`` nor ``--config``) and
-    whose calibration is text: the fit needs a few hundred sequences, which generating (``"self"``) would take out of
-    minutes, so it is skipped then, with a warning.
+    The compensation applies to block plans whose compensation was left unset (neither ``--compensation`` nor
+    ``--config``) and whose calibration is text: the fit needs a few hundred sequences, which generating (``"self"``)
+    would take out of minutes, so it is skipped then, with a warning. For the same reason a criterion left at its
+    default (``auto``) becomes :data:`FALLBACK_BLOCK_CRITERION` with ``"self"`` calibration.
 
     Args:
         config: The config built from the options.
-        args: The parsed options (``compensation`` and, when the command has it, ``config``).
+        args: The parsed options (``criterion``, ``compensation`` and, when the command has it, ``config``).
         calibration: The calibration source the command will use.
 
     Returns:
         The config to prune with.
     """
-    chosen = args.compensation is not None or getattr(args, "config", None)
-    if chosen or config.granularity != "block" or config.compensation is not None:
+    from_file = getattr(args, "config", None)
+    self_generated = isinstance(calibration, str) and calibration == "self"
+    if self_generated and not from_file and args.criterion is None and config.criterion == RECOMMENDED_BLOCK_CRITERION:
+        logger.warning(
+            "No calibration text: criterion %s instead of the default %s (--criterion %s forces it).",
+            FALLBACK_BLOCK_CRITERION,
+            RECOMMENDED_BLOCK_CRITERION,
+            RECOMMENDED_BLOCK_CRITERION,
+        )
+        config = replace(config, criterion=FALLBACK_BLOCK_CRITERION)
+    if args.compensation is not None or from_file or config.granularity != "block" or config.compensation is not None:
         return config
-    if isinstance(calibration, str) and calibration == "self":
+    if self_generated:
         logger.warning(
             "No calibration text: skipping the default %s compensation (--compensation %s forces it).",
             RECOMMENDED_COMPENSATION,
@@ -201,6 +268,15 @@ def with_recommended_compensation(
         )
         return config
     return replace(config, compensation=CompensationConfig(method=RECOMMENDED_COMPENSATION))
+
+
+def recipe_label(plan: Any, config: DepthPruningConfig) -> str:
+    """``"<criterion> + <method> compensation"`` for messages; ``auto`` shows its choice (``"auto: sleb ..."``)."""
+    criterion = str(plan.criterion)
+    choice = (plan.reason or {}).get("auto") or {}
+    if choice.get("chosen"):
+        criterion = f"{criterion}: {choice['chosen']}"
+    return criterion if config.compensation is None else f"{criterion} + {config.compensation.method} compensation"
 
 
 def default_calibration_source() -> str:

@@ -32,11 +32,12 @@ def run(args: argparse.Namespace) -> int:
         config_from_args,
         default_calibration_source,
         load_model,
-        with_recommended_compensation,
+        recipe_label,
+        with_recommended_recipe,
     )
 
     config = config_from_args(args)
-    config = with_recommended_compensation(config, args, config.calibration_dataset or default_calibration_source())
+    config = with_recommended_recipe(config, args, config.calibration_dataset or default_calibration_source())
     if args.plan:
         plan = PruningPlan.from_pretrained(args.plan)
         check_output_dir(args)
@@ -51,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
     out = save_pruned_model(
         model, args.output_dir, tokenizer, plan=plan, scores=scores, config=pruner.config, plot=not args.no_plot
     )
-    compensated = "" if pruner.config.compensation is None else f" + {pruner.config.compensation.method} compensation"
     print(
-        f"Removed blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} ({plan.criterion}{compensated}); parameters "
-        f"{before:,} -> {after:,}. Saved to {out}"
+        f"Removed blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} ({recipe_label(plan, pruner.config)}); "
+        f"parameters {before:,} -> {after:,}. Saved to {out}"
     )
     return 0

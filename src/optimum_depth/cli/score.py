@@ -14,6 +14,8 @@ from .common import (
     config_from_args,
     default_calibration_source,
     load_model,
+    recipe_label,
+    with_recommended_recipe,
 )
 
 if TYPE_CHECKING:
@@ -59,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     """Scores the model and writes the scores, the plan they imply, the config and the plot."""
     from ..publishing.saving import save_pruning_records, write_into_directory
 
-    pruner, scores, _, _, _ = compute_scores(args)
+    config = config_from_args(args)
+    config = with_recommended_recipe(config, args, config.calibration_dataset or default_calibration_source())
+    pruner, scores, _, _, _ = compute_scores(args, config)
     plan = pruner.plan(scores)
 
     def write(staging) -> None:
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = write_into_directory(args.output_dir, write)
     print(
-        f"{scores.criterion}: {len(scores.values)} candidates scored, would remove {list(plan.removed_blocks)}"
+        f"{recipe_label(plan, pruner.config)}: {len(scores.values)} candidates scored, would remove "
+        f"{list(plan.removed_blocks)}"
         f"{sublayer_summary(plan)}; wrote {out}"
     )
     return 0

@@ -6,9 +6,10 @@ Two entry points share one walk (:mod:`.walk`):
   for compensation): the dense and the pruned walk use the same modules, the pruned one skipping the removed blocks;
 * :func:`compensate` on a model whose plan was applied already, given its dense parent.
 
-:func:`fold_compensation` then writes each map into the MLP down-projection of its fold block (``W <- Tᵀ W``, solved
-in float64 and cast back, so bf16 weights are fine), and into the ``lora_B`` of a peft adapter on that layer too, so
-a wrapped model computes exactly the compensated function.
+:func:`fold_compensation` then writes each map into its fold block's fold site (:mod:`.sites`): the MLP
+down-projection (``W <- Tᵀ W``, solved in float64 and cast back, so bf16 weights are fine, and into the ``lora_B`` of
+a peft adapter on that layer too, so a wrapped model computes exactly the compensated function), or, for families
+with a norm after the MLP (Gemma 2/3), that norm's gain (a diagonal map).
 """
 
 from __future__ import annotations
@@ -17,22 +18,21 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..architectures import ModelFacts, as_facts, get_layer_parts
+from ..architectures import ModelFacts, as_facts
 from ..blocks.replay import capture_block_inputs
 from ..calibration import CalibrationData, prepare_calibration
 from ..config import CompensationConfig
-from ..errors import ConfigError, UnsupportedArchitectureError
+from ..errors import ConfigError
 from ..plan import PruningPlan
+from .chains import ChainReconstructor, TrainedCut, check_trainable
 from .cuts import Fold, plan_folds
-from .linear_maps import fold_output_transform, folded_output_weight
-from .offloaded import update_weight
+from .sites import check_foldable, fold_map, fold_site, map_structure
 from .walk import FittedMap, WalkInputs, fit_map, fit_maps
 
 logger = logging.getLogger(__name__)
@@ -45,10 +45,6 @@ __all__ = [
     "fit_compensation",
     "fold_compensation",
 ]
-
-MLP_OUTPUT_LINEAR = "down_proj"
-"""The linear layer whose output is a block's MLP contribution to the residual stream (every family without a norm
-after its MLP; Gemma 2/3 have one, so their MLP output is not linear in this layer's weight)."""
 
 
 @dataclass
@@ -66,38 +62,26 @@ class CompensationResult:
     config: CompensationConfig
     calibration: dict[str, Any] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
+    trained: list[TrainedCut] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         """The JSON record stored in the provenance (``config.pruning["compensation"]``)."""
-        return {
+        record = {
             "method": self.config.method,
             "settings": {k: v for k, v in self.config.to_dict().items() if k not in ("record_type", "format_version")},
             "calibration": dict(self.calibration),
             "maps": [m.record() for m in self.maps],
             "elapsed_seconds": round(self.elapsed_seconds, 2),
         }
-
-
-def _base_linear(module: nn.Module) -> Any:
-    """The ``nn.Linear`` itself (a peft LoRA layer keeps it as ``base_layer``)."""
-    return getattr(module, "base_layer", module)
-
-
-def mlp_output_module(block: nn.Module, facts: ModelFacts) -> nn.Module:
-    """The module whose output is the block's MLP contribution (the down-projection; a peft wrapper of it if any)."""
-    if facts.spec.norm_after_mlp:
-        raise UnsupportedArchitectureError(
-            f"Compensation is not available for {facts.spec.model_type}: a norm follows its MLP, so the MLP output is "
-            "not linear in the down-projection."
-        )
-    mlp = get_layer_parts(block, facts.spec).mlp
-    module = getattr(mlp, MLP_OUTPUT_LINEAR, None) if mlp is not None else None
-    if not isinstance(module, nn.Module) or not isinstance(_base_linear(module), nn.Linear):
-        raise UnsupportedArchitectureError(
-            f"Compensation needs each fold block's MLP `{MLP_OUTPUT_LINEAR}` linear layer; block "
-            f"{type(block).__name__} has none (sublayer-pruned or an unexpected structure)."
-        )
-    return module
+        if self.config.reconstructs:
+            record["reconstruction"] = {
+                "loss": self.config.reconstruct_loss,
+                "learning_rate": self.config.reconstruct_lr,
+                "steps": sum(int(cut.summary.get("steps", 0)) for cut in self.trained),
+                "cpu_seconds": round(sum(float(cut.summary.get("cpu_seconds", 0.0)) for cut in self.trained), 2),
+                "cuts": [cut.record() for cut in self.trained],
+            }
+        return record
 
 
 def compensation_calibration(source: Any, tokenizer: Any, model: nn.Module, config: CompensationConfig):
@@ -130,19 +114,28 @@ def compensation_calibration(source: Any, tokenizer: Any, model: nn.Module, conf
 
 def _walk_inputs(dense: ModelFacts, kept: ModelFacts, data: CalibrationData, config: CompensationConfig, folds):
     kept_blocks = dict(zip(kept.original_indices, kept.layers, strict=True))
-    mlp_outputs: dict[int, nn.Module] = {
-        f.block: mlp_output_module(kept_blocks[f.block], kept) for f in folds
-    }  # checked first
+    sites = {f.block: fold_site(kept_blocks[f.block], kept) for f in folds}  # checked first
+    if config.reconstructs:
+        check_trainable(kept_blocks)
     captured = capture_block_inputs(dense.inner, data.input_ids, config.batch_size)
-    return WalkInputs(
+    inputs = WalkInputs(
         dense_blocks=dict(enumerate(dense.layers)),
         kept_blocks=kept_blocks,
-        mlp_outputs=mlp_outputs,
+        mlp_outputs={block: site.module for block, site in sites.items()},
         block_kwargs=dict(enumerate(captured.block_kwargs)),
         hidden_states=captured.hidden_states,
         heldout=min(data.num_samples - 1, max(1, round(config.heldout_fraction * data.num_samples))),
         batch_size=config.batch_size,
+        structure=map_structure(kept.spec.model_type),
+        chain_length=config.reconstruct_blocks,
     )
+    reconstructor = None
+    if config.reconstructs:
+        reconstructor = ChainReconstructor(
+            kept, kept_blocks, inputs.block_kwargs, sites, folds, config, inputs.heldout
+        )
+        inputs.train_chain = reconstructor
+    return inputs, sites, reconstructor
 
 
 def _fit(dense: ModelFacts, kept: ModelFacts, removed, data: CalibrationData, config: CompensationConfig):
@@ -154,10 +147,14 @@ def _fit(dense: ModelFacts, kept: ModelFacts, removed, data: CalibrationData, co
     dense.inner.eval()
     kept.inner.eval()
     try:
-        maps = fit_maps(_walk_inputs(dense, kept, data, config, folds), folds, config.method, config.ridge)
+        inputs, sites, reconstructor = _walk_inputs(dense, kept, data, config, folds)
+        maps = fit_maps(inputs, folds, config.map_method, config.ridge)
     finally:
         dense.inner.train(was_training)
-    return CompensationResult(maps, config, dict(data.spec), time.perf_counter() - start)
+    for fitted in maps:
+        fitted.folded_into = sites[fitted.fold.block].name
+    trained = reconstructor.cuts if reconstructor is not None else []
+    return CompensationResult(maps, config, dict(data.spec), time.perf_counter() - start, trained)
 
 
 def fit_compensation(
@@ -194,7 +191,8 @@ def compensation_from_activations(
 
     For each fold block ``f`` of the plan (:func:`~optimum_depth.compensation.cuts.plan_folds`: the kept block before
     each removed run), ``activations[f]`` is ``(M, Y, L)``, each ``(samples, seq_len, hidden)``: the block's MLP output
-    ``M`` (its ``down_proj`` output) and the rest of its output ``Y`` (block output minus ``M``) in the pruned model,
+    ``M`` (its ``down_proj`` output; for Gemma 2/3 the output of the norm after its MLP, and the maps are then
+    diagonal) and the rest of its output ``Y`` (block output minus ``M``) in the pruned model,
     and ``L``, the dense model's hidden state after the fold's target block. The last ``heldout_fraction`` of the
     sequences choose the ridge, as in :func:`fit_compensation`. Captured from the uncompensated pruned model, several
     maps are fitted independently (the walk of :func:`fit_compensation` fits each after the earlier ones).
@@ -211,12 +209,15 @@ def compensation_from_activations(
         ConfigError: If a fold block's activations are missing or their shapes differ.
     """
     config = config or CompensationConfig()
+    if config.reconstructs:
+        raise ConfigError("Reconstruction trains the kept blocks, so it needs the model: use `compensate` instead.")
     if plan.granularity != "block" or plan.source_num_hidden_layers is None:
         raise ConfigError("Compensation applies to block plans made for a known number of blocks.")
     folds = plan_folds(plan.removed_blocks, plan.source_num_hidden_layers)
     missing = [fold.block for fold in folds if fold.block not in activations]
     if missing:
         raise ConfigError(f"No activations for fold block(s) {missing} (the kept block before each removed run).")
+    structure = map_structure(plan.source_fingerprint.get("model_type"))
     start = time.perf_counter()
     maps = []
     for fold in folds:
@@ -227,7 +228,7 @@ def compensation_from_activations(
                 f"shape, got {tuple(m.shape)}, {tuple(y.shape)}, {tuple(dense.shape)}."
             )
         heldout = min(m.shape[0] - 1, max(1, round(config.heldout_fraction * m.shape[0])))
-        maps.append(fit_map(fold, m, y, dense, config.method, config.ridge, heldout, config.batch_size))
+        maps.append(fit_map(fold, m, y, dense, config.map_method, config.ridge, heldout, config.batch_size, structure))
     calibration = {"source": "captured activations", "num_samples": int(activations[folds[0].block][0].shape[0])}
     return CompensationResult(maps, config, calibration, time.perf_counter() - start)
 
@@ -235,7 +236,8 @@ def compensation_from_activations(
 def on_main_rank(fit: Callable[[], CompensationResult]) -> CompensationResult:
     """Runs ``fit`` on rank 0 only and gives every rank its maps (several processes), or just runs it.
 
-    Rank 0's error reaches every rank (no process waits in a collective); the maps travel as tensors.
+    Rank 0's error reaches every rank (no process waits in a collective); the maps travel as tensors, the blocks a
+    reconstruction trained as pickled CPU state dicts.
     """
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return fit()
@@ -244,7 +246,11 @@ def on_main_rank(fit: Callable[[], CompensationResult]) -> CompensationResult:
     if dist.get_rank() == 0:
         try:
             result = fit()
-            payload[0] = {"record": result.record(), "shape": list(result.maps[0].transform.shape)}
+            payload[0] = {
+                "record": result.record(),
+                "shape": list(result.maps[0].transform.shape),
+                "trained": [(cut.fold, cut.blocks, cut.states, cut.summary) for cut in result.trained],
+            }
         except BaseException as err:
             payload[0] = {"error": f"{type(err).__name__}: {err}"}
             dist.broadcast_object_list(payload, src=0)
@@ -271,15 +277,19 @@ def on_main_rank(fit: Callable[[], CompensationResult]) -> CompensationResult:
             transform,
             m["relative_ridge"],
             m["heldout_relative_error"],
+            structure=m.get("structure", "full"),
+            folded_into=m.get("folded_into"),
         )
         for m, transform in zip(record["maps"], transforms, strict=True)
     ]
-    return CompensationResult(maps, config, record["calibration"], record["elapsed_seconds"])
+    trained = [TrainedCut(*cut) for cut in message["trained"]]
+    return CompensationResult(maps, config, record["calibration"], record["elapsed_seconds"], trained)
 
 
 @torch.no_grad()
 def fold_compensation(model: nn.Module, result: CompensationResult) -> None:
-    """Folds the fitted maps into the MLP down-projections of their fold blocks, in place.
+    """Folds the fitted maps into the fold sites of their fold blocks (:mod:`.sites`), and loads the blocks trained
+    by a reconstruction, in place.
 
     Args:
         model: The pruned model (the plan applied), possibly wrapped by peft.
@@ -287,21 +297,26 @@ def fold_compensation(model: nn.Module, result: CompensationResult) -> None:
     """
     facts = as_facts(model)
     position = {original: p for p, original in enumerate(facts.original_indices)}
-    modules = [mlp_output_module(facts.layers[position[fitted.fold.block]], facts) for fitted in result.maps]
-    for module in modules:  # checked before any weight changes
-        bias = _base_linear(module).bias
-        if bias is not None and bias.device.type == "meta":
-            raise UnsupportedArchitectureError(
-                "Compensation cannot fold into an offloaded down-projection with a bias."
+    sites = [fold_site(facts.layers[position[fitted.fold.block]], facts) for fitted in result.maps]
+    for site, fitted in zip(sites, result.maps, strict=True):  # checked before any weight changes
+        check_foldable(site)
+        if site.structure != fitted.structure:
+            raise ConfigError(
+                f"The map for block {fitted.fold.block} is {fitted.structure}; this model's fold site takes "
+                f"{site.structure} maps (it was fitted for another family)."
             )
-    for fitted, module in zip(result.maps, modules, strict=True):
-        base, fold = _base_linear(module), partial(folded_output_weight, transform=fitted.transform)
-        if base.weight.device.type == "meta":  # accelerate-offloaded: the weight lives in the hook's weights map
-            update_weight(facts.inner, base, fold)
-        else:
-            fold_output_transform(base, fitted.transform)
-        for lora_b in getattr(module, "lora_B", {}).values():  # peft: the adapter's output is mapped too (T^T B)
-            update_weight(facts.inner, lora_b, fold)
+    trained = [
+        (facts.layers[position[b]], state)
+        for cut in result.trained
+        for b, state in zip(cut.blocks, cut.states, strict=True)
+    ]
+    for block, state in trained:
+        if set(block.state_dict()) != set(state):
+            raise ConfigError("The trained block parameters do not match this model's blocks (another model?).")
+    for fitted, site in zip(result.maps, sites, strict=True):
+        fold_map(facts.inner, site, fitted.transform)
+    for block, state in trained:  # the trained parameters hold their cut's map already
+        block.load_state_dict(state)
 
 
 def compensate(

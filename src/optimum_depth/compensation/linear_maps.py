@@ -8,6 +8,8 @@ dependency on a model class:
 * :func:`ridge_solve` solves the ridge problem, shrinking towards a *prior* map (the identity for ReplaceMe: a huge
   ridge gives back plain block removal, never something worse), and :func:`select_ridge` picks the ridge on
   held-out rows from their own Gram statistics (closed form: no extra forward pass per candidate ridge).
+* :func:`ridge_solve_diagonal` is the same problem restricted to a *diagonal* map (one gain per feature), the map a
+  family with a norm after its MLP (Gemma 2/3) can fold exactly into that norm's gain.
 * :func:`fit_cosine_transform` is the cosine-distance variant of ReplaceMe (Adam on the rows).
 * :func:`fold_output_transform` folds a map ``T`` applied to a ``Linear``'s output into its weight
   (``W <- Tᵀ W``), solving in float64 and casting back (bf16/fp16 safe); :func:`refit_linear_weight` re-fits a
@@ -30,9 +32,11 @@ __all__ = [
     "GramAccumulator",
     "RidgeSelection",
     "ridge_solve",
+    "ridge_solve_diagonal",
     "select_ridge",
     "fit_cosine_transform",
     "fold_output_transform",
+    "folded_gain_weight",
     "folded_output_weight",
     "refit_linear_weight",
     "DEFAULT_RELATIVE_RIDGES",
@@ -191,6 +195,33 @@ def ridge_solve(
     return p + inv @ residual_target
 
 
+@torch.no_grad()
+def ridge_solve_diagonal(stats: GramAccumulator, relative_ridge: float = 0.0) -> torch.Tensor:
+    """Ridge least squares over *diagonal* maps, shrunk towards the identity: one gain per feature.
+
+    Minimises ``||X D - Y||² + Σ_j λ_j (d_j - 1)²`` over ``D = diag(d)``, with a ridge relative to each feature's
+    own energy, ``λ_j = relative_ridge * (XᵀX)_jj``: ``d_j = ((XᵀY)_jj + λ_j) / ((XᵀX)_jj + λ_j)``, i.e. a convex
+    combination of the per-feature least-squares gain and 1 (scale-free, so features of very different magnitude,
+    such as Gemma's massive activations, are shrunk alike). Only the diagonals of the statistics are used.
+
+    Args:
+        stats: Accumulated statistics of a square problem (``d_in == d_out``).
+        relative_ridge: Ridge relative to each feature's energy (``0`` = plain per-feature least squares).
+
+    Returns:
+        ``float64[d, d]`` diagonal map (a feature with no energy keeps the gain 1).
+    """
+    if relative_ridge < 0:
+        raise ValueError(f"`relative_ridge` must be non-negative, got {relative_ridge}.")
+    if stats.in_features != stats.out_features:
+        raise ValueError(f"A diagonal map needs a square problem, got {stats.in_features} x {stats.out_features}.")
+    xx, xy = torch.diagonal(stats.xtx), torch.diagonal(stats.xty)
+    lam = relative_ridge * xx
+    denominator = xx + lam
+    gains = torch.where(denominator > 0, (xy + lam) / denominator.clamp_min(1e-300), torch.ones_like(xx))
+    return torch.diag(gains)
+
+
 @dataclass
 class RidgeSelection:
     """The outcome of :func:`select_ridge`.
@@ -214,6 +245,7 @@ def select_ridge(
     heldout: GramAccumulator,
     grid: Sequence[float] = DEFAULT_RELATIVE_RIDGES,
     prior: str | torch.Tensor | None = "identity",
+    diagonal: bool = False,
 ) -> RidgeSelection:
     """Chooses the ridge minimising the held-out residual, computed from held-out Gram statistics alone.
 
@@ -221,7 +253,8 @@ def select_ridge(
         train: Statistics of the fitting rows.
         heldout: Statistics of held-out rows of the same problem (same regressors/targets, other text).
         grid: Relative ridges to try.
-        prior: The prior map (see :func:`ridge_solve`).
+        prior: The prior map (see :func:`ridge_solve`); a diagonal map is always shrunk towards the identity.
+        diagonal: Fit diagonal maps (:func:`ridge_solve_diagonal`) instead of full ones.
 
     Returns:
         The selection, with the map refitted on ``train`` at the chosen ridge.
@@ -230,8 +263,10 @@ def select_ridge(
         raise ValueError("`grid` must not be empty.")
     errors: dict[float, float] = {}
     best: tuple[float, float, torch.Tensor] | None = None
+    if diagonal and not (isinstance(prior, str) and prior == "identity"):
+        raise ValueError("A diagonal map is shrunk towards the identity: pass prior='identity'.")
     for r in grid:
-        t = ridge_solve(train, r, prior)
+        t = ridge_solve_diagonal(train, r) if diagonal else ridge_solve(train, r, prior)
         e = heldout.residual(t)
         errors[float(r)] = e
         if best is None or e < best[0]:
@@ -250,6 +285,7 @@ def fit_cosine_transform(
     lr: float = 1e-4,
     batch_size: int = 1024,
     seed: int = 0,
+    diagonal: bool = False,
 ) -> torch.Tensor:
     """ReplaceMe's cosine variant: ``T = argmin mean_rows(1 - cos(x T + base, y))`` by Adam.
 
@@ -266,9 +302,10 @@ def fit_cosine_transform(
         lr: Adam learning rate (the paper's 1e-4).
         batch_size: Rows per step.
         seed: Seed of the row shuffling.
+        diagonal: Fit a diagonal map (one gain per feature) instead of a full one.
 
     Returns:
-        ``float64[d_in, d_out]`` map.
+        ``float64[d_in, d_out]`` map (diagonal with ``diagonal=True``).
     """
     x2, y2 = _rows(x).float(), _rows(y).float()
     b2 = _rows(base).float() if base is not None else None
@@ -277,21 +314,23 @@ def fit_cosine_transform(
         if d_in != d_out:
             raise ValueError("The default identity initialisation needs a square map; pass `init`.")
         init = torch.eye(d_in)
-    t = init.detach().to(torch.float32).clone().requires_grad_(True)
+    start = torch.diagonal(init) if diagonal else init
+    t = start.detach().to(torch.float32).clone().requires_grad_(True)
     opt = torch.optim.Adam([t], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     n = x2.shape[0]
     with torch.enable_grad():
         for _ in range(epochs):
             for idx in torch.randperm(n, generator=gen).split(batch_size):
-                pred = x2[idx] @ t
+                pred = x2[idx] * t if diagonal else x2[idx] @ t
                 if b2 is not None:
                     pred = pred + b2[idx]
                 loss = 1.0 - torch.nn.functional.cosine_similarity(pred, y2[idx], dim=-1).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-    return t.detach().to(torch.float64)
+    result = t.detach().to(torch.float64)
+    return torch.diag(result) if diagonal else result
 
 
 @torch.no_grad()
@@ -333,6 +372,34 @@ def fold_output_transform(linear: nn.Linear, transform: torch.Tensor) -> None:
     if linear.bias is not None:
         t = transform.to(linear.bias.device, torch.float64)
         linear.bias.copy_((linear.bias.to(torch.float64) @ t).to(linear.bias.dtype))
+
+
+@torch.no_grad()
+def folded_gain_weight(weight: torch.Tensor, transform: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
+    """The weight of a norm whose output is followed by a diagonal map ``y -> y D``, formed in float64.
+
+    A norm computing ``n(x) * (offset + w)`` (RMSNorm: ``offset = 0``; Gemma's norms: ``offset = 1``) followed by
+    ``D = diag(d)`` computes ``n(x) * (offset + w')`` with ``w' = (offset + w) * d - offset``: exact, whatever ``w``.
+
+    Args:
+        weight: The norm's ``[d]`` weight.
+        transform: ``[d, d]`` diagonal map acting on the norm's output rows.
+        offset: The constant the norm adds to its weight to form its gain.
+
+    Returns:
+        ``w'`` in the weight's dtype, on its device.
+
+    Raises:
+        ValueError: If the map's shape does not match or it is not diagonal.
+    """
+    d = weight.shape[0]
+    if tuple(transform.shape) != (d, d):
+        raise ValueError(f"`transform` must be {(d, d)} for this norm, got {tuple(transform.shape)}.")
+    gains = torch.diagonal(transform).to(torch.float64)
+    if not torch.equal(torch.diag(gains), transform.to(torch.float64)):
+        raise ValueError("Only a diagonal map can be folded into a norm's gain.")
+    folded = (offset + weight.to(torch.float64)) * gains.to(weight.device) - offset
+    return folded.to(weight.dtype)
 
 
 @torch.no_grad()

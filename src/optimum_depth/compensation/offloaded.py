@@ -61,16 +61,19 @@ def _offloaded_location(root: nn.Module, linear: nn.Module) -> tuple[Any, str]:
 
 
 @torch.no_grad()
-def update_weight(root: nn.Module, linear: nn.Linear, new_weight: Callable[[torch.Tensor], torch.Tensor]) -> None:
+def update_weight(root: nn.Module, linear: nn.Module, new_weight: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Replaces ``linear.weight`` by ``new_weight(current weight)``, wherever the weight really lives.
 
     Args:
         root: The model ``linear`` belongs to (where accelerate's hooks were attached).
-        linear: The layer.
+        linear: The layer (a ``Linear``, or a norm with a ``weight``).
         new_weight: Maps the current weight to the new one (same shape and dtype).
     """
-    if linear.weight.device.type != "meta":
-        linear.weight.copy_(new_weight(linear.weight))
+    weight = linear.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(linear).__name__} has no weight tensor to update.")
+    if weight.device.type != "meta":
+        weight.copy_(new_weight(weight))
         return
     weights_map, key = _offloaded_location(root, linear)
     current = weights_map[key]

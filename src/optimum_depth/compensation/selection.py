@@ -33,13 +33,13 @@ from ..blocks.replay import capture_block_inputs, run_block
 from ..calibration import CalibrationData
 from ..config import CompensationConfig
 from ..errors import PruningTargetError
-from .compensate import mlp_output_module
 from .cuts import Fold, plan_folds
+from .sites import fold_site
 from .walk import fit_map, run_capturing_mlp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AwareSelection", "aware_greedy_selection"]
+__all__ = ["AwareSelection", "MapBank", "SuffixScorer", "aware_greedy_selection", "dense_states"]
 
 
 @dataclass
@@ -63,7 +63,7 @@ class AwareSelection:
     scoring_samples: int = 0
 
 
-class _MapBank:
+class MapBank:
     """Independent least-squares maps ``T(fold)`` fitted on dense states, cached by ``(block, target, start)``."""
 
     def __init__(self, states: list[torch.Tensor], facts: ModelFacts, kwargs, heldout: int, batch_size: int):
@@ -80,26 +80,32 @@ class _MapBank:
         key = self.key(fold)
         if key not in self.maps:
             block = self.facts.layers[fold.block]
-            mlp_out = mlp_output_module(block, self.facts)
+            site = fold_site(block, self.facts)
             entering = self.states[min(fold.block, min(fold.removed))]  # a run at block 0 folds after itself
-            y, m = run_capturing_mlp(block, mlp_out, entering, self.kwargs[fold.block], self.batch_size)
-            fitted = fit_map(
-                fold, m, y, self.states[fold.target + 1], "linear_ls", None, self.heldout, self.batch_size
-            )
+            y, m = run_capturing_mlp(block, site.module, entering, self.kwargs[fold.block], self.batch_size)
+            target = self.states[fold.target + 1]
+            fitted = fit_map(fold, m, y, target, "linear_ls", None, self.heldout, self.batch_size, site.structure)
             self.maps[key], self.ridges[key] = fitted.transform, fitted.relative_ridge
         return self.maps[key]
 
 
-class _Scorer:
+class SuffixScorer:
     """Scoring loss of a removal set with its maps, restarting from the current model's cached states."""
 
-    def __init__(self, facts: ModelFacts, engine: BlockwiseEngine, states, kwargs, input_ids, batch_size: int):
+    def __init__(self, facts: ModelFacts, engine: BlockwiseEngine | None, states, kwargs, input_ids, batch_size: int):
         self.facts, self.engine, self.kwargs = facts, engine, kwargs
         self.input_ids, self.batch_size = input_ids, batch_size
         self.current: dict[int, torch.Tensor] = dict(enumerate(states))  # state entering each block (current model)
 
     def run(self, start: int, removed: set[int], folds: dict[int, tuple[Fold, torch.Tensor]], keep: bool) -> float:
         """Mean NLL of the model without ``removed`` (maps ``folds``), running from block ``start``."""
+        return self.mean_nll(self.final_state(start, removed, folds, keep))
+
+    def final_state(
+        self, start: int, removed: set[int], folds: dict[int, tuple[Fold, torch.Tensor]], keep: bool = False
+    ) -> torch.Tensor:
+        """The last block's output of the model without ``removed`` (maps ``folds``), running from block ``start``;
+        with ``keep``, the states entering the blocks it ran become the current model's."""
         hidden = self.current[start]
         kept_states: dict[int, torch.Tensor] = {}
         for index in range(start, len(self.facts.layers)):
@@ -109,17 +115,19 @@ class _Scorer:
                 kept_states[index] = hidden
             block = self.facts.layers[index]
             if index in folds:
-                mlp_out = mlp_output_module(block, self.facts)
-                y, m = run_capturing_mlp(block, mlp_out, hidden, self.kwargs[index], self.batch_size)
+                site = fold_site(block, self.facts)
+                y, m = run_capturing_mlp(block, site.module, hidden, self.kwargs[index], self.batch_size)
                 hidden = y + (m.double() @ folds[index][1]).to(m.dtype)
             else:
                 hidden = run_block(block, hidden, self.kwargs[index], self.batch_size)
         if keep:
             self.current.update(kept_states)
-        return self.mean_nll(hidden)
+        return hidden
 
     def mean_nll(self, hidden: torch.Tensor) -> float:
         """Mean next-token NLL of the scoring sequences from the last block's output ``hidden``."""
+        if self.engine is None:
+            raise ValueError("This scorer has no engine to compute the loss with.")
         total, count = 0.0, 0
         for begin in range(0, hidden.shape[0], self.batch_size):
             nll, tokens = self.engine.sequence_nll(
@@ -129,9 +137,20 @@ class _Scorer:
         return total / count
 
 
-def _dense_states(facts: ModelFacts, hidden: torch.Tensor, kwargs, batch_size: int) -> list[torch.Tensor]:
+def dense_states(
+    facts: ModelFacts, hidden: torch.Tensor, kwargs, batch_size: int, desc: str = "compensation-aware: dense states"
+) -> list[torch.Tensor]:
+    """The dense hidden state entering every block and leaving the last one (``num_blocks + 1`` tensors).
+
+    Args:
+        facts: The model.
+        hidden: The states entering block 0, ``(samples, seq_len, hidden)``.
+        kwargs: Every block's call arguments, by position.
+        batch_size: Sequences per block call.
+        desc: Progress-bar label.
+    """
     states = [hidden]
-    for index, block in enumerate(progress_bar(facts.layers, desc="compensation-aware: dense states")):
+    for index, block in enumerate(progress_bar(facts.layers, desc=desc)):
         states.append(run_block(block, states[-1], kwargs[index], batch_size))
     return states
 
@@ -186,11 +205,11 @@ def aware_greedy_selection(
     input_ids = data.input_ids[: settings.selection_samples]
     heldout = min(input_ids.shape[0] - 1, max(1, round(settings.heldout_fraction * input_ids.shape[0])))
     captured = capture_block_inputs(facts.inner, input_ids, settings.batch_size)
-    states = _dense_states(facts, captured.hidden_states, captured.block_kwargs, settings.batch_size)
-    bank = _MapBank(states, facts, captured.block_kwargs, heldout, settings.batch_size)
+    states = dense_states(facts, captured.hidden_states, captured.block_kwargs, settings.batch_size)
+    bank = MapBank(states, facts, captured.block_kwargs, heldout, settings.batch_size)
     score_ids = input_ids[-heldout:]
     engine = BlockwiseEngine(facts.inner, CalibrationData(score_ids, {}), batch_size=settings.batch_size)
-    scorer = _Scorer(
+    scorer = SuffixScorer(
         facts, engine, [s[-heldout:] for s in states], captured.block_kwargs, score_ids, settings.batch_size
     )
     dense_nll = scorer.mean_nll(states[-1][-heldout:])

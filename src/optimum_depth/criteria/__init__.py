@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import (  # noqa: F401  (importing a criterion module registers its criteria)
+    auto,
     finercut,
     magnitude,
     perplexity,

@@ -17,7 +17,7 @@ from .latency import measure_latency
 from .perplexity import evaluate_perplexity
 from .results import ComparisonResults, EvaluationResults
 from .settings import EvaluationSettings
-from .zero_shot import evaluate_zero_shot
+from .zero_shot import evaluate_zero_shot_documents
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _quality(model, tokenizer, name: str, settings: EvaluationSettings) -> Evalu
             model, tokenizer, data_dir=settings.data_dir, **_kwargs(settings.perplexity)
         )
     if settings.zero_shot is not None:
-        results.zero_shot, results.zero_shot_settings = evaluate_zero_shot(
+        results.zero_shot, results.zero_shot_settings, results.zero_shot_documents = evaluate_zero_shot_documents(
             model, tokenizer, settings.zero_shot, data_dir=settings.data_dir
         )
     return results

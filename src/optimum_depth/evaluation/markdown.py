@@ -125,21 +125,34 @@ def _zero_shot_cell(results: EvaluationResults, task: str, metric: str) -> str:
     return "-" if value is None else format_number(value, scale=100)
 
 
+def paired_cell(difference) -> str:
+    """``"-1.5 ± 0.8 (=)"``: a paired difference in points with its standard error and verdict, or "not measured"."""
+    if difference is None:
+        return NOT_MEASURED
+    return f"{100 * difference.difference:+.1f} ± {100 * difference.stderr:.1f} ({difference.verdict})"
+
+
 def comparison_zero_shot_table(comparison: ComparisonResults) -> str:
-    """Dense vs pruned zero-shot accuracies in percent, or a "not measured" line."""
+    """Dense vs pruned zero-shot accuracies in percent with the paired difference of acc, or a "not measured" line.
+
+    The difference column is the paired test on the same documents (:mod:`.paired`): "=" means no difference within
+    two paired standard errors. Results without per-document outcomes read "not measured" there.
+    """
     both = (comparison.dense, comparison.pruned)
     tasks = list(dict.fromkeys([*both[0].zero_shot, *both[1].zero_shot]))
     if not tasks:
         return f"Zero-shot accuracy: {NOT_MEASURED}.\n"
+    paired = comparison.zero_shot_differences()
     rows = [
-        "| task | dense acc (%) | pruned acc (%) | dense acc_norm (%) | pruned acc_norm (%) |",
-        "|---|---:|---:|---:|---:|",
+        "| task | dense acc (%) | pruned acc (%) | dense acc_norm (%) | pruned acc_norm (%) | acc pruned − dense, "
+        "paired (points) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for task in tasks:
         cells = [_zero_shot_cell(r, task, m) for m in ZERO_SHOT_METRICS for r in both]
-        rows.append(f"| {task} | {' | '.join(cells)} |")
+        rows.append(f"| {task} | {' | '.join(cells)} | {paired_cell(paired.get(task))} |")
     averages = [format_number(r.zero_shot_average("acc"), scale=100) for r in both]
-    rows.append(f"| **average** | {averages[0]} | {averages[1]} | | |")
+    rows.append(f"| **average** | {averages[0]} | {averages[1]} | | | {paired_cell(paired.get('mean'))} |")
     return "\n".join(rows) + "\n"
 
 

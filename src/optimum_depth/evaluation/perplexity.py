@@ -11,6 +11,10 @@ BOS handling (``bos``), as in Shortened LLaMA's ``add_bos_to_every`` switch:
 * ``"every"``: a BOS token before every window (windows hold ``seq_len + 1`` tokens, ``seq_len`` of them predicted);
   models such as Gemma need it.
 * ``"none"``: no BOS.
+* ``"auto"`` (the default of :func:`evaluate_perplexity`): ``"every"`` for models that need BOS at the start of every
+  sequence (Gemma; the rule is :func:`~.bos.needs_bos_every_sequence`), ``"first"`` for the others. Asking for
+  ``"first"`` or ``"none"`` on a model that needs ``"every"`` is allowed (to reproduce a protocol) but logs a warning:
+  its perplexity is then far from what the model does when fed properly.
 """
 
 from __future__ import annotations
@@ -26,11 +30,44 @@ from torch.nn import functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
+from .bos import model_type_of, needs_bos_every_sequence
 from .ppl_data import PerplexityText, load_perplexity_text
 
 logger = logging.getLogger(__name__)
 
 BOS_MODES = ("first", "every", "none")
+BOS_CHOICES = ("auto", *BOS_MODES)
+"""What ``evaluate_perplexity(bos=...)`` accepts: a mode, or ``"auto"`` (resolved by :func:`resolve_bos`)."""
+
+
+def resolve_bos(bos: str, model, tokenizer) -> str:
+    """The BOS mode to evaluate ``model`` with: ``"auto"`` resolved per model, and a warning for a wrong choice.
+
+    Args:
+        bos: ``"auto"``, ``"first"``, ``"every"`` or ``"none"``.
+        model: The model.
+        tokenizer: Its tokenizer.
+
+    Returns:
+        ``"every"`` or ``"first"`` for ``"auto"`` (:func:`~.bos.needs_bos_every_sequence`), else ``bos`` itself.
+
+    Raises:
+        ConfigError: If ``bos`` is not one of :data:`BOS_CHOICES`.
+    """
+    if bos not in BOS_CHOICES:
+        raise ConfigError(f"`bos` must be one of {BOS_CHOICES}, got {bos!r}.")
+    needs_every = needs_bos_every_sequence(model, tokenizer)
+    if bos == "auto":
+        return "every" if needs_every else "first"
+    if needs_every and bos != "every":
+        logger.warning(
+            "bos=%r on a %s model: this family needs a BOS token at the start of every window, and its perplexity "
+            "without one is far higher than when fed properly (ratios to dense are then meaningless). Use "
+            "bos='every' or 'auto'.",
+            bos,
+            model_type_of(model),
+        )
+    return bos
 
 
 def make_windows(
@@ -87,10 +124,14 @@ def window_nll(logits: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
     Returns:
         ``float64[batch]``: the NLL summed over the ``length - 1`` predicted tokens of each window.
     """
-    shift_logits = logits[:, :-1].float()
     targets = windows[:, 1:].to(logits.device)
-    nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), targets.reshape(-1), reduction="none")
-    return nll.view(targets.shape).double().sum(dim=1)
+    # One window at a time: with a large vocabulary (Gemma: 262k) a float copy of the whole batch's logits and its
+    # log-softmax would each be as large as the logits themselves.
+    sums = [
+        F.cross_entropy(logits[row, :-1].float(), targets[row], reduction="none").double().sum()
+        for row in range(logits.size(0))
+    ]
+    return torch.stack(sums)
 
 
 @torch.no_grad()
@@ -135,7 +176,7 @@ def evaluate_perplexity(
     datasets: Sequence[str | PerplexityText] = ("wikitext2",),
     seq_len: int = 128,
     batch_size: int = 8,
-    bos: str = "first",
+    bos: str = "auto",
     max_windows: int | None = None,
     data_dir: str | os.PathLike | None = None,
     source: str = "auto",
@@ -149,7 +190,8 @@ def evaluate_perplexity(
             :func:`~optimum_depth.evaluation.ppl_data.load_perplexity_text` with another file or join string).
         seq_len: Window length: 128 as Shortened LLaMA, 2048 as SparseGPT/Wanda.
         batch_size: Windows per forward pass.
-        bos: ``"first"``, ``"every"`` or ``"none"`` (see the module docstring).
+        bos: ``"auto"`` (default: ``"every"`` for models that need it, else ``"first"``), ``"first"``, ``"every"``
+            or ``"none"`` (see the module docstring; a mode other than ``"every"`` on a model that needs it warns).
         max_windows: Keep at most this many windows per corpus, for quick runs (C4 keeps 256 at most anyway).
         data_dir: Local data directory (default: :func:`optimum_depth.data.default_data_dir`).
         source: ``"auto"``, ``"local"`` or ``"hub"`` (see ``load_perplexity_text``).
@@ -162,8 +204,7 @@ def evaluate_perplexity(
         ValueError: On an unknown corpus or BOS mode, a missing BOS token, or too little text; all corpora are loaded
             and windowed before any model forward pass.
     """
-    if bos not in BOS_MODES:
-        raise ConfigError(f"`bos` must be one of {BOS_MODES}, got {bos!r}.")
+    requested, bos = bos, resolve_bos(bos, model, tokenizer)
     texts = [
         d if isinstance(d, PerplexityText) else load_perplexity_text(d, data_dir=data_dir, source=source)
         for d in datasets
@@ -188,6 +229,7 @@ def evaluate_perplexity(
     settings = {
         "seq_len": seq_len,
         "bos": bos,
+        "bos_requested": requested,
         "stride": seq_len,
         "batch_size": batch_size,
         "max_windows": max_windows,

@@ -22,6 +22,7 @@ from .markdown import (
     comparison_markdown,
     evaluation_markdown,
 )
+from .paired import PairedDifference, paired_zero_shot
 
 __all__ = ["NOT_MEASURED", "ComparisonResults", "EvaluationResults", "LatencyRecord", "load_results"]
 
@@ -84,6 +85,8 @@ class EvaluationResults(JsonRecord):
         perplexity_settings: How it was measured (seq_len, add_bos, windows/tokens per dataset, data source).
         zero_shot: Task -> metrics, e.g. ``{"piqa": {"acc": 0.6, "acc_stderr": 0.01, "acc_norm": 0.61}}``.
         zero_shot_settings: How it was measured (limit, num_fewshot, lm-eval version, data paths, samples per task).
+        zero_shot_documents: Task -> every document's outcome (``{"documents", "fingerprint", "acc": "0110..."}``,
+            see :func:`~.zero_shot.document_outcomes`), what the paired dense-vs-pruned test needs.
         latency: One :class:`LatencyRecord` per grid point.
         latency_settings: How it was measured (device, dtype, threads, warmup, repeats, torch version).
         extra: Anything else worth keeping (pruning summary, notes).
@@ -95,6 +98,7 @@ class EvaluationResults(JsonRecord):
     perplexity_settings: dict[str, Any] = field(default_factory=dict)
     zero_shot: dict[str, dict[str, float]] = field(default_factory=dict)
     zero_shot_settings: dict[str, Any] = field(default_factory=dict)
+    zero_shot_documents: dict[str, dict[str, Any]] = field(default_factory=dict)
     latency: list[LatencyRecord] = field(default_factory=list)
     latency_settings: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -222,6 +226,15 @@ class ComparisonResults(JsonRecord):
                 out[task] = other[metric] / metrics[metric]
         return out
 
+    def zero_shot_differences(self, metric: str = "acc") -> dict[str, PairedDifference]:
+        """Paired pruned-minus-dense differences per task and their ``"mean"`` (:mod:`.paired`).
+
+        Empty when either model has no per-document outcomes (results of older versions): no verdict is then given.
+        """
+        if not self.dense.zero_shot_documents or not self.pruned.zero_shot_documents:
+            return {}
+        return paired_zero_shot(self.dense.zero_shot_documents, self.pruned.zero_shot_documents, metric)
+
     def _fields_to_dict(self) -> dict[str, Any]:
         """Both models plus the derived ratios (written for readers, recomputed on load, never trusted)."""
         return {
@@ -233,6 +246,7 @@ class ComparisonResults(JsonRecord):
                 "speedups": self.speedups(),
                 "perplexity_ratios": self.perplexity_ratios(),
                 "zero_shot_retention": self.zero_shot_retention(),
+                "zero_shot_paired": {task: d.to_dict() for task, d in self.zero_shot_differences().items()},
             },
         }
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .latency import DEFAULT_PROMPT
-from .perplexity import BOS_MODES
+from .perplexity import BOS_CHOICES
 from .ppl_data import PerplexityText
 from .task_data import ZERO_SHOT_TASKS
 
@@ -35,7 +35,8 @@ class PerplexitySettings:
         datasets: Corpus names (``"wikitext2"``, ``"ptb"``, ``"c4"``) or :class:`~.ppl_data.PerplexityText` objects.
         seq_len: Window length (128 as Shortened LLaMA, 2048 as SparseGPT/Wanda).
         batch_size: Windows per forward pass.
-        bos: ``"first"``, ``"every"`` or ``"none"``.
+        bos: ``"auto"`` (``"every"`` for models that need BOS on every window, e.g. Gemma; ``"first"`` otherwise),
+            ``"first"``, ``"every"`` or ``"none"``.
         max_windows: At most this many windows per corpus (the first ones); ``None`` for all.
         source: ``"auto"`` (local file, else the Hub), ``"local"`` or ``"hub"``.
     """
@@ -43,7 +44,7 @@ class PerplexitySettings:
     datasets: tuple[str | PerplexityText, ...] = ("wikitext2",)
     seq_len: int = 128
     batch_size: int = 8
-    bos: str = "first"
+    bos: str = "auto"
     max_windows: int | None = None
     source: str = "auto"
 
@@ -54,8 +55,8 @@ class PerplexitySettings:
         _positive("seq_len", self.seq_len)
         _positive("batch_size", self.batch_size)
         _positive("max_windows", self.max_windows, allow_none=True)
-        if self.bos not in BOS_MODES:
-            raise ConfigError(f"`bos` must be one of {BOS_MODES}, got {self.bos!r}.")
+        if self.bos not in BOS_CHOICES:
+            raise ConfigError(f"`bos` must be one of {BOS_CHOICES}, got {self.bos!r}.")
 
 
 @dataclass

@@ -11,10 +11,16 @@ A run:
    include_defaults=False)`` (fast: lm-eval's thousands of task configs are not indexed). No Hub access is needed.
 
 ``source="hub"`` instead runs lm-eval's stock tasks of the same names (downloads the datasets).
+
+Besides the accuracies, :func:`evaluate_zero_shot_documents` keeps every document's outcome (right or wrong, per
+metric, in document order, with a fingerprint of the documents), which the paired comparison of a dense and a pruned
+model needs (:mod:`.paired`). Models that need a BOS token at the start of every sequence (:mod:`.bos`) get one in
+every lm-eval request whatever their tokenizer's default.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..privacy import data_identity
+from .bos import needs_bos_every_sequence
 from .settings import ZeroShotSettings
 from .task_data import ZERO_SHOT_TASKS, resolve_task_files, write_task_data
 
@@ -83,10 +90,49 @@ def parse_lm_eval_results(output: dict[str, Any], task_names: dict[str, str]) ->
     return parsed
 
 
+OUTCOME_METRICS = ("acc", "acc_norm")
+"""Per-document metrics kept by :func:`document_outcomes` (0 or 1 for every document)."""
+
+
+def document_outcomes(output: dict[str, Any], task_names: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Every document's outcome from ``simple_evaluate(log_samples=True)`` output.
+
+    Args:
+        output: What ``lm_eval.simple_evaluate`` returned (with ``samples``).
+        task_names: lm-eval task name -> name to report.
+
+    Returns:
+        Task -> ``{"documents": n, "fingerprint": sha256 of the documents' hashes in order, "acc": "0110...",
+        "acc_norm": ...}``: one character per document, in document-id order (``"1"`` right, ``"0"`` wrong).
+    """
+    samples = output.get("samples") or {}
+    outcomes: dict[str, dict[str, Any]] = {}
+    for lm_eval_name, name in task_names.items():
+        logged = sorted(samples.get(lm_eval_name, []), key=lambda sample: sample["doc_id"])
+        if not logged:
+            continue
+        fingerprint = hashlib.sha256("".join(str(s.get("doc_hash", s["doc_id"])) for s in logged).encode())
+        record: dict[str, Any] = {"documents": len(logged), "fingerprint": fingerprint.hexdigest()}
+        for metric in OUTCOME_METRICS:
+            if all(metric in sample for sample in logged):
+                record[metric] = "".join("1" if float(sample[metric]) > 0.5 else "0" for sample in logged)
+        outcomes[name] = record
+    return outcomes
+
+
 def _build_lm(model, tokenizer, batch_size: int, max_length: int | None):
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, backend="causal")
+    # None keeps the tokenizer's own default; models that need BOS get it in every request.
+    add_bos = True if needs_bos_every_sequence(model, tokenizer) else None
+    return HFLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        max_length=max_length,
+        backend="causal",
+        add_bos_token=add_bos,
+    )
 
 
 def _prepare_tasks(task_manager_class, tasks: list[str], files: dict, root: Path, source: str):
@@ -107,7 +153,26 @@ def evaluate_zero_shot(
     data_dir: str | os.PathLike | None = None,
     work_dir: str | os.PathLike | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Zero-shot accuracy of ``model`` with lm-eval.
+    """Zero-shot accuracy of ``model`` with lm-eval: :func:`evaluate_zero_shot_documents` without the documents.
+
+    Returns:
+        ``(zero_shot, settings)`` (see :func:`evaluate_zero_shot_documents`).
+    """
+    scores, recorded, _ = evaluate_zero_shot_documents(
+        model, tokenizer, settings, data_dir=data_dir, work_dir=work_dir
+    )
+    return scores, recorded
+
+
+def evaluate_zero_shot_documents(
+    model,
+    tokenizer,
+    settings: ZeroShotSettings | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any], dict[str, dict[str, Any]]]:
+    """Zero-shot accuracy of ``model`` with lm-eval, and every document's outcome.
 
     Args:
         model: A causal LM (dense or pruned), evaluated in memory.
@@ -118,9 +183,10 @@ def evaluate_zero_shot(
         work_dir: Where converted data and rendered configs go (default: a temporary directory, removed after).
 
     Returns:
-        ``(zero_shot, settings)``: task -> metrics (with their standard errors), and the settings (limit,
-        num_fewshot, lm-eval version, data files, documents evaluated per task), ready for
-        :class:`~optimum_depth.evaluation.EvaluationResults`.
+        ``(zero_shot, settings, documents)``: task -> metrics (with their standard errors), the settings (limit,
+        num_fewshot, lm-eval version, data files, documents evaluated per task, BOS), ready for
+        :class:`~optimum_depth.evaluation.EvaluationResults`, and task -> per-document outcomes
+        (:func:`document_outcomes`).
 
     Raises:
         ConfigError: On unknown tasks.
@@ -148,7 +214,7 @@ def evaluate_zero_shot(
             task_manager=task_manager,
             num_fewshot=num_fewshot,
             limit=limit,
-            log_samples=False,
+            log_samples=True,
             random_seed=seed,
             numpy_random_seed=seed,
             torch_random_seed=seed,
@@ -157,6 +223,7 @@ def evaluate_zero_shot(
     if output is None:
         raise RuntimeError("lm-eval returned no results (non-zero rank in a distributed run?).")
     zero_shot = parse_lm_eval_results(output, task_names)
+    documents = document_outcomes(output, task_names)
     samples = output.get("n-samples", {})
     recorded = {
         "limit": limit,
@@ -166,8 +233,9 @@ def evaluate_zero_shot(
         "lm_eval_version": getattr(lm_eval, "__version__", None),
         "lm_eval_tasks": dict(task_names),
         "data_files": {t: data_identity(f) for t, f in files.items()},  # names and hashes, not local paths
+        "bos_every_sequence": needs_bos_every_sequence(model, tokenizer),
         "documents": {t: data_counts.get(t) for t in tasks},
         "evaluated_documents": {name: samples.get(key, {}).get("effective") for key, name in task_names.items()},
         "seed": seed,
     }
-    return zero_shot, recorded
+    return zero_shot, recorded, documents

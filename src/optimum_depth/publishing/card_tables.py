@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult
 
 from ..evaluation.latency_stats import Spread, check_label
 from ..evaluation.markdown import with_range
+from ..evaluation.markdown import paired_cell
 from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
 from ..privacy import public_record
 
@@ -180,6 +181,9 @@ def _zero_shot_rows(dense: EvaluationResults | None, pruned: EvaluationResults |
 
     rows = []
     dense_tasks = dense.zero_shot if dense else {}
+    # The paired test on the same documents (evaluation.paired), when both models kept per-document outcomes.
+    comparison = ComparisonResults(dense, pruned) if dense is not None else None
+    paired = {m: comparison.zero_shot_differences(m) if comparison else {} for m in ZERO_SHOT_METRICS}
     for task in dict.fromkeys([*dense_tasks, *pruned.zero_shot]):
         before, after = dense_tasks.get(task), pruned.zero_shot.get(task)
         for metric in ZERO_SHOT_METRICS:
@@ -192,6 +196,7 @@ def _zero_shot_rows(dense: EvaluationResults | None, pruned: EvaluationResults |
                         "dense": cell(before, metric),
                         "pruned": cell(after, metric),
                         "retention": fmt(None if retention is None else 100 * retention, 1, "%"),
+                        "difference": paired_cell(paired[metric].get(task)),
                     }
                 )
     if rows:
@@ -204,6 +209,7 @@ def _zero_shot_rows(dense: EvaluationResults | None, pruned: EvaluationResults |
                 "dense": fmt(None if before_avg is None else 100 * before_avg),
                 "pruned": fmt(None if after_avg is None else 100 * after_avg),
                 "retention": fmt(None if retention is None else 100 * retention, 1, "%"),
+                "difference": paired_cell(paired["acc"].get("mean")),
             }
         )
     return rows

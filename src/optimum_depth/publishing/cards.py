@@ -148,7 +148,27 @@ def _compensation_lines(record: dict[str, Any] | None) -> list[str]:
             f"Compensation map for the cut of blocks {fit.get('removed')}: folded into block {fit.get('fold_block')}, ridge "
             f"{fit.get('relative_ridge')}, held-out relative error {fit.get('heldout_relative_error')}"
         )
+    for cut in (record.get("reconstruction") or {}).get("cuts", []):
+        lines.append(
+            f"Reconstruction for the cut of blocks {cut.get('removed')}: blocks {cut.get('trained_blocks')} trained "
+            f"{cut.get('steps')} steps ({record['reconstruction'].get('loss')} loss), held-out loss "
+            f"{cut.get('heldout_loss_before')} -> {cut.get('heldout_loss_after')}"
+        )
     return lines
+
+
+def _auto_lines(choice: dict[str, Any] | None) -> list[str]:
+    """Card lines for ``criterion="auto"`` (``plan.reason["auto"]``): the choice and every candidate's outcome."""
+    if not choice:
+        return []
+    outcomes = [
+        f"{name}: {c['heldout_perplexity']}" if "heldout_perplexity" in c else f"{name}: skipped ({c.get('skipped')})"
+        for name, c in (choice.get("candidates") or {}).items()
+    ]
+    return [
+        f"Criterion chosen by `auto`: `{choice.get('chosen')}` ({choice.get('chosen_by')}; dense "
+        f"{choice.get('dense_heldout_perplexity')}); held-out perplexity per candidate: {'; '.join(outcomes)}"
+    ]
 
 
 def _removal_lines(config, plan: PruningPlan | None, scores: LayerScores | None) -> list[str]:
@@ -179,6 +199,7 @@ def _removal_lines(config, plan: PruningPlan | None, scores: LayerScores | None)
         lines.extend(_compensation_lines(step.get("compensation")))
     if not steps and plan.criterion:
         lines.append(f"Criterion: `{plan.criterion}`")
+    lines.extend(_auto_lines(plan.reason.get("auto")))
     chosen = plan.reason.get("scores")
     if isinstance(chosen, dict) and chosen:
         kind = "block " if plan.granularity == "block" else ""
