@@ -144,6 +144,8 @@ def test_auto_and_reconstruction_settings_round_trip_through_json(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = DepthPruningConfig.from_pretrained(tmp_path)
     assert loaded == config and loaded.compensation.reconstructs and loaded.compensation.map_method == "linear_ls"
-    assert DepthPruningConfig(criterion="auto", pruning_ratio=0.2, compensation="reconstruct").compensation.reconstructs
+    assert DepthPruningConfig(
+        criterion="auto", pruning_ratio=0.2, compensation="reconstruct"
+    ).compensation.reconstructs
     # The aware selection names SLEB's rounds; with auto it is one of the candidates, not a contradiction.
     DepthPruningConfig(criterion="auto", pruning_ratio=0.2, compensation=CompensationConfig(selection="aware"))
