@@ -43,6 +43,7 @@ from optimum_depth.evaluation import (  # noqa: E402  # noqa: E402
     EvaluationSettings,
     PerplexitySettings,
     ZeroShotSettings,
+    results_markdown,
 )
 from optimum_depth.evaluation.evaluate import evaluate_model  # noqa: E402
 from optimum_depth.evaluation.latency import measure_latency  # noqa: E402
@@ -163,7 +164,7 @@ def main() -> None:
         options = CardOptions(repo_id=f"optimum-depth/{name}", base_model=DEFAULT_MODEL_ID, license=BASE_LICENSE)
         write_card_folder(folder, model, comparison, plan, scores, options)
         print(f"{criterion}: removed {list(plan.removed_blocks)} -> {folder / 'README.md'}")
-        print(comparison.to_markdown())
+        print(results_markdown(comparison))
 
 
 if __name__ == "__main__":

@@ -102,15 +102,16 @@ def measure(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Writes ``evaluation_results.json`` and ``evaluation_results.md`` into the output folder."""
     from ..constants import RESULTS_MARKDOWN_NAME
+    from ..evaluation.markdown import results_markdown
     from ..publishing.saving import save_pruning_records, write_into_directory
 
     results = measure(args)
 
     def write(staging) -> None:
         save_pruning_records(staging, results=results)
-        (staging / RESULTS_MARKDOWN_NAME).write_text(results.to_markdown() + "\n", encoding="utf-8")
+        (staging / RESULTS_MARKDOWN_NAME).write_text(results_markdown(results) + "\n", encoding="utf-8")
 
     out = write_into_directory(args.output_dir, write)
-    print(results.to_markdown())
+    print(results_markdown(results))
     print(f"\nResults written to {out}")
     return 0

@@ -141,6 +141,7 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
 def run(args: argparse.Namespace) -> int:
     """Runs the quickstart pipeline and writes every output through a staging folder."""
     from ..config import DepthPruningConfig
+    from ..evaluation.markdown import results_markdown
     from ..privacy import public_name
     from ..pruner import DepthPruner
     from ..publishing.saving import save_pruned_model
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         plot=True,
         card=True,
     )
-    print(comparison.to_markdown())
+    print(results_markdown(comparison))
     print(
         f"\nRemoved original blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} with "
         f"{recipe_label(plan, config)} (calibration: {public_name(description)}). Outputs in {out}"

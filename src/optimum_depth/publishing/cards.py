@@ -23,7 +23,8 @@ from huggingface_hub.utils import validate_repo_id
 from ..architectures import config_fingerprint, count_parameters, unwrap_model
 from ..constants import CARD_NAME, CARD_TEMPLATE_NAME, CONFIG_NAME, PLAN_NAME, PLOT_NAME, RESULTS_NAME, SCORES_NAME
 from ..errors import ConfigError, PlanMismatchError
-from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
+from ..evaluation.markdown import NOT_MEASURED
+from ..evaluation.results import ComparisonResults, EvaluationResults
 from ..plan import PruningPlan
 from ..privacy import find_local_model
 from ..provenance import original_layer_indices, source_num_layers
