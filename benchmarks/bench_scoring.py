@@ -178,7 +178,7 @@ METHODS = {
 def run_job(method: str, criterion: str, sleb_blocks: int, batch_size: int) -> dict:
     """Runs one measurement in this process and returns its figures."""
     from optimum_depth import DepthPruningConfig
-    from optimum_depth.blocks.scoring import score_blocks
+    from optimum_depth.criteria.scoring import score_blocks
 
     model, calibration = load()
     config = DepthPruningConfig(

@@ -1,7 +1,8 @@
 """``DepthPruner``: score -> plan -> apply, with every impossible request refused before the model is touched.
 
-A thin dispatcher over the two granularities, :mod:`optimum_depth.blocks` and :mod:`optimum_depth.sublayers`, which
-have the same steps (a target check, scoring, planning, surgery). The checks both share live here: the model is a
+A thin dispatcher over the two granularities, which have the same steps: a target check, scoring
+(:mod:`optimum_depth.criteria.scoring`), planning and surgery (:mod:`optimum_depth.blocks`,
+:mod:`optimum_depth.sublayers`). The checks both share live here: the model is a
 supported, fully loaded causal LM with consistent provenance, and a plan is applied only to the model it was made
 for.
 """
@@ -17,7 +18,6 @@ from torch import nn
 
 from .architectures import ModelFacts, resolve_model
 from .blocks.planning import check_block_target, plan_blocks
-from .blocks.scoring import score_blocks
 from .blocks.surgery import apply_block_plan
 from .calibration import CalibrationData, prepare_calibration, resolve_calibration
 from .compensation.compensate import (
@@ -28,13 +28,13 @@ from .compensation.compensate import (
 )
 from .config import DepthPruningConfig
 from .criteria import CRITERIA
+from .criteria.scoring import score_blocks, score_sublayers
 from .errors import ConfigError, PlanMismatchError
 from .finiteness import check_finite_maps, check_finite_scores, check_finite_weights
 from .plan import PruningPlan
 from .provenance import record_pruning_event
 from .scores import LayerScores
 from .sublayers.planning import check_sublayer_target, plan_sublayers
-from .sublayers.scoring import score_sublayers
 from .sublayers.surgery import apply_sublayer_plan
 
 logger = logging.getLogger(__name__)
