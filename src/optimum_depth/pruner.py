@@ -19,7 +19,7 @@ from torch import nn
 from .architectures import ModelFacts, resolve_model
 from .blocks.planning import check_block_target, plan_blocks
 from .blocks.surgery import apply_block_plan
-from .calibration import CalibrationData, prepare_calibration, resolve_calibration
+from .calibration import CalibrationData, SharedCalibration, prepare_calibration, resolve_calibration
 from .compensation.compensate import (
     compensation_calibration,
     fit_compensation,
@@ -119,6 +119,15 @@ def auto_calibration(source: Any, tokenizer: Any, model: nn.Module, config: Dept
     return prepare_calibration(
         source, tokenizer, model=model, num_samples=total, seq_len=config.seq_len, seed=config.seed
     )
+
+
+def shared_calibration(calibration: Any, config: DepthPruningConfig, tokenizer: Any = None) -> Any:
+    """``calibration`` (default: ``config.calibration_dataset``) wrapped for the draws of one run, so that scoring and
+    compensation read and tokenize it once (a prepared :class:`CalibrationData`, or nothing, is returned as it is)."""
+    source = calibration if calibration is not None else config.calibration_dataset
+    if source is None or isinstance(source, (CalibrationData, SharedCalibration)):
+        return calibration
+    return SharedCalibration(source, tokenizer)
 
 
 class DepthPruner:
@@ -284,6 +293,10 @@ class DepthPruner:
     def prune(self, model: nn.Module, calibration: Any = None, tokenizer: Any = None) -> nn.Module:
         """Scores, plans and applies in one call.
 
+        The calibration source is read and tokenized once for the scoring and the compensation, and a draw both ask
+        for (the compensation-aware selection's, which is the compensation fit's) is made once
+        (:class:`~optimum_depth.calibration.SharedCalibration`).
+
         Args:
             model: The model to prune in place, possibly wrapped by peft.
             calibration: Calibration source for data-driven criteria.
@@ -292,5 +305,6 @@ class DepthPruner:
         Returns:
             ``model`` itself, pruned; the scores and plan are kept as ``last_scores`` / ``last_plan``.
         """
+        calibration = shared_calibration(calibration, self.config, tokenizer)
         scores = self.score(model, calibration=calibration, tokenizer=tokenizer)
         return self.apply(model, self.plan(scores), calibration=calibration, tokenizer=tokenizer)

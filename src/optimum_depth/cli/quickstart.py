@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import DepthPruningConfig
     from ..evaluation.markdown import results_markdown
     from ..privacy import public_name
-    from ..pruner import DepthPruner
+    from ..pruner import DepthPruner, shared_calibration
     from ..publishing.saving import save_pruned_model
 
     criterion = args.criterion or ("finercut" if args.granularity == "sublayer" else RECOMMENDED_BLOCK_CRITERION)
@@ -162,9 +162,10 @@ def run(args: argparse.Namespace) -> int:
     config = with_recommended_recipe(config, args, source)
     pruner = DepthPruner(config)
     dense = copy.deepcopy(model)
-    scores = pruner.score(model, calibration=source, tokenizer=tokenizer)
+    shared = shared_calibration(source, config, tokenizer)  # read and tokenized once for scoring and compensation
+    scores = pruner.score(model, calibration=shared, tokenizer=tokenizer)
     plan = pruner.plan(scores)
-    pruner.apply(model, plan, calibration=source, tokenizer=tokenizer)
+    pruner.apply(model, plan, calibration=shared, tokenizer=tokenizer)
     comparison = _evaluate(args, dense, model, tokenizer, data_dir)
     out = save_pruned_model(
         model,
