@@ -1,7 +1,7 @@
 """Model cards of pruned checkpoints, generated with huggingface_hub's ``ModelCard`` from the packaged template.
 
 The card states what was removed (from the provenance in the model's config, and the plan/scores when given), the
-parameter counts, and the dense vs pruned measurements of :mod:`optimum_depth.evaluation` as tables and as
+weight sparsity when the config records a sparsity run (:mod:`.card_sparsity`), the parameter counts, and the dense vs pruned measurements of :mod:`optimum_depth.evaluation` as tables and as
 ``model-index`` metadata the Hub renders (:mod:`.card_tables`). Values come only from those objects: a missing
 section says "not measured". The template is ``optimum_depth/templates/model_card.md``; pass ``template_str`` to
 use your own.
@@ -21,7 +21,16 @@ from huggingface_hub.repocard import metadata_load
 from huggingface_hub.utils import validate_repo_id
 
 from ..architectures import config_fingerprint, count_parameters, unwrap_model
-from ..constants import CARD_NAME, CARD_TEMPLATE_NAME, CONFIG_NAME, PLAN_NAME, PLOT_NAME, RESULTS_NAME, SCORES_NAME
+from ..constants import (
+    CARD_NAME,
+    CARD_TEMPLATE_NAME,
+    CONFIG_NAME,
+    PLAN_NAME,
+    PLOT_NAME,
+    RESULTS_NAME,
+    SCORES_NAME,
+    SPARSITY_RESULT_NAME,
+)
 from ..errors import ConfigError, PlanMismatchError
 from ..evaluation.markdown import NOT_MEASURED
 from ..evaluation.results import ComparisonResults, EvaluationResults
@@ -30,6 +39,7 @@ from ..privacy import find_local_model
 from ..provenance import original_layer_indices, source_num_layers
 from ..scores import LayerScores
 from ..version import __version__
+from .card_sparsity import sparsity_card_section
 from .card_tables import card_eval_results, format_settings, measured_sections, public_value, split_results
 
 logger = logging.getLogger(__name__)
@@ -53,6 +63,7 @@ FILE_DESCRIPTIONS = {
     SCORES_NAME: "importance of every candidate block/sublayer",
     RESULTS_NAME: "the measured results behind the tables above",
     PLOT_NAME: "the importance plot",
+    SPARSITY_RESULT_NAME: "the weight sparsity run: sparsity and reconstruction error per block and layer",
 }
 
 
@@ -211,6 +222,12 @@ def _removal_lines(config, plan: PruningPlan | None, scores: LayerScores | None)
     if scores is not None:
         lines.append(f"Scoring: {len(scores.values)} candidates in {scores.elapsed_seconds:.1f} s")
     return lines
+
+
+def _sparsity_section(config) -> str | None:
+    """The ``## Weight sparsity`` section of a model :func:`optimum_depth.sparsity.sparsify` ran on, else ``None``."""
+    record = getattr(config, "sparsity", None)
+    return sparsity_card_section(record) if isinstance(record, dict) else None
 
 
 # --------------------------------------------------------------------------------------------------------- metadata
@@ -411,6 +428,7 @@ def build_model_card(
         summary=_summary(config, plan, base_model, sections["params"]),
         version=__version__,
         removal_lines=_removal_lines(config, plan, scores),
+        sparsity_section=_sparsity_section(config),
         plot_file=PLOT_NAME if PLOT_NAME in names else None,
         recovery_lines=recovery_lines,
         load_code=load_code,
