@@ -49,7 +49,7 @@ from optimum_depth.evaluation import (  # noqa: E402
     results_markdown,
 )
 from optimum_depth.evaluation.latency import make_prompt_ids, timed_generate  # noqa: E402
-from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
+from optimum_depth.loading import load_model_and_tokenizer  # noqa: E402
 from optimum_depth.persistence import write_text_atomically  # noqa: E402
 
 

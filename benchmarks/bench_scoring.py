@@ -137,7 +137,7 @@ def naive_sleb(model, batches, rounds: int) -> dict:
 def load():
     from optimum_depth.calibration import prepare_calibration
     from optimum_depth.data import default_data_dir
-    from optimum_depth.model_zoo import load_model_and_tokenizer
+    from optimum_depth.loading import load_model_and_tokenizer
 
     data_dir = default_data_dir()
     if data_dir is None:

@@ -47,7 +47,7 @@ from optimum_depth.evaluation import (  # noqa: E402  # noqa: E402
 )
 from optimum_depth.evaluation.evaluate import evaluate_model  # noqa: E402
 from optimum_depth.evaluation.latency import measure_latency  # noqa: E402
-from optimum_depth.model_zoo import DEFAULT_MODEL_ID, load_model_and_tokenizer  # noqa: E402
+from optimum_depth.loading import DEFAULT_MODEL_ID, load_model_and_tokenizer  # noqa: E402
 from optimum_depth.publishing.cards import CardOptions, build_model_card  # noqa: E402
 from optimum_depth.publishing.saving import save_pruning_records, write_into_directory  # noqa: E402
 

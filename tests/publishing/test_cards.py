@@ -195,6 +195,24 @@ def test_source_model_hub_id_becomes_base_model_and_recovery_is_shown():
     assert "import optimum_depth" not in card.text
 
 
+def test_a_source_named_like_a_hub_id_that_is_a_local_folder_is_no_base_model(tmp_path, monkeypatch):
+    """One helper (optimum_depth.privacy.is_hub_id) decides, for the cards as for the loading: a name that is a local
+    path here is that path, not a Hub id."""
+    model, _ = prune_tiny_llama()
+    model.config.source_model = "org/local-model"
+    monkeypatch.chdir(tmp_path)
+    assert parse(build_model_card(model)).data.base_model == "org/local-model"
+    (tmp_path / "org" / "local-model").mkdir(parents=True)
+    assert parse(build_model_card(model)).data.base_model is None
+    from optimum_depth import privacy
+    from optimum_depth.publishing import cards
+
+    asked = []
+    monkeypatch.setattr(cards, "is_hub_id", lambda name: asked.append(name) or privacy.is_hub_id(name))
+    build_model_card(model)
+    assert "org/local-model" in asked  # the card asks the library's one helper
+
+
 def test_two_pruning_steps_compose_in_original_numbering():
     model, pruner = prune_tiny_llama()
     first = set(pruner.last_plan.removed_blocks)

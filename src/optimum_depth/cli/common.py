@@ -300,7 +300,7 @@ def load_model(args: argparse.Namespace, name_or_path: str | None = None):
     """Loads ``(model, tokenizer)`` from ``--model`` (or ``name_or_path``), refusing incomplete checkpoints."""
     import torch
 
-    from ..model_zoo import load_model_and_tokenizer
+    from ..loading.zoo import load_model_and_tokenizer
 
     name = args.model if name_or_path is None else name_or_path
     if name is not None and name.endswith(".gguf") and not Path(name).expanduser().is_file():

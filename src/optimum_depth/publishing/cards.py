@@ -35,7 +35,7 @@ from ..errors import ConfigError, PlanMismatchError
 from ..evaluation.markdown import NOT_MEASURED
 from ..evaluation.results import ComparisonResults, EvaluationResults
 from ..plan import PruningPlan
-from ..privacy import find_local_model
+from ..privacy import find_local_model, is_hub_id
 from ..provenance import original_layer_indices, source_num_layers
 from ..scores import LayerScores
 from ..version import __version__
@@ -83,16 +83,6 @@ def default_template() -> str:
     return (
         resources.files("optimum_depth").joinpath("templates").joinpath(CARD_TEMPLATE_NAME).read_text(encoding="utf-8")
     )
-
-
-def _is_hub_id(name: str | None) -> bool:
-    if not name or os.path.isabs(name) or os.path.exists(name):
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
 
 
 # -------------------------------------------------------------------------------------------------- what was removed
@@ -248,7 +238,7 @@ def inherited_license(*sources: str | None) -> dict[str, str]:
         readme: str | None = None
         if os.path.isdir(source):
             readme = os.path.join(source, "README.md")
-        elif _is_hub_id(source):
+        elif is_hub_id(source):
             cached = try_to_load_from_cache(source, "README.md")
             readme = cached if isinstance(cached, str) else None
         if readme is None or not os.path.isfile(readme):
@@ -399,7 +389,7 @@ def build_model_card(
     plan = effective_plan(config, plan)
     source = getattr(config, "source_model", None)
     local_source = getattr(config, "source_model_digest", None)  # a local folder, named by its folder name
-    base_model = options.base_model or (source if _is_hub_id(source) and not local_source else None)
+    base_model = options.base_model or (source if is_hub_id(source) and not local_source else None)
     model_name = _model_name(config, plan, options.repo_id, base_model)
     steps = _pruning_steps(config)
     card_data = _card_data(config, plan, pruned, options, base_model, model_name, steps)
