@@ -36,7 +36,7 @@ from optimum_depth.architectures import get_decoder_layers  # noqa: E402
 from optimum_depth.calibration import prepare_calibration  # noqa: E402
 from optimum_depth.data import default_data_dir  # noqa: E402
 from optimum_depth.evaluation.perplexity import evaluate_perplexity  # noqa: E402
-from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
+from optimum_depth.loading import load_model_and_tokenizer  # noqa: E402
 from optimum_depth.persistence import write_text_atomically  # noqa: E402
 from optimum_depth.sparsity import SparsityConfig, measure_weight_sparsity, sparsify  # noqa: E402
 

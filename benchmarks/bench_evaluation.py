@@ -46,9 +46,10 @@ from optimum_depth.evaluation import (  # noqa: E402
     evaluate_perplexity,
     evaluate_zero_shot,
     measure_latency,
+    results_markdown,
 )
 from optimum_depth.evaluation.latency import make_prompt_ids, timed_generate  # noqa: E402
-from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
+from optimum_depth.loading import load_model_and_tokenizer  # noqa: E402
 from optimum_depth.persistence import write_text_atomically  # noqa: E402
 
 
@@ -205,7 +206,7 @@ def main() -> None:
             print(f"PPL {target.model_name}: {target.perplexity} ({time.perf_counter() - start:.0f} s)", flush=True)
 
     settings["load_average_at_end"] = os.getloadavg()
-    print(results.to_markdown())
+    print(results_markdown(results))
     for row in results.speedups():
         print(
             f"batch {row['batch_size']}, {row['new_tokens']} new tokens: speed-up {row['speedup']:.4f}x = "

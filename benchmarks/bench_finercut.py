@@ -36,7 +36,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from optimum_depth import prepare_calibration  # noqa: E402
 from optimum_depth.algorithms.output_distances import get_distance  # noqa: E402
 from optimum_depth.data import default_data_dir  # noqa: E402
-from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
+from optimum_depth.loading import load_model_and_tokenizer  # noqa: E402
 from optimum_depth.sublayers.candidates import ATTENTION  # noqa: E402
 from optimum_depth.sublayers.engine import SublayerEngine  # noqa: E402
 from optimum_depth.sublayers.search import GreedySearch  # noqa: E402

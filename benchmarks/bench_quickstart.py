@@ -84,7 +84,7 @@ def run_quickstart(output_dir: Path, extra: list[str]) -> dict[str, Any]:
 def read_outputs(output_dir: Path) -> dict[str, Any]:
     """The recipe, the perplexities and the latency the quickstart wrote into ``output_dir``."""
     from optimum_depth.constants import CONFIG_NAME, PLAN_NAME
-    from optimum_depth.evaluation import ComparisonResults, load_results
+    from optimum_depth.evaluation import ComparisonResults, load_results, results_markdown
 
     comparison = load_results(output_dir)
     if not isinstance(comparison, ComparisonResults):
@@ -123,7 +123,7 @@ def read_outputs(output_dir: Path) -> dict[str, Any]:
             "pruned_repeats_s": [r.latencies_s for r in comparison.pruned.latency],
             "settings": comparison.pruned.latency_settings,
         },
-        "markdown": comparison.to_markdown(),
+        "markdown": results_markdown(comparison),
     }
 
 

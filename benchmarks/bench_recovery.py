@@ -35,7 +35,7 @@ from optimum_depth import DepthPruner, DepthPruningConfig  # noqa: E402
 from optimum_depth.architectures import count_parameters  # noqa: E402
 from optimum_depth.data import default_data_dir  # noqa: E402
 from optimum_depth.evaluation.perplexity import evaluate_perplexity  # noqa: E402
-from optimum_depth.model_zoo import load_model_and_tokenizer  # noqa: E402
+from optimum_depth.loading import load_model_and_tokenizer  # noqa: E402
 from optimum_depth.training import (  # noqa: E402
     RecoveryConfig,
     build_recovery_dataset,

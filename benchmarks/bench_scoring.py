@@ -137,7 +137,7 @@ def naive_sleb(model, batches, rounds: int) -> dict:
 def load():
     from optimum_depth.calibration import prepare_calibration
     from optimum_depth.data import default_data_dir
-    from optimum_depth.model_zoo import load_model_and_tokenizer
+    from optimum_depth.loading import load_model_and_tokenizer
 
     data_dir = default_data_dir()
     if data_dir is None:
@@ -178,7 +178,7 @@ METHODS = {
 def run_job(method: str, criterion: str, sleb_blocks: int, batch_size: int) -> dict:
     """Runs one measurement in this process and returns its figures."""
     from optimum_depth import DepthPruningConfig
-    from optimum_depth.blocks.scoring import score_blocks
+    from optimum_depth.criteria.scoring import score_blocks
 
     model, calibration = load()
     config = DepthPruningConfig(

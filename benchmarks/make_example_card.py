@@ -43,10 +43,11 @@ from optimum_depth.evaluation import (  # noqa: E402  # noqa: E402
     EvaluationSettings,
     PerplexitySettings,
     ZeroShotSettings,
+    results_markdown,
 )
 from optimum_depth.evaluation.evaluate import evaluate_model  # noqa: E402
 from optimum_depth.evaluation.latency import measure_latency  # noqa: E402
-from optimum_depth.model_zoo import DEFAULT_MODEL_ID, load_model_and_tokenizer  # noqa: E402
+from optimum_depth.loading import DEFAULT_MODEL_ID, load_model_and_tokenizer  # noqa: E402
 from optimum_depth.publishing.cards import CardOptions, build_model_card  # noqa: E402
 from optimum_depth.publishing.saving import save_pruning_records, write_into_directory  # noqa: E402
 
@@ -163,7 +164,7 @@ def main() -> None:
         options = CardOptions(repo_id=f"optimum-depth/{name}", base_model=DEFAULT_MODEL_ID, license=BASE_LICENSE)
         write_card_folder(folder, model, comparison, plan, scores, options)
         print(f"{criterion}: removed {list(plan.removed_blocks)} -> {folder / 'README.md'}")
-        print(comparison.to_markdown())
+        print(results_markdown(comparison))
 
 
 if __name__ == "__main__":

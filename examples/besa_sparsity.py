@@ -23,7 +23,7 @@ from pathlib import Path
 
 from optimum_depth import DepthPruningConfig, save_pruned_model
 from optimum_depth.data import default_data_dir
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 from optimum_depth.sparsity import SparsityConfig, sparsify
 
 

@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM
 
 from optimum_depth import DepthPruner, DepthPruningConfig, plot_sublayer_map, save_pruned_model
 from optimum_depth.data import default_data_dir
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 
 
 def parse_args() -> argparse.Namespace:

@@ -29,7 +29,7 @@ from transformers import Trainer, TrainingArguments
 
 from optimum_depth import DepthPruningCallback, DepthPruningConfig, save_pruned_model
 from optimum_depth.data import default_data_dir
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 from optimum_depth.training import build_recovery_dataset
 
 

@@ -36,7 +36,7 @@ import torch
 
 from optimum_depth import DepthPruner, DepthPruningConfig, save_pruned_model
 from optimum_depth.data import default_data_dir
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 from optimum_depth.training import (
     RecoveryConfig,
     build_recovery_dataset,

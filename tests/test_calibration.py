@@ -79,7 +79,7 @@ def test_datasets_dataset_source(tokenizer):
 
 
 def test_token_tensors_and_batches():
-    ids = torch.arange(3, 200)
+    ids = torch.arange(3, 120)
     data = prepare_calibration(ids, num_samples=5, seq_len=7, seed=0)
     assert data.input_ids.shape == (5, 7)
     assert all((row[1:] - row[:-1] == 1).all() for row in data.input_ids)
@@ -196,3 +196,34 @@ def test_the_compensation_fit_asks_its_held_out_windows_apart(tokenizer, monkeyp
     settings = CompensationConfig(num_samples=20, seq_len=16)
     data = compensation_calibration(TEXTS, tokenizer, None, settings)
     assert asked == [settings.heldout_samples] == [4] and data.num_samples == 20
+
+
+def test_shared_calibration_draws_what_the_source_gives_reading_its_text_once(tokenizer, tmp_path, monkeypatch):
+    from optimum_depth import calibration
+    from optimum_depth.calibration import SharedCalibration
+
+    file = tmp_path / "calib.txt"
+    file.write_text("\n\n".join(TEXTS), encoding="utf-8")
+    draws = [dict(num_samples=4, seq_len=16, seed=1), dict(num_samples=6, seq_len=12, seed=2, heldout=2)]
+    tokenized = []
+    real = calibration._tokenize_documents
+    for source in (TEXTS, str(file)):
+        expected = [prepare_calibration(source, tokenizer, **settings) for settings in draws]
+        tokenized.clear()
+        monkeypatch.setattr(calibration, "_tokenize_documents", lambda d, t: tokenized.append(1) or real(d, t))
+        shared = SharedCalibration(source, tokenizer)
+        got = [prepare_calibration(shared, None, **settings) for settings in draws]
+        assert prepare_calibration(shared, **draws[1]) is got[1]  # a draw asked twice is made once
+        assert len(tokenized) == 1  # one reading and tokenization for every draw
+        for a, b in zip(got, expected, strict=True):
+            assert torch.equal(a.input_ids, b.input_ids) and a.spec == b.spec
+        monkeypatch.setattr(calibration, "_tokenize_documents", real)
+    model = make_tiny_model("llama")
+    shared = SharedCalibration(torch.arange(3, 120), None)  # not text: drawn as the tensor would be
+    assert torch.equal(prepare_calibration(shared, model=model, seq_len=8).input_ids, _tensor_draw(model))
+    with pytest.raises(ConfigError, match="drawn already"):
+        SharedCalibration(prepare_calibration(TEXTS, tokenizer))
+
+
+def _tensor_draw(model):
+    return prepare_calibration(torch.arange(3, 120), model=model, seq_len=8).input_ids

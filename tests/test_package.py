@@ -86,3 +86,61 @@ def test_lowest_constraints_pin_every_declared_lower_bound():
     assert pins.keys() == bounds.keys()
     for name, lower in bounds.items():
         assert pins[name] in (lower, lower + ".0", lower + ".0.0"), (name, pins[name], lower)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere (top level, in functions, under ``TYPE_CHECKING``)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(optimum_depth.__file__).parent
+    paths = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                target = ".".join([*base, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    graph[name].add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in paths else target)
+            elif isinstance(node, ast.Import):
+                graph[name].update(alias.name for alias in node.names)
+        graph[name] = {t for t in graph[name] if t in paths and t != name}
+    return graph
+
+
+def _folder(module: str, graph: dict[str, set[str]]) -> str:
+    is_package = any(other.startswith(module + ".") for other in graph)
+    return module if is_package else module.rsplit(".", 1)[0]
+
+
+def test_no_import_cycles():
+    """No module imports, even lazily, a module that imports it back (records do not render themselves, engines sit
+    below the criteria, ...)."""
+    graph = _import_graph()
+    for start in graph:
+        seen, stack = set(), list(graph[start])
+        while stack:
+            module = stack.pop()
+            assert module != start, f"{start} imports itself back through its imports"
+            if module not in seen:
+                seen.add(module)
+                stack.extend(graph[module])
+
+
+def test_no_folder_imports_a_folder_that_imports_it_back():
+    """Sub-packages form layers: if folder A imports folder B, nothing in B imports A (the package root's modules are
+    the shared bottom layer and excluded)."""
+    graph = _import_graph()
+    folders = {
+        (_folder(a, graph), _folder(b, graph))
+        for a, targets in graph.items()
+        for b in targets
+        if "optimum_depth" not in (_folder(a, graph), _folder(b, graph))
+    }
+    loops = sorted((a, b) for a, b in folders if a < b and (b, a) in folders)
+    assert loops == [], loops

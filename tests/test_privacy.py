@@ -17,6 +17,7 @@ from optimum_depth.cli import main
 from optimum_depth.privacy import (
     data_identity,
     find_local_model,
+    is_hub_id,
     model_digest,
     public_model_source,
     public_name,
@@ -128,3 +129,30 @@ def test_prune_evaluate_card_and_recover_write_no_local_path(tmp_path, monkeypat
     assert recovery["tokens"] > 0 and recovery["learning_rate"] == 1e-4
     card_text = (out / "pruned" / "README.md").read_text()
     assert "A depth-pruned version of `stories`" in card_text and "base_model" not in card_text
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", True),
+        ("gpt2", True),
+        ("org/name/extra", False),
+        ("./org/name", False),
+        ("/abs/org/name", False),
+        ("~/model", False),
+        ("org/na me", False),
+        ("", False),
+        (None, False),
+        (Path("org/name"), False),
+    ],
+)
+def test_is_hub_id_by_its_spelling(name, expected):
+    assert is_hub_id(name) is expected
+
+
+def test_an_existing_local_path_is_no_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_id("org/model") and is_hub_id("model.gguf")
+    (tmp_path / "org" / "model").mkdir(parents=True)
+    (tmp_path / "model.gguf").write_bytes(b"")
+    assert not is_hub_id("org/model") and not is_hub_id("model.gguf")

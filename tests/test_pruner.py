@@ -176,3 +176,63 @@ def test_calibration_longer_than_the_model_supports_is_refused_before_scoring(ti
     with pytest.raises(ConfigError, match="max_position_embeddings"):
         pruner.prune(tiny_model, calibration="self")
     assert _unchanged(tiny_model, state, config_dict)
+
+
+class _CharTokenizer:
+    """One id per character in [3, 128): text calibration for the tiny models."""
+
+    bos_token_id = 1
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [3 + ord(ch) % 125 for ch in text]}
+
+
+TEXTS = [" ".join(f"w{i}x{j}" for j in range(150)) for i in range(8)]
+
+
+@pytest.mark.parametrize(
+    ("settings", "tokenized", "drawn"),
+    [
+        # aware selection: the scoring draws exactly the compensation fit's sequences, drawn once (was twice)
+        (
+            dict(
+                criterion="sleb", compensation=dict(method="linear_ls", num_samples=12, seq_len=16, selection="aware")
+            ),
+            1,
+            1,
+        ),
+        # auto + compensation: two draws of their own sizes and seeds, from text tokenized once (was twice)
+        (
+            dict(
+                criterion="auto",
+                auto_fit_samples=8,
+                auto_heldout_samples=4,
+                auto_candidates=["magnitude", "block_influence"],
+                compensation=dict(method="linear_ls", num_samples=12, seq_len=16),
+            ),
+            1,
+            2,
+        ),
+    ],
+)
+def test_prune_prepares_its_calibration_once(monkeypatch, settings, tokenized, drawn):
+    from optimum_depth import calibration
+
+    config = DepthPruningConfig(num_layers_to_remove=1, num_samples=4, seq_len=16, **settings)
+    reference = make_tiny_model("llama")
+    pruner = DepthPruner(config)  # separate calls with the raw text: what prune did before (and must still give)
+    pruner.apply(reference, pruner.plan(pruner.score(reference, TEXTS, _CharTokenizer())), TEXTS, _CharTokenizer())
+    counts = {"tokenized": 0, "drawn": 0}
+    tokenize, sample = calibration._tokenize_documents, calibration.sample_windows
+    monkeypatch.setattr(
+        calibration, "_tokenize_documents", lambda *a: counts.update(tokenized=counts["tokenized"] + 1) or tokenize(*a)
+    )
+    monkeypatch.setattr(
+        calibration, "sample_windows", lambda *a: counts.update(drawn=counts["drawn"] + 1) or sample(*a)
+    )
+    model = make_tiny_model("llama")
+    DepthPruner(config).prune(model, calibration=TEXTS, tokenizer=_CharTokenizer())
+    assert counts == {"tokenized": tokenized, "drawn": drawn}
+    assert model.config.pruning == reference.config.pruning  # same plan, same compensation record
+    reference_state = reference.state_dict()
+    assert all(torch.equal(value, reference_state[key]) for key, value in model.state_dict().items())

@@ -18,7 +18,7 @@ from benchmarks.quality import protocol, report  # noqa: E402
 from benchmarks.quality.models import MODELS  # noqa: E402
 from benchmarks.quality.recovery import with_bos_per_block  # noqa: E402
 
-from optimum_depth.model_zoo import cache_dir  # noqa: E402
+from optimum_depth.loading import cache_dir  # noqa: E402
 from optimum_depth.training.recovery_data import IGNORE_INDEX, PackedDataset  # noqa: E402
 
 QUALITY_RESULTS = ROOT / "benchmarks" / "results" / "quality"

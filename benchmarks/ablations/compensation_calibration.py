@@ -22,7 +22,7 @@ import time
 import torch
 
 from optimum_depth import CompensationConfig, DepthPruner, DepthPruningConfig, PruningPlan
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 
 from ..quality.protocol import DATA, validation_perplexity, validation_score
 

@@ -27,7 +27,7 @@ from optimum_depth.architectures import as_facts
 from optimum_depth.blocks.replay import call_block, capture_block_inputs
 from optimum_depth.calibration import prepare_calibration
 from optimum_depth.compensation.linear_maps import GramAccumulator, refit_linear_weight
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 
 from ..quality.protocol import COMPENSATION_CALIBRATION, validation_perplexity, validation_score
 from ..quality.training_free import build_model

@@ -30,7 +30,7 @@ from optimum_depth.cli.common import (
     default_calibration_source,
     with_recommended_recipe,
 )
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 
 from ..quality.protocol import portable, validation_perplexity, validation_score
 

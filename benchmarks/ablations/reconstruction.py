@@ -36,7 +36,7 @@ from optimum_depth.blocks.replay import capture_block_inputs, run_block
 from optimum_depth.calibration import prepare_calibration
 from optimum_depth.compensation.cuts import plan_folds
 from optimum_depth.compensation.reconstruction import ReconstructionSettings, train_chain
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 
 from ..quality.protocol import COMPENSATION_CALIBRATION, validation_perplexity, validation_score
 

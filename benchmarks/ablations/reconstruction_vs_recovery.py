@@ -29,7 +29,7 @@ import torch
 
 from optimum_depth import CompensationConfig, DepthPruner, DepthPruningConfig, PruningPlan
 from optimum_depth.architectures import as_facts
-from optimum_depth.model_zoo import load_model_and_tokenizer
+from optimum_depth.loading import load_model_and_tokenizer
 
 from ..quality.protocol import COMPENSATION_CALIBRATION, portable, validation_perplexity, validation_score
 from ..quality.recovery import RECIPES, train_for_budget, training_data

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_depth.architectures import count_parameters
-from optimum_depth.model_zoo import DEFAULT_MODEL_ID, load_model_and_tokenizer
+from optimum_depth.loading import DEFAULT_MODEL_ID, load_model_and_tokenizer
 
 from .runner import (
     EvalSettings,
@@ -50,7 +50,7 @@ def model_info(model) -> dict[str, Any]:
     """What the results file records about the dense model."""
     return {
         "name": DEFAULT_MODEL_ID,
-        "loaded_with": "optimum_depth.model_zoo.load_model_and_tokenizer()",
+        "loaded_with": "optimum_depth.loading.load_model_and_tokenizer()",
         "num_blocks": int(model.config.num_hidden_layers),
         "num_parameters": count_parameters(model),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),

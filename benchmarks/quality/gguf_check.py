@@ -37,7 +37,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from optimum_depth.evaluation.ppl_data import load_perplexity_text
-from optimum_depth.model_zoo import NAMED_MODELS, cache_dir, load_model_and_tokenizer
+from optimum_depth.loading import NAMED_MODELS, cache_dir, load_model_and_tokenizer
 
 from .protocol import DATA, RESULTS_DIR, portable, write_json
 

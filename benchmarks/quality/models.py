@@ -17,7 +17,7 @@ class QualityModel:
     """One model of the benchmark.
 
     Args:
-        key: The model's name in ``optimum_depth.model_zoo.NAMED_MODELS`` and on the command line (``--model``).
+        key: The model's name in ``optimum_depth.loading.NAMED_MODELS`` and on the command line (``--model``).
         table: The results folder under ``benchmarks/results/`` (also the ``table`` field of each record).
         block_targets: Size key -> blocks removed, e.g. ``{"b06": 6, "b11": 11}`` (20% first, then 35%).
         ppl_batch_size: Windows per forward pass in perplexity (smaller for a large vocabulary).

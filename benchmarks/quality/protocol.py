@@ -102,7 +102,7 @@ def data_name(path: str | Path) -> str:
 
 
 def _path_prefixes() -> list[tuple[str, str]]:
-    from optimum_depth.model_zoo import cache_dir
+    from optimum_depth.loading import cache_dir
 
     prefixes = [
         (str(DATA.resolve()), "shared/data"),

@@ -1,7 +1,7 @@
 """optimum_depth: depth pruning (block and sublayer removal) for Hugging Face decoder LLMs.
 
 The package follows the pipeline: :mod:`.config` -> :mod:`.calibration` -> :mod:`.criteria` (scores) ->
-:mod:`.blocks` / :mod:`.sublayers` (scoring, planning, surgery, dispatched by :mod:`.pruner`) -> :mod:`.training`
+:mod:`.blocks` / :mod:`.sublayers` (planning, surgery; dispatched by :mod:`.pruner`) -> :mod:`.training`
 (the callback, recovery) -> :mod:`.evaluation` -> :mod:`.publishing` (saving, cards, Hub).
 
 ``import optimum_depth`` is light: every name below is imported on first use (PEP 562), so the CLI and scripts do not

@@ -28,7 +28,14 @@ from .privacy import data_identity
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CalibrationData", "CalibrationSettings", "SELF_GENERATED", "prepare_calibration", "resolve_calibration"]
+__all__ = [
+    "CalibrationData",
+    "CalibrationSettings",
+    "SELF_GENERATED",
+    "SharedCalibration",
+    "prepare_calibration",
+    "resolve_calibration",
+]
 
 SELF_GENERATED = "self"
 
@@ -59,6 +66,87 @@ def _tokenize_documents(documents: list[str], tokenizer) -> list[list[int]]:
     if tokenizer is None:
         raise ConfigError("Calibration from text needs a `tokenizer`.")
     return [tokenizer(doc, add_special_tokens=False)["input_ids"] for doc in documents]
+
+
+def _is_text(source: Any) -> bool:
+    """Whether ``source`` is text to tokenize: a file or folder, a list of strings, or a dataset with ``text``."""
+    if isinstance(source, str) and source == SELF_GENERATED:
+        return False
+    if isinstance(source, (str, os.PathLike)):
+        return True
+    if isinstance(source, list) and all(isinstance(s, str) for s in source):
+        return True
+    return hasattr(source, "column_names") and "text" in getattr(source, "column_names", [])
+
+
+class _TokenizedText:
+    """A text source, read and tokenized on first use only: its documents' token ids and its provenance."""
+
+    def __init__(self, source: Any, tokenizer: Any):
+        self.source, self.tokenizer = source, tokenizer
+        self._read: tuple[list[list[int]], dict[str, Any]] | None = None
+
+    def documents(self) -> tuple[list[list[int]], dict[str, Any]]:
+        """``(token ids of every document, provenance fields of the spec)``."""
+        if self._read is None:
+            self._read = self._tokenize()
+        return self._read
+
+    def _tokenize(self) -> tuple[list[list[int]], dict[str, Any]]:
+        source = self.source
+        if isinstance(source, (str, os.PathLike)):
+            tokens = _tokenize_documents(read_documents(source), self.tokenizer)
+            identity = data_identity(source)  # its name, hash and size: never a path of this machine
+            return tokens, {"source": identity.pop("name"), **{f"source_{k}": v for k, v in identity.items()}}
+        if isinstance(source, list):
+            if not any(s.strip() for s in source):
+                what = f"{len(source)} strings, all blank" if source else "it is empty"
+                raise DataError(f"The calibration list holds no text ({what}).")
+            return _tokenize_documents(source, self.tokenizer), {"source": f"list of {len(source)} strings"}
+        docs = [str(t) for t in source["text"] if t and str(t).strip()]
+        if not docs:
+            raise DataError("The calibration dataset's `text` column holds no text.")
+        name = getattr(source, "info", None) and source.info.dataset_name
+        return _tokenize_documents(docs, self.tokenizer), {"source": f"datasets.Dataset ({name})"}
+
+
+class SharedCalibration:
+    """One calibration source that several steps of a run draw from: text read and tokenized once, each draw made once.
+
+    Scoring and compensation sample the same source with their own sizes and seeds (``criterion="auto"`` its fit and
+    held-out sequences, the compensation a few hundred sequences with held-out windows apart); the compensation-aware
+    selection draws exactly what the compensation fit draws. Wrapped in this object, the source's text is read and
+    tokenized once for all of them, and a draw asked twice (same model, sizes, seed) is made once. Every draw is what
+    :func:`prepare_calibration` gives for the source itself. ``DepthPruner.prune`` wraps its source so; pass one to
+    :meth:`~optimum_depth.DepthPruner.score` and :meth:`~optimum_depth.DepthPruner.apply` to share across the calls.
+
+    Args:
+        source: Any source :func:`prepare_calibration` accepts, except prepared :class:`CalibrationData`.
+        tokenizer: Tokenizer for text sources (used for every draw).
+    """
+
+    def __init__(self, source: Any, tokenizer: Any = None):
+        if isinstance(source, (CalibrationData, SharedCalibration)):
+            raise ConfigError(f"A {type(source).__name__} is drawn already; use it as it is.")
+        self.source, self.tokenizer = source, tokenizer
+        self._text = _TokenizedText(source, tokenizer) if _is_text(source) else None
+        self._draws: dict[tuple, CalibrationData] = {}
+
+    def draw(self, model, num_samples: int, seq_len: int, seed: int, add_bos: bool, heldout: int) -> CalibrationData:
+        """The draw of these settings for ``model`` (see :func:`prepare_calibration`), made on the first request."""
+        key = (id(model), num_samples, seq_len, seed, add_bos, heldout)
+        if key not in self._draws:
+            self._draws[key] = prepare_calibration(
+                self._text or self.source,
+                self.tokenizer,
+                model=model,
+                num_samples=num_samples,
+                seq_len=seq_len,
+                seed=seed,
+                add_bos=add_bos,
+                heldout=heldout,
+            )
+        return self._draws[key]
 
 
 def _from_tensor(tensor: torch.Tensor, num_samples: int, seq_len: int, seed: int) -> torch.Tensor:
@@ -133,8 +221,9 @@ def prepare_calibration(
         source: One of: a list of strings; a path to a ``.txt``/``.jsonl``/``.json`` file or a directory of them; a
             ``datasets.Dataset`` with a ``text`` column; a token-id tensor (2-D used as is, 1-D cut into windows); an
             iterable of batches (``input_ids`` tensors or dicts, e.g. a ``DataLoader``); ``"self"`` for samples
-            generated by ``model`` itself; or an existing :class:`CalibrationData` (returned unchanged).
-        tokenizer: Tokenizer for text sources.
+            generated by ``model`` itself; an existing :class:`CalibrationData` (returned unchanged); or a
+            :class:`SharedCalibration` (its draw of these settings, made once).
+        tokenizer: Tokenizer for text sources (a :class:`SharedCalibration` uses its own).
         model: The model, for ``"self"``.
         num_samples: Number of sequences.
         seq_len: Tokens per sequence.
@@ -150,6 +239,8 @@ def prepare_calibration(
         check_token_ids(source.input_ids, model)
         check_sequence_length(int(source.input_ids.shape[-1]), model)
         return source
+    if isinstance(source, SharedCalibration):
+        return source.draw(model, num_samples, seq_len, seed, add_bos, heldout)
     if num_samples < 1 or seq_len < 2:
         raise ConfigError(f"Need num_samples >= 1 and seq_len >= 2, got {num_samples} and {seq_len}.")
     check_sequence_length(seq_len, model)
@@ -158,26 +249,14 @@ def prepare_calibration(
     if isinstance(source, str) and source == SELF_GENERATED:
         ids = _self_generated(model, tokenizer, num_samples, seq_len, seed)
         spec["source"] = "self-generated"
-    elif isinstance(source, (str, os.PathLike)):
-        docs = read_documents(source)
-        ids = sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos, heldout)
-        identity = data_identity(source)  # its name, hash and size: never a path of this machine
-        spec.update({"source": identity.pop("name"), **{f"source_{k}": v for k, v in identity.items()}})
+    elif isinstance(source, _TokenizedText) or _is_text(source):
+        text = source if isinstance(source, _TokenizedText) else _TokenizedText(source, tokenizer)
+        documents, provenance = text.documents()
+        ids = sample_windows(documents, num_samples, seq_len, seed, bos, heldout)
+        spec.update(provenance)
     elif isinstance(source, torch.Tensor):
         ids = _from_tensor(source, num_samples, seq_len, seed)
         spec.update(source="tensor", num_samples=int(ids.shape[0]), seq_len=int(ids.shape[1]))
-    elif isinstance(source, list) and all(isinstance(s, str) for s in source):
-        if not any(s.strip() for s in source):
-            what = f"{len(source)} strings, all blank" if source else "it is empty"
-            raise DataError(f"The calibration list holds no text ({what}).")
-        ids = sample_windows(_tokenize_documents(source, tokenizer), num_samples, seq_len, seed, bos, heldout)
-        spec["source"] = f"list of {len(source)} strings"
-    elif hasattr(source, "column_names") and "text" in getattr(source, "column_names", []):
-        docs = [str(t) for t in source["text"] if t and str(t).strip()]
-        if not docs:
-            raise DataError("The calibration dataset's `text` column holds no text.")
-        ids = sample_windows(_tokenize_documents(docs, tokenizer), num_samples, seq_len, seed, bos, heldout)
-        spec["source"] = f"datasets.Dataset ({getattr(source, 'info', None) and source.info.dataset_name})"
     elif isinstance(source, Iterable) and not isinstance(source, (str, bytes, dict)):
         ids = _from_batches(source, num_samples)
         spec.update(source="batches", num_samples=int(ids.shape[0]), seq_len=int(ids.shape[1]))

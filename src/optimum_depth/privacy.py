@@ -31,6 +31,7 @@ __all__ = [
     "LOCAL_MODELS_ENV",
     "data_identity",
     "find_local_model",
+    "is_hub_id",
     "is_local_path",
     "model_digest",
     "public_model_config",
@@ -55,6 +56,23 @@ def is_local_path(value: Any) -> bool:
     if os.path.isabs(value) or value.startswith(("~", "./", "../")) or value in (".", ".."):
         return True
     return os.sep in value and os.path.exists(value)
+
+
+def is_hub_id(name: Any) -> bool:
+    """Whether ``name`` is a Hub repository id: written like one (``org/name`` or ``name``, not like a path) and not
+    an existing local path (a local folder ``org/name`` is that folder)."""
+    if not isinstance(name, str) or not name or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return False
+    if os.sep != "/" and os.sep in name:
+        return False
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not os.path.exists(name)
 
 
 def public_name(value: Any) -> Any:

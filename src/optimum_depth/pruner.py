@@ -1,7 +1,8 @@
 """``DepthPruner``: score -> plan -> apply, with every impossible request refused before the model is touched.
 
-A thin dispatcher over the two granularities, :mod:`optimum_depth.blocks` and :mod:`optimum_depth.sublayers`, which
-have the same steps (a target check, scoring, planning, surgery). The checks both share live here: the model is a
+A thin dispatcher over the two granularities, which have the same steps: a target check, scoring
+(:mod:`optimum_depth.criteria.scoring`), planning and surgery (:mod:`optimum_depth.blocks`,
+:mod:`optimum_depth.sublayers`). The checks both share live here: the model is a
 supported, fully loaded causal LM with consistent provenance, and a plan is applied only to the model it was made
 for.
 """
@@ -17,9 +18,8 @@ from torch import nn
 
 from .architectures import ModelFacts, resolve_model
 from .blocks.planning import check_block_target, plan_blocks
-from .blocks.scoring import score_blocks
 from .blocks.surgery import apply_block_plan
-from .calibration import CalibrationData, prepare_calibration, resolve_calibration
+from .calibration import CalibrationData, SharedCalibration, prepare_calibration, resolve_calibration
 from .compensation.compensate import (
     compensation_calibration,
     fit_compensation,
@@ -28,13 +28,13 @@ from .compensation.compensate import (
 )
 from .config import DepthPruningConfig
 from .criteria import CRITERIA
+from .criteria.scoring import score_blocks, score_sublayers
 from .errors import ConfigError, PlanMismatchError
 from .finiteness import check_finite_maps, check_finite_scores, check_finite_weights
 from .plan import PruningPlan
 from .provenance import record_pruning_event
 from .scores import LayerScores
 from .sublayers.planning import check_sublayer_target, plan_sublayers
-from .sublayers.scoring import score_sublayers
 from .sublayers.surgery import apply_sublayer_plan
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,15 @@ def auto_calibration(source: Any, tokenizer: Any, model: nn.Module, config: Dept
     return prepare_calibration(
         source, tokenizer, model=model, num_samples=total, seq_len=config.seq_len, seed=config.seed
     )
+
+
+def shared_calibration(calibration: Any, config: DepthPruningConfig, tokenizer: Any = None) -> Any:
+    """``calibration`` (default: ``config.calibration_dataset``) wrapped for the draws of one run, so that scoring and
+    compensation read and tokenize it once (a prepared :class:`CalibrationData`, or nothing, is returned as it is)."""
+    source = calibration if calibration is not None else config.calibration_dataset
+    if source is None or isinstance(source, (CalibrationData, SharedCalibration)):
+        return calibration
+    return SharedCalibration(source, tokenizer)
 
 
 class DepthPruner:
@@ -284,6 +293,10 @@ class DepthPruner:
     def prune(self, model: nn.Module, calibration: Any = None, tokenizer: Any = None) -> nn.Module:
         """Scores, plans and applies in one call.
 
+        The calibration source is read and tokenized once for the scoring and the compensation, and a draw both ask
+        for (the compensation-aware selection's, which is the compensation fit's) is made once
+        (:class:`~optimum_depth.calibration.SharedCalibration`).
+
         Args:
             model: The model to prune in place, possibly wrapped by peft.
             calibration: Calibration source for data-driven criteria.
@@ -292,5 +305,6 @@ class DepthPruner:
         Returns:
             ``model`` itself, pruned; the scores and plan are kept as ``last_scores`` / ``last_plan``.
         """
+        calibration = shared_calibration(calibration, self.config, tokenizer)
         scores = self.score(model, calibration=calibration, tokenizer=tokenizer)
         return self.apply(model, self.plan(scores), calibration=calibration, tokenizer=tokenizer)

@@ -9,8 +9,8 @@ from criteria_references import naive_perplexities, naive_removal_nll, naive_sle
 
 from optimum_depth import DepthPruner, DepthPruningConfig, PruningTargetError
 from optimum_depth.architectures import count_parameters
-from optimum_depth.blocks.scoring import score_blocks
 from optimum_depth.calibration import CalibrationData, prepare_calibration
+from optimum_depth.criteria.scoring import score_blocks
 
 from tiny_models import make_tiny_model, random_ids
 

@@ -14,9 +14,9 @@ from optimum_depth import (
     prepare_calibration,
     save_pruned_model,
 )
-from optimum_depth.blocks.scoring import score_blocks
 from optimum_depth.calibration import CalibrationData
 from optimum_depth.criteria import available_criteria
+from optimum_depth.criteria.scoring import score_blocks
 
 from tiny_models import DATA_DIR, make_tiny_model, random_ids
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from optimum_depth import DepthPruningConfig
-from optimum_depth.blocks.scoring import score_blocks
 from optimum_depth.calibration import CalibrationData
+from optimum_depth.criteria.scoring import score_blocks
 
 from tiny_models import make_tiny_model, random_ids
 

@@ -21,6 +21,7 @@ from optimum_depth.evaluation import (
     compare_models,
     evaluate_model,
     evaluate_perplexity,
+    results_markdown,
 )
 
 from tiny_models import make_tiny_model
@@ -50,7 +51,7 @@ def test_compare_dense_and_pruned():
         [d.latency_s / p.latency_s for d, p in zip(comparison.dense.latency, comparison.pruned.latency, strict=True)]
     )
     assert ComparisonResults.from_dict(comparison.to_dict()) == comparison
-    markdown = comparison.to_markdown()
+    markdown = results_markdown(comparison)
     assert f"Zero-shot accuracy: {NOT_MEASURED}." in markdown and "| fox |" in markdown
     with pytest.raises(ValueError, match="distinct names"):
         compare_models(dense, pruned, tokenizer, dense_name="a", pruned_name="a")
@@ -72,7 +73,7 @@ def test_evaluate_model_with_zero_shot(stories_path, tmp_path):
     assert set(results.zero_shot) == {"arc_easy"} and results.zero_shot_settings["evaluated_documents"] == {
         "arc_easy": 3
     }
-    assert results.latency == [] and f"Latency: {NOT_MEASURED}." in results.to_markdown()
+    assert results.latency == [] and f"Latency: {NOT_MEASURED}." in results_markdown(results)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from optimum_depth.evaluation import (
     compare_models,
     latency,
     measure_latency,
+    results_markdown,
 )
 from optimum_depth.evaluation.latency import make_prompt_ids, timed_generate
 
@@ -132,7 +133,7 @@ def test_a_slow_repeat_is_reported_as_noise_not_as_fact(caplog):
     (row,) = comparison.speedups()
     assert row["noisy"] is True and row["paired_speedup_max"] > 2 * row["paired_speedup"]
     assert row["dense_spread"]["maximum"] == max(record.latencies_s)
-    markdown = comparison.to_markdown()
+    markdown = results_markdown(comparison)
     assert "| noisy" in markdown and "**Caution: these latency figures are not reliable as they stand.**" in markdown
     assert "batch 1, 3 new tokens: noisy: the repeats spread by up to" in markdown
     assert "Latency batch 1, 3 new tokens: noisy:" in caplog.text  # the CLI shows library warnings on stderr
@@ -161,4 +162,4 @@ def test_a_slower_model_measured_on_a_busier_machine_is_flagged_above_ideal(monk
 
     clock["dense"] = 0.99 * ideal  # the same models on a quiet machine: nothing to say
     comparison = compare_models(dense, pruned, CharTokenizer(), settings, dense_name="dense")
-    assert comparison.latency_cautions() == [] and "Caution" not in comparison.to_markdown()
+    assert comparison.latency_cautions() == [] and "Caution" not in results_markdown(comparison)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from optimum_depth.errors import DataError
-from optimum_depth.evaluation import ComparisonResults, EvaluationResults
+from optimum_depth.evaluation import ComparisonResults, EvaluationResults, results_markdown
 from optimum_depth.evaluation.paired import (
     mcnemar_exact_p,
     mean_paired_difference,
@@ -96,14 +96,14 @@ def test_comparison_results_render_the_paired_difference_and_round_trip(tmp_path
     paired = comparison.zero_shot_differences()
     assert paired["piqa"].verdict == "-" and paired["boolq"].verdict == "="
     assert paired["mean"].difference == pytest.approx(-0.06)
-    markdown = comparison.to_markdown()
+    markdown = results_markdown(comparison)
     assert "paired" in markdown and "-12.0 ± 3.3 (-)" in markdown and "+0.0 ± 0.0 (=)" in markdown
     comparison.save_pretrained(tmp_path)
     loaded = ComparisonResults.from_pretrained(tmp_path)
     assert loaded.zero_shot_differences() == paired
     # results without per-document outcomes (older files): no verdict rather than a wrong one
     old = ComparisonResults(EvaluationResults("d", zero_shot={"piqa": {"acc": 0.5}}), pruned)
-    assert old.zero_shot_differences() == {} and "not measured" in old.to_markdown()
+    assert old.zero_shot_differences() == {} and "not measured" in results_markdown(old)
 
 
 def test_document_outcomes_from_lm_eval_samples_are_in_document_order():

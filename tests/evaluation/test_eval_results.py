@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from optimum_depth.evaluation import NOT_MEASURED, ComparisonResults, EvaluationResults, LatencyRecord, load_results
+from optimum_depth.evaluation import (
+    NOT_MEASURED,
+    ComparisonResults,
+    EvaluationResults,
+    LatencyRecord,
+    load_results,
+    results_markdown,
+)
 
 from tiny_models import ROOT
 
@@ -69,7 +76,7 @@ def test_paired_speedup_is_the_median_of_round_ratios():
     assert row["paired_speedup"] == pytest.approx(1.5)  # median of 2.0, 1.5, 1.1
     assert row["paired_fraction_of_ideal"] == pytest.approx(1.5 / 1.25)
     assert (row["paired_speedup_min"], row["paired_speedup_max"]) == pytest.approx((1.1, 2.0))
-    markdown = ComparisonResults(dense, pruned).to_markdown()
+    markdown = results_markdown(ComparisonResults(dense, pruned))
     assert (
         "| 2.200 (2.000-3.000) | 2.000 (1.000-2.000) | 1.100x | 88.0% | 1.500x (1.100-2.000x) | 120.0% |" in markdown
     )
@@ -88,7 +95,7 @@ def test_comparison_round_trip_recomputes_derived_values(tmp_path):
 
 
 def test_markdown_renders_values_and_not_measured():
-    markdown = ComparisonResults(_dense(), _pruned()).to_markdown()
+    markdown = results_markdown(ComparisonResults(_dense(), _pruned()))
     assert "| wikitext2 | 20.00 | 30.00 | 1.500 |" in markdown
     assert f"| ptb | 40.00 | {NOT_MEASURED} | {NOT_MEASURED} |" in markdown
     assert "| piqa | 60.00 | 54.00 | 62.00 | 55.00 |" in markdown
@@ -97,13 +104,21 @@ def test_markdown_renders_values_and_not_measured():
     assert row + " spread unknown |" in markdown
     assert "batch 1, 128 new tokens: noisy?: one timed repeat" in markdown
 
-    empty = EvaluationResults("nothing").to_markdown()
+    empty = results_markdown(EvaluationResults("nothing"))
     assert empty.count(NOT_MEASURED) == 4  # parameters, perplexity, zero-shot, latency
-    assert f"{NOT_MEASURED}" in ComparisonResults(EvaluationResults("a"), EvaluationResults("b")).to_markdown()
-    single = _dense().to_markdown()
+    assert f"{NOT_MEASURED}" in results_markdown(ComparisonResults(EvaluationResults("a"), EvaluationResults("b")))
+    single = results_markdown(_dense())
     assert "| 1 | 8 | 128 | 2.000 (1.900-2.100) | 3 | 64.0 | 100 |" in single
     assert "| 8 | 8 | 128 | 4.000 | 1 | 256.0 | 200 |" in single
     assert "| boolq | 50.00 | - |" in single
+    with pytest.raises(TypeError, match="EvaluationResults or ComparisonResults"):
+        results_markdown({"model_name": "a dict is no record"})
+
+
+def test_records_do_not_render_themselves():
+    """Rendering takes the record (evaluation/markdown.py); the records have no markdown method."""
+    for record in (EvaluationResults("a"), ComparisonResults(EvaluationResults("a"), EvaluationResults("b"))):
+        assert not any("markdown" in name for name in dir(record))
 
 
 def test_bad_input_raises_clear_errors(tmp_path, caplog):
@@ -165,7 +180,7 @@ def test_old_results_files_still_load_and_get_their_spread(tmp_path):
     assert old.latency_cautions() == [
         "batch 4, 32 new tokens: noisy?: the repeats were not recorded, so nothing shows how noisy the machine was."
     ]
-    markdown = old.to_markdown()
+    markdown = results_markdown(old)
     assert "| 4 | 8 | 32 | 4.000 | 3.500 | 1.143x | 91.4% | not measured | not measured | spread unknown |" in markdown
     assert (
         "| 1 | 8 | 32 | 2.000 (1.950-2.050) | 1.700 (1.700-1.720) | 1.176x | 94.1% | 1.176x (1.147-1.192x) |"
@@ -177,4 +192,4 @@ def test_old_results_files_still_load_and_get_their_spread(tmp_path):
 def test_committed_results_files_load(path):
     results = load_results(path)
     assert isinstance(results, ComparisonResults) and results.speedups()
-    assert "#### Latency" in results.to_markdown()
+    assert "#### Latency" in results_markdown(results)

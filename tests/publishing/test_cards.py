@@ -13,7 +13,11 @@ from test_hub import comparison_results, prune_tiny_llama
 from optimum_depth import DepthPruner, DepthPruningConfig, PrunedLlamaConfig, PruningPlan, save_pruned_model
 from optimum_depth.constants import MANIFEST_NAME
 from optimum_depth.evaluation import EvaluationResults
+from optimum_depth.publishing.card_sparsity import sparsity_card_section
 from optimum_depth.publishing.cards import CardOptions, build_model_card, default_template, effective_plan
+from optimum_depth.sparsity import SparsityConfig, sparsify
+
+from tiny_models import make_tiny_model, random_ids
 
 
 def parse(card: ModelCard) -> ModelCard:
@@ -191,6 +195,24 @@ def test_source_model_hub_id_becomes_base_model_and_recovery_is_shown():
     assert "import optimum_depth" not in card.text
 
 
+def test_a_source_named_like_a_hub_id_that_is_a_local_folder_is_no_base_model(tmp_path, monkeypatch):
+    """One helper (optimum_depth.privacy.is_hub_id) decides, for the cards as for the loading: a name that is a local
+    path here is that path, not a Hub id."""
+    model, _ = prune_tiny_llama()
+    model.config.source_model = "org/local-model"
+    monkeypatch.chdir(tmp_path)
+    assert parse(build_model_card(model)).data.base_model == "org/local-model"
+    (tmp_path / "org" / "local-model").mkdir(parents=True)
+    assert parse(build_model_card(model)).data.base_model is None
+    from optimum_depth import privacy
+    from optimum_depth.publishing import cards
+
+    asked = []
+    monkeypatch.setattr(cards, "is_hub_id", lambda name: asked.append(name) or privacy.is_hub_id(name))
+    build_model_card(model)
+    assert "org/local-model" in asked  # the card asks the library's one helper
+
+
 def test_two_pruning_steps_compose_in_original_numbering():
     model, pruner = prune_tiny_llama()
     first = set(pruner.last_plan.removed_blocks)
@@ -310,3 +332,29 @@ def test_card_shows_the_paired_zero_shot_difference_when_outcomes_are_kept():
     assert table_row(text, "PIQA", "acc_norm")[-1] == "not measured"
     assert table_row(text, "**average**", "acc")[-1] == "-20.0 ± 5.7 (-)"
     assert "paired standard error" in text
+
+
+def test_card_section_states_the_speedup_caveat():
+    model = make_tiny_model("llama")
+    sparsify(model, SparsityConfig(method="wanda", num_samples=8, seq_len=16), random_ids(8, 16), show_progress=False)
+    text = sparsity_card_section(model.config.sparsity)
+    assert "no speed-up" in text and "Wanda" in text and "8 x 16 tokens" in text
+    assert text.count("| 0.5000 |") == 6
+    model = make_tiny_model("llama")
+    sparsify(model, SparsityConfig(method="magnitude", structure="2:4"), show_progress=False)
+    assert "2:4 semi-structured" in sparsity_card_section(model.config.sparsity)
+    with pytest.raises(ValueError, match="lacks"):
+        sparsity_card_section({"method": "besa"})
+
+
+def test_the_card_of_a_sparsified_model_has_its_sparsity_section_and_others_none(tmp_path):
+    model, pruner = prune_tiny_llama()
+    plain = build_model_card(model, plan=pruner.last_plan).text
+    assert "## Weight sparsity" not in plain and "\n\n## Parameters" in plain
+    sparsify(model, SparsityConfig(method="wanda", num_samples=8, seq_len=16), random_ids(8, 16), show_progress=False)
+    card = build_model_card(model, plan=pruner.last_plan).text
+    section = sparsity_card_section(model.config.sparsity)
+    assert "\n\n" + section + "\n## Parameters" in card  # between what was removed and the parameters
+    assert card.replace(section + "\n", "") == plain  # the rest of the card is unchanged
+    save_pruned_model(model, tmp_path / "out", card=True)  # the saved README is built the same way
+    assert section in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")

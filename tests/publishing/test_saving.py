@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 
 from optimum_depth import ConfigError, DepthPruner, DepthPruningConfig, OutputError, save_pruned_model
 from optimum_depth.constants import MANIFEST_NAME, STAGING_MARKER
-from optimum_depth.model_zoo import load_pretrained_model
+from optimum_depth.loading import load_pretrained_model
 from optimum_depth.publishing.replacement import recover_interrupted_saves
 from optimum_depth.publishing.saving import write_into_directory
 

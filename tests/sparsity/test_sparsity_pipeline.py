@@ -19,7 +19,6 @@ from optimum_depth.sparsity import (
     measure_weight_sparsity,
     plot_layer_sparsity,
     sparsify,
-    sparsity_card_section,
 )
 from optimum_depth.sublayers.surgery import remove_sublayers
 
@@ -324,16 +323,3 @@ def test_quantized_like_weights_are_refused():
     with pytest.raises(ValueError, match="floating-point"):
         sparsify(model, SparsityConfig(method="magnitude"), show_progress=False)
     assert not hasattr(model.config, "sparsity")
-
-
-def test_card_section_states_the_speedup_caveat():
-    model = make_tiny_model("llama")
-    sparsify(model, SparsityConfig(method="wanda", **FAST), random_ids(8, 16), show_progress=False)
-    text = sparsity_card_section(model.config.sparsity)
-    assert "no speed-up" in text and "Wanda" in text and "8 x 16 tokens" in text
-    assert text.count("| 0.5000 |") == 6
-    model = make_tiny_model("llama")
-    sparsify(model, SparsityConfig(method="magnitude", structure="2:4"), show_progress=False)
-    assert "2:4 semi-structured" in sparsity_card_section(model.config.sparsity)
-    with pytest.raises(ValueError, match="lacks"):
-        sparsity_card_section({"method": "besa"})

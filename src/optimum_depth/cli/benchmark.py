@@ -12,8 +12,7 @@ HELP = "Latency/throughput of generate() with forced output length; dense vs pru
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the subcommand's options (those of ``evaluate``, latency only by default: batch sizes 1 and 8)."""
-    evaluate.add_arguments(parser)
-    parser.set_defaults(perplexity=[], zero_shot=[], latency_batch_sizes=[1, 8])
+    evaluate.add_measurement_arguments(parser, perplexity=[], latency_batch_sizes=[1, 8])
 
 
 def run(args: argparse.Namespace) -> int:

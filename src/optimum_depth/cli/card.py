@@ -31,7 +31,7 @@ def card_options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Writes the card (and the results file it describes) into the checkpoint folder."""
-    from ..model_zoo import load_pretrained_model
+    from ..loading.zoo import load_pretrained_model
     from ..publishing.cards import build_model_card
     from ..publishing.records import read_checkpoint_records
     from ..publishing.saving import write_into_directory

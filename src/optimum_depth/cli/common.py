@@ -13,8 +13,12 @@ from ..config import (
     COMPENSATION_METHODS,
     COMPENSATION_SELECTIONS,
     CRITERIA_BY_GRANULARITY,
+    DEFAULT_SEQ_LEN,
     DISTANCES,
     GRANULARITIES,
+    PLUS_PROTECT_FIRST,
+    PLUS_PROTECT_LAST,
+    PLUS_PROTECTED_CRITERIA,
     CompensationConfig,
     DepthPruningConfig,
 )
@@ -35,24 +39,38 @@ RECOMMENDED_COMPENSATION = "reconstruct"
 """The default compensation of ``prune``, ``score`` (for ``auto``'s comparison) and ``quickstart`` for block plans when
 calibration text is available: least-squares maps, then a short reconstruction training of the kept block before
 each cut (``docs/compensation.md``), within minutes on a CPU."""
+SUBLAYER_CRITERION = CRITERIA_BY_GRANULARITY["sublayer"][0]
+"""The criterion of ``--granularity sublayer`` when none is given (FinerCut)."""
+DEFAULT_PRUNING_RATIO = 0.25
+"""The target when neither the options nor ``--config`` give one."""
 ALL_CRITERIA = tuple(c for names in CRITERIA_BY_GRANULARITY.values() for c in names)
+_PLUS = "/".join(PLUS_PROTECTED_CRITERIA)
+_DEFAULTS = DepthPruningConfig.__dataclass_fields__
+_COMPENSATION_DEFAULTS = CompensationConfig()
 
 # CLI option -> (DepthPruningConfig field, type, help). Options left unset keep the config (or file) value.
 CONFIG_OPTIONS: dict[str, tuple[type, str]] = {
-    "pruning_ratio": (float, "Fraction of the candidates (blocks, or sublayers) to remove, in (0, 1). Default 0.25."),
+    "pruning_ratio": (
+        float,
+        f"Fraction of the candidates (blocks, or sublayers) to remove, in (0, 1) (default {DEFAULT_PRUNING_RATIO}).",
+    ),
     "num_layers_to_remove": (int, "Number of candidates to remove (instead of --pruning-ratio)."),
     "target_num_params": (int, "Remove candidates until at most this many parameters remain."),
-    "protect_first": (int, "Leading blocks never removed (default: 4 for magnitude/taylor, else 0)."),
-    "protect_last": (int, "Trailing blocks never removed (default: 2 for magnitude/taylor, else 0)."),
+    "protect_first": (int, f"Leading blocks never removed (default: {PLUS_PROTECT_FIRST} for {_PLUS}, else 0)."),
+    "protect_last": (int, f"Trailing blocks never removed (default: {PLUS_PROTECT_LAST} for {_PLUS}, else 0)."),
     "protect_first_fraction": (float, "Fraction of leading blocks never removed (FinerCut's -x)."),
-    "num_samples": (int, "Calibration sequences (default 10)."),
-    "seq_len": (int, "Tokens per calibration sequence (default 128 for blocks, 256 for sublayers)."),
-    "seed": (int, "Seed of the calibration sampling (default 0)."),
-    "batch_size": (int, "Calibration sequences per forward pass (default 1)."),
+    "num_samples": (int, f"Calibration sequences (default {_DEFAULTS['num_samples'].default})."),
+    "seq_len": (
+        int,
+        f"Tokens per calibration sequence (default {DEFAULT_SEQ_LEN['block']} for blocks, "
+        f"{DEFAULT_SEQ_LEN['sublayer']} for sublayers).",
+    ),
+    "seed": (int, f"Seed of the calibration sampling (default {_DEFAULTS['seed'].default})."),
+    "batch_size": (int, f"Calibration sequences per forward pass (default {_DEFAULTS['batch_size'].default})."),
     "auto_max_seconds": (
         float,
         f"--criterion auto: CPU-seconds its candidates may cost in all, cheapest first (default "
-        f"{DepthPruningConfig.__dataclass_fields__['auto_max_seconds'].default:g}).",
+        f"{_DEFAULTS['auto_max_seconds'].default:g}).",
     ),
 }
 
@@ -119,43 +137,46 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
         "--criterion",
         choices=ALL_CRITERIA,
         help=f"Importance criterion. Blocks: {', '.join(BLOCK_CRITERIA)} (default {RECOMMENDED_BLOCK_CRITERION}: tries "
-        f"the others and keeps the plan best on held-out calibration text; {FALLBACK_BLOCK_CRITERION} with "
-        "--calibration self); sublayers: finercut.",
+        f"the others and keeps the plan best on held-out calibration text; {FALLBACK_BLOCK_CRITERION} when the "
+        f"calibration is 'self'); sublayers: {SUBLAYER_CRITERION} (the default with --granularity sublayer).",
     )
     group.add_argument(
         "--granularity",
         choices=GRANULARITIES,
-        help="Remove whole blocks (default) or attention/MLP sublayers (needs --criterion finercut).",
+        help=f"Remove whole blocks (default) or attention/MLP sublayers (criterion {SUBLAYER_CRITERION}).",
     )
-    group.add_argument("--distance", choices=DISTANCES, help="FinerCut's output distance (default js).")
+    group.add_argument(
+        "--distance", choices=DISTANCES, help=f"FinerCut's output distance (default {_DEFAULTS['distance'].default})."
+    )
     group.add_argument(
         "--compensation",
         choices=("none", *COMPENSATION_METHODS),
         help="Compensation folded into the kept weights (blocks only): linear_ls (least squares, ridge chosen on "
         "held-out text; a diagonal map into the post-MLP norm on Gemma 2/3), linear_cosine, or reconstruct (linear_ls, "
         "then the kept block before each cut trained to reproduce the dense state after it). Default: "
-        f"{RECOMMENDED_COMPENSATION} when calibration text is available and no --config is given, else none.",
+        f"{RECOMMENDED_COMPENSATION} for blocks when calibration text is available (not 'self') and no --config is "
+        "given, else none.",
     )
     group.add_argument(
         "--compensation-samples",
         type=positive_int,
         default=None,
-        help="Calibration sequences of 128 tokens for the compensation fit (default 256; least squares needs a few "
-        "hundred).",
+        help=f"Calibration sequences of {_COMPENSATION_DEFAULTS.seq_len} tokens for the compensation fit (default "
+        f"{_COMPENSATION_DEFAULTS.num_samples}; least squares needs a few hundred).",
     )
     group.add_argument(
         "--compensation-selection",
         choices=COMPENSATION_SELECTIONS,
         default=None,
-        help="criterion (default): the criterion chooses the blocks, then they are compensated; aware (with --criterion "
-        "sleb): every greedy candidate is scored after its own fitted map.",
+        help=f"criterion: the criterion chooses the blocks, then they are compensated; aware (with --criterion sleb): "
+        f"every greedy candidate is scored after its own fitted map (default {_COMPENSATION_DEFAULTS.selection}).",
     )
     group.add_argument(
         "--reconstruct-steps",
         type=positive_int,
         default=None,
         help="--compensation reconstruct: Adam steps in all, shared by the cuts (default "
-        f"{CompensationConfig().reconstruct_steps}).",
+        f"{_COMPENSATION_DEFAULTS.reconstruct_steps}).",
     )
     group.add_argument(
         "--reconstruct-max-seconds",
@@ -210,9 +231,9 @@ def config_from_args(
         data = {k: v for k, v in data.items() if k not in targets}
     data.update(explicit)
     if not any(data.get(t) is not None for t in targets):
-        data["pruning_ratio"] = 0.25
+        data["pruning_ratio"] = DEFAULT_PRUNING_RATIO
     if "criterion" not in data:
-        data["criterion"] = "finercut" if data.get("granularity") == "sublayer" else default_criterion
+        data["criterion"] = SUBLAYER_CRITERION if data.get("granularity") == "sublayer" else default_criterion
     if args.calibration is not None:
         data["calibration_dataset"] = args.calibration
     if args.compensation is not None:
@@ -300,7 +321,7 @@ def load_model(args: argparse.Namespace, name_or_path: str | None = None):
     """Loads ``(model, tokenizer)`` from ``--model`` (or ``name_or_path``), refusing incomplete checkpoints."""
     import torch
 
-    from ..model_zoo import load_model_and_tokenizer
+    from ..loading.zoo import load_model_and_tokenizer
 
     name = args.model if name_or_path is None else name_or_path
     if name is not None and name.endswith(".gguf") and not Path(name).expanduser().is_file():

@@ -30,16 +30,33 @@ def _limit(text: str) -> int | float:
     return int(value) if value.is_integer() and value >= 1 else value
 
 
+def _listed(values: list) -> str:
+    return ",".join(str(v) for v in values) or "none"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the subcommand's options."""
+    add_measurement_arguments(parser, perplexity=["wikitext2"], latency_batch_sizes=[])
+
+
+def add_measurement_arguments(
+    parser: argparse.ArgumentParser, perplexity: list[str], latency_batch_sizes: list[int]
+) -> None:
+    """The options of ``evaluate`` (and ``benchmark``), with what each command measures by default.
+
+    Args:
+        parser: The subcommand's parser.
+        perplexity: The corpora measured when ``--perplexity`` is not given.
+        latency_batch_sizes: The latency batch sizes measured when ``--latency-batch-sizes`` is not given.
+    """
     add_model_arguments(parser)
     add_output_arguments(parser)
     parser.add_argument("--dense-model", help="The dense parent, measured side by side (comparison results).")
     parser.add_argument(
         "--perplexity",
         type=_csv,
-        default=["wikitext2"],
-        help="Comma-separated corpora among wikitext2, ptb, c4 (default wikitext2; '' skips perplexity).",
+        default=perplexity,
+        help=f"Comma-separated corpora among wikitext2, ptb, c4 (default {_listed(perplexity)}; '' skips perplexity).",
     )
     parser.add_argument(
         "--seq-len",
@@ -59,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=_limit, default=None, help="Zero-shot documents per task (e.g. 200), or a fraction (e.g. 0.5)."
     )
     parser.add_argument(
-        "--latency-batch-sizes", type=_int_csv, default=[], help="Latency batch sizes, e.g. 1,8 (default: none)."
+        "--latency-batch-sizes",
+        type=_int_csv,
+        default=latency_batch_sizes,
+        help=f"Latency batch sizes, e.g. 1,8 (default {_listed(latency_batch_sizes)}; '' skips latency).",
     )
     parser.add_argument("--new-tokens", type=_int_csv, default=[128], help="Generated tokens for latency, e.g. 128.")
     parser.add_argument(
@@ -102,15 +122,16 @@ def measure(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Writes ``evaluation_results.json`` and ``evaluation_results.md`` into the output folder."""
     from ..constants import RESULTS_MARKDOWN_NAME
+    from ..evaluation.markdown import results_markdown
     from ..publishing.saving import save_pruning_records, write_into_directory
 
     results = measure(args)
 
     def write(staging) -> None:
         save_pruning_records(staging, results=results)
-        (staging / RESULTS_MARKDOWN_NAME).write_text(results.to_markdown() + "\n", encoding="utf-8")
+        (staging / RESULTS_MARKDOWN_NAME).write_text(results_markdown(results) + "\n", encoding="utf-8")
 
     out = write_into_directory(args.output_dir, write)
-    print(results.to_markdown())
+    print(results_markdown(results))
     print(f"\nResults written to {out}")
     return 0

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Pushes and prints the commit URL."""
     from ..constants import TOKENIZER_CONFIG_NAME
-    from ..model_zoo import load_pretrained_model
+    from ..loading.zoo import load_pretrained_model
     from ..publishing.hub import PushSettings, push_to_hub, resolve_token
     from ..publishing.records import read_checkpoint_records
 

@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataNotFoundError
 from .common import (
+    DEFAULT_PRUNING_RATIO,
+    FALLBACK_BLOCK_CRITERION,
     RECOMMENDED_BLOCK_CRITERION,
+    RECOMMENDED_COMPENSATION,
+    SUBLAYER_CRITERION,
     add_model_arguments,
     add_output_arguments,
     check_data_dir,
@@ -33,7 +37,7 @@ from .common import (
 from .score import sublayer_summary
 
 if TYPE_CHECKING:
-    from ..config import CompensationConfig
+    from ..config import CompensationConfig, DepthPruningConfig
 
 NAME = "quickstart"
 HELP = "Prune SmolLM2-135M-Instruct by 25 percent, evaluate dense vs pruned, write checkpoint, plot and model card."
@@ -57,18 +61,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--criterion",
         default=None,
         choices=ALL_CRITERIA,
-        help="Criterion (default for blocks: auto, which tries the block criteria with the compensation and keeps the "
-        "plan best on held-out calibration text; block_influence without calibration text; finercut for sublayers).",
+        help=f"Criterion (default {RECOMMENDED_BLOCK_CRITERION}: tries the block criteria with the compensation and "
+        f"keeps the plan best on held-out calibration text; {FALLBACK_BLOCK_CRITERION} without calibration text; "
+        f"{SUBLAYER_CRITERION} for sublayers).",
     )
     parser.add_argument(
-        "--pruning-ratio", type=float, default=0.25, help="Fraction of blocks to remove, in (0, 1) (default 0.25)."
+        "--pruning-ratio",
+        type=float,
+        default=DEFAULT_PRUNING_RATIO,
+        help=f"Fraction of blocks to remove, in (0, 1) (default {DEFAULT_PRUNING_RATIO}).",
     )
     parser.add_argument(
         "--compensation",
         default=None,
         choices=("none", *COMPENSATION_METHODS),
-        help="Compensation folded into the kept weights (default reconstruct for blocks when calibration text is "
-        "available: least-squares maps, then the kept block before each cut trained briefly; none for sublayers).",
+        help=f"Compensation folded into the kept weights (default {RECOMMENDED_COMPENSATION} for blocks when "
+        "calibration text is available: least-squares maps, then the kept block before each cut trained briefly; "
+        "none for sublayers).",
     )
     parser.add_argument("--calibration", help="Calibration text file or folder (default: see the module docs).")
     parser.add_argument(
@@ -115,6 +124,22 @@ def _explicit_compensation(args: argparse.Namespace) -> CompensationConfig | Non
     return CompensationConfig(method=args.compensation)
 
 
+def config_from_args(args: argparse.Namespace) -> DepthPruningConfig:
+    """The pruning config of the options, before the calibration is known (:func:`~.common.with_recommended_recipe`
+    then adds the default compensation, or the fallback criterion without calibration text)."""
+    from ..config import DepthPruningConfig
+
+    criterion = args.criterion or (
+        SUBLAYER_CRITERION if args.granularity == "sublayer" else RECOMMENDED_BLOCK_CRITERION
+    )
+    return DepthPruningConfig(
+        criterion=criterion,
+        granularity=args.granularity,
+        pruning_ratio=args.pruning_ratio,
+        compensation=_explicit_compensation(args),
+    )
+
+
 def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
     """Dense vs pruned: WikiText-2 perplexity when available, else agreement on self-generated text; latency."""
     from ..evaluation.agreement import self_generated_agreement
@@ -140,18 +165,12 @@ def _evaluate(args, dense, pruned, tokenizer, data_dir: Path | None):
 
 def run(args: argparse.Namespace) -> int:
     """Runs the quickstart pipeline and writes every output through a staging folder."""
-    from ..config import DepthPruningConfig
+    from ..evaluation.markdown import results_markdown
     from ..privacy import public_name
-    from ..pruner import DepthPruner
+    from ..pruner import DepthPruner, shared_calibration
     from ..publishing.saving import save_pruned_model
 
-    criterion = args.criterion or ("finercut" if args.granularity == "sublayer" else RECOMMENDED_BLOCK_CRITERION)
-    config = DepthPruningConfig(
-        criterion=criterion,
-        granularity=args.granularity,
-        pruning_ratio=args.pruning_ratio,
-        compensation=_explicit_compensation(args),
-    )
+    config = config_from_args(args)
     check_output_dir(args)
     data_dir = check_data_dir(args.data_dir)
     model, tokenizer = load_model(args)
@@ -161,9 +180,10 @@ def run(args: argparse.Namespace) -> int:
     config = with_recommended_recipe(config, args, source)
     pruner = DepthPruner(config)
     dense = copy.deepcopy(model)
-    scores = pruner.score(model, calibration=source, tokenizer=tokenizer)
+    shared = shared_calibration(source, config, tokenizer)  # read and tokenized once for scoring and compensation
+    scores = pruner.score(model, calibration=shared, tokenizer=tokenizer)
     plan = pruner.plan(scores)
-    pruner.apply(model, plan, calibration=source, tokenizer=tokenizer)
+    pruner.apply(model, plan, calibration=shared, tokenizer=tokenizer)
     comparison = _evaluate(args, dense, model, tokenizer, data_dir)
     out = save_pruned_model(
         model,
@@ -176,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         plot=True,
         card=True,
     )
-    print(comparison.to_markdown())
+    print(results_markdown(comparison))
     print(
         f"\nRemoved original blocks {list(plan.removed_blocks)}{sublayer_summary(plan)} with "
         f"{recipe_label(plan, config)} (calibration: {public_name(description)}). Outputs in {out}"

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..constants import MODEL_CONFIG_NAME
     from ..errors import DataNotFoundError
-    from ..model_zoo import load_pretrained_model
+    from ..loading.zoo import load_pretrained_model
     from ..training import (
         RecoveryConfig,
         build_recovery_dataset,
@@ -133,9 +133,8 @@ def _teacher(args: argparse.Namespace, checkpoint: Path):
 
     from ..constants import MODEL_CONFIG_NAME
     from ..errors import UsageError
-    from ..model_sources import is_hub_id
-    from ..model_zoo import load_pretrained_model
-    from ..privacy import find_local_model
+    from ..loading.zoo import load_pretrained_model
+    from ..privacy import find_local_model, is_hub_id
 
     name = args.teacher
     if name is None:

@@ -43,16 +43,16 @@ def compute_scores(args: argparse.Namespace, config: DepthPruningConfig | None =
 
     Returns:
         ``(pruner, scores, model, tokenizer, calibration)``; ``calibration`` is the source the scores came from (the
-        compensation of ``prune`` samples from it too).
+        compensation of ``prune`` samples from it too, without reading and tokenizing it again).
     """
-    from ..pruner import DepthPruner
+    from ..pruner import DepthPruner, shared_calibration
 
     config = config or config_from_args(args)
     check_output_dir(args)
     model, tokenizer = load_model(args)
     pruner = DepthPruner(config)
     pruner.check(model)
-    calibration = config.calibration_dataset or default_calibration_source()
+    calibration = shared_calibration(config.calibration_dataset or default_calibration_source(), config, tokenizer)
     scores = pruner.score(model, calibration=calibration, tokenizer=tokenizer)
     return pruner, scores, model, tokenizer, calibration
 

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Upgrades the checkpoint in place and says what was rewritten."""
-    from ..publishing.upgrade import upgrade_checkpoint
+    from ..loading.upgrade import upgrade_checkpoint
 
     written = upgrade_checkpoint(args.checkpoint)
     if written:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..architectures import ModelFacts, as_facts
@@ -30,6 +29,7 @@ from ..calibration import CalibrationData, prepare_calibration
 from ..config import CompensationConfig
 from ..errors import ConfigError
 from ..plan import PruningPlan
+from ..ranks import decide_on_main_rank
 from .chains import ChainReconstructor, TrainedCut, check_trainable
 from .cuts import Fold, plan_folds
 from .sites import check_foldable, fold_map, fold_site, map_structure
@@ -233,57 +233,70 @@ def compensation_from_activations(
     return CompensationResult(maps, config, calibration, time.perf_counter() - start)
 
 
-def on_main_rank(fit: Callable[[], CompensationResult]) -> CompensationResult:
-    """Runs ``fit`` on rank 0 only and gives every rank its maps (several processes), or just runs it.
-
-    Rank 0's error reaches every rank (no process waits in a collective); the maps travel as tensors, the blocks a
-    reconstruction trained as pickled CPU state dicts.
-    """
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return fit()
-    payload: list[Any] = [None]
-    result: CompensationResult | None = None
-    if dist.get_rank() == 0:
-        try:
-            result = fit()
-            payload[0] = {
-                "record": result.record(),
-                "shape": list(result.maps[0].transform.shape),
-                "trained": [(cut.fold, cut.blocks, cut.states, cut.summary) for cut in result.trained],
+def _result_to_json(result: CompensationResult) -> dict[str, Any]:
+    """What travels as JSON from rank 0: the record, and each trained cut without its tensors (their keys in order)."""
+    return {
+        "record": result.record(),
+        "trained": [
+            {
+                "fold": [cut.fold.block, cut.fold.target, list(cut.fold.removed)],
+                "blocks": list(cut.blocks),
+                "keys": [list(state) for state in cut.states],
+                "summary": cut.summary,
             }
-        except BaseException as err:
-            payload[0] = {"error": f"{type(err).__name__}: {err}"}
-            dist.broadcast_object_list(payload, src=0)
-            raise
-    dist.broadcast_object_list(payload, src=0)
-    message = payload[0]
-    if "error" in message:
-        raise RuntimeError(f"Rank 0 failed while fitting the compensation: {message['error']}")
-    record = message["record"]
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    if result is not None:
-        for fitted in result.maps:
-            dist.broadcast(fitted.transform.to(device).contiguous(), src=0)
-        return result
-    transforms = []
-    for _ in record["maps"]:
-        tensor = torch.empty(message["shape"], dtype=torch.float64, device=device)
-        dist.broadcast(tensor, src=0)
-        transforms.append(tensor.cpu())
-    config = CompensationConfig.from_dict(record["settings"])
+            for cut in result.trained
+        ],
+    }
+
+
+def _result_tensors(result: CompensationResult) -> list[torch.Tensor]:
+    """The tensors that travel apart: every map's transform, then every trained block's parameters, in key order."""
+    tensors = [fitted.transform for fitted in result.maps]
+    return tensors + [tensor for cut in result.trained for state in cut.states for tensor in state.values()]
+
+
+def _result_from_json(data: dict[str, Any], tensors: list[torch.Tensor]) -> CompensationResult:
+    """Rebuilds rank 0's result from :func:`_result_to_json` and :func:`_result_tensors` on the other ranks."""
+    record = data["record"]
+    arrived = iter(tensors)
     maps = [
         FittedMap(
             Fold(m["fold_block"], m["target_after_block"], tuple(m["removed"])),
-            transform,
+            next(arrived),
             m["relative_ridge"],
             m["heldout_relative_error"],
             structure=m.get("structure", "full"),
             folded_into=m.get("folded_into"),
         )
-        for m, transform in zip(record["maps"], transforms, strict=True)
+        for m in record["maps"]
     ]
-    trained = [TrainedCut(*cut) for cut in message["trained"]]
+    trained = [
+        TrainedCut(
+            Fold(cut["fold"][0], cut["fold"][1], tuple(cut["fold"][2])),
+            list(cut["blocks"]),
+            [{key: next(arrived) for key in keys} for keys in cut["keys"]],
+            dict(cut["summary"]),
+        )
+        for cut in data["trained"]
+    ]
+    config = CompensationConfig.from_dict(record["settings"])
     return CompensationResult(maps, config, record["calibration"], record["elapsed_seconds"], trained)
+
+
+def on_main_rank(fit: Callable[[], CompensationResult]) -> CompensationResult:
+    """Runs ``fit`` on rank 0 only and gives every rank its maps (several processes), or just runs it.
+
+    One helper serves every rank-0 decision of the library (:func:`optimum_depth.ranks.decide_on_main_rank`): rank 0's
+    error reaches every rank (no process waits in a collective); the record travels as JSON, the maps and the blocks a
+    reconstruction trained as tensors.
+    """
+    return decide_on_main_rank(
+        fit,
+        to_json=_result_to_json,
+        from_json=_result_from_json,
+        action="fitting the compensation",
+        tensors=_result_tensors,
+    )
 
 
 @torch.no_grad()

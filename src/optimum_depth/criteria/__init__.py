@@ -1,4 +1,8 @@
-"""Importance criteria, registered by name in :data:`CRITERIA` (one module per family of criteria)."""
+"""Importance criteria, registered by name in :data:`CRITERIA` (one module per family of criteria).
+
+The criteria run on the engines of :mod:`optimum_depth.blocks` and :mod:`optimum_depth.sublayers`; :mod:`.scoring`
+runs a registered criterion over every block or sublayer and packages :class:`~optimum_depth.LayerScores`.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from .base import (
     register_criterion,
     run_criterion,
 )
+from .scoring import score_blocks, score_sublayers
 
 __all__ = [
     "CRITERIA",
@@ -30,6 +35,8 @@ __all__ = [
     "check_calibration",
     "register_criterion",
     "run_criterion",
+    "score_blocks",
+    "score_sublayers",
 ]
 
 

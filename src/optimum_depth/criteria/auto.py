@@ -215,7 +215,7 @@ def _unavailable(name: str, config: DepthPruningConfig, facts) -> str | None:
 def _plan_of(context: ScoringContext, candidate_config: DepthPruningConfig, data: CalibrationData):
     """The positions the candidate removes, in its removal order (scored and planned as the candidate alone)."""
     from ..blocks.planning import plan_blocks
-    from ..blocks.scoring import score_blocks
+    from .scoring import score_blocks
 
     scores = score_blocks(context.model, candidate_config, data)
     plan = plan_blocks(scores, candidate_config)

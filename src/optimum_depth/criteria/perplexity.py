@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..architectures import get_decoder_layers
+from ..architectures import count_parameters, get_decoder_layers
 from ..blocks.engine import BlockwiseEngine, progress_bar
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
 
@@ -64,8 +64,6 @@ def _best_first_nlls(
     context: ScoringContext, engine: BlockwiseEngine, positions: list[int]
 ) -> tuple[dict[int, float], list[int]]:
     """Summed NLL per block (partial for the blocks ruled out), completing the target's blocks exactly."""
-    from ..architectures import count_parameters  # scoring imports the criteria registry
-
     sizes = [count_parameters(block) for block in get_decoder_layers(context.model)]
     total = count_parameters(context.model)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..architectures import get_decoder_layers
+from ..architectures import count_parameters, get_decoder_layers
 from ..blocks.engine import BlockwiseEngine
 from ..errors import PruningTargetError
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion
@@ -110,8 +110,6 @@ def choose_window(distances: torch.Tensor, size: int, protected: frozenset[int])
 
 def _window_size_for_params(context: ScoringContext, distances: torch.Tensor) -> int:
     """Smallest window whose removal (from some allowed start) meets ``target_num_params``."""
-    from ..architectures import count_parameters  # scoring imports the criteria registry
-
     sizes = [count_parameters(block) for block in get_decoder_layers(context.model)]
     total = count_parameters(context.model)
     target = int(context.config.target_num_params or 0)

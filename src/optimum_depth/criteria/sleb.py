@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..architectures import get_decoder_layers
+from ..architectures import count_parameters, get_decoder_layers
 from ..blocks.engine import BlockwiseEngine, progress_bar
 from ..errors import PruningTargetError
 from .base import Criterion, CriterionResult, ScoringContext, register_criterion, target_reached
@@ -51,8 +51,6 @@ def sleb_criterion(context: ScoringContext) -> CriterionResult:
     Returns:
         Values, removal order and per-round details.
     """
-    from ..architectures import count_parameters  # scoring imports the criteria registry
-
     if context.calibration is None:
         raise ValueError("The 'sleb' criterion needs calibration data.")
     if context.config.aware_selection:

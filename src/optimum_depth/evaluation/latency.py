@@ -27,10 +27,9 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError
 from .memory import PeakMemoryMonitor
 from .results import LatencyRecord
+from .settings import DEFAULT_PROMPT, LatencySettings
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_PROMPT = "The Leaning Tower of Pisa is known for"  # Shortened LLaMA's prompt
 
 
 def make_prompt_ids(
@@ -114,15 +113,17 @@ def _timed_rounds(named, input_ids, length: int, pad_token_id, repeats: int, mea
 def measure_latency(
     models: Mapping[str, Any] | Any,
     tokenizer,
-    batch_sizes: Sequence[int] = (1,),
-    new_tokens: Sequence[int] = (128,),
-    prompt: str = DEFAULT_PROMPT,
-    prompt_len: int | None = None,
-    warmup: int = 2,
-    repeats: int = 5,
-    measure_memory: bool = True,
+    batch_sizes: Sequence[int] = LatencySettings.batch_sizes,
+    new_tokens: Sequence[int] = LatencySettings.new_tokens,
+    prompt: str = LatencySettings.prompt,
+    prompt_len: int | None = LatencySettings.prompt_len,
+    warmup: int = LatencySettings.warmup,
+    repeats: int = LatencySettings.repeats,
+    measure_memory: bool = LatencySettings.measure_memory,
 ) -> tuple[dict[str, list[LatencyRecord]], dict[str, Any]]:
     """Measures generation latency of one model or several side by side (interleaved).
+
+    The defaults are those of :class:`~.settings.LatencySettings`.
 
     Args:
         models: A model, or ``{name: model}`` (e.g. ``{"dense": dense, "pruned": pruned}``), all on one device.

@@ -1,17 +1,18 @@
-"""Markdown tables of evaluation results (used by ``EvaluationResults.to_markdown`` and the model cards).
+"""Markdown tables of evaluation results: :func:`results_markdown` renders a record (the CLI prints it; the model
+cards reuse the cell formatting).
 
-Only measured values are rendered; a missing section or value reads "not measured", never a number.
+The records (:mod:`.results`) do not know how they are drawn: rendering takes the record. Only measured values are
+rendered; a missing section or value reads "not measured", never a number.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from .latency_stats import check_label
+from .results import ComparisonResults, EvaluationResults
 
-if TYPE_CHECKING:
-    from .results import ComparisonResults, EvaluationResults
+__all__ = ["NOT_MEASURED", "comparison_markdown", "evaluation_markdown", "format_number", "results_markdown"]
 
 NOT_MEASURED = "not measured"
 
@@ -200,3 +201,23 @@ def comparison_markdown(comparison: ComparisonResults) -> str:
             "#### Latency\n\n" + comparison_latency_table(comparison),
         ]
     )
+
+
+def results_markdown(results: EvaluationResults | ComparisonResults) -> str:
+    """Renders evaluation results as markdown tables (sections that were not measured say so).
+
+    Args:
+        results: One model's :class:`~.results.EvaluationResults`, or a dense vs pruned
+            :class:`~.results.ComparisonResults`.
+
+    Returns:
+        The markdown: parameters, perplexity, zero-shot and latency sections (with ratios for a comparison).
+
+    Raises:
+        TypeError: If ``results`` is neither kind of record.
+    """
+    if isinstance(results, ComparisonResults):
+        return comparison_markdown(results)
+    if isinstance(results, EvaluationResults):
+        return evaluation_markdown(results)
+    raise TypeError(f"`results` must be EvaluationResults or ComparisonResults, got {type(results).__name__}.")

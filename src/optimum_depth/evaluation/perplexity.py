@@ -32,12 +32,9 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError
 from .bos import model_type_of, needs_bos_every_sequence
 from .ppl_data import PerplexityText, load_perplexity_text
+from .settings import BOS_CHOICES, BOS_MODES, PerplexitySettings
 
 logger = logging.getLogger(__name__)
-
-BOS_MODES = ("first", "every", "none")
-BOS_CHOICES = ("auto", *BOS_MODES)
-"""What ``evaluate_perplexity(bos=...)`` accepts: a mode, or ``"auto"`` (resolved by :func:`resolve_bos`)."""
 
 
 def resolve_bos(bos: str, model, tokenizer) -> str:
@@ -173,15 +170,17 @@ def windows_perplexity(model, windows: torch.Tensor, batch_size: int = 8, desc: 
 def evaluate_perplexity(
     model,
     tokenizer,
-    datasets: Sequence[str | PerplexityText] = ("wikitext2",),
-    seq_len: int = 128,
-    batch_size: int = 8,
-    bos: str = "auto",
-    max_windows: int | None = None,
+    datasets: Sequence[str | PerplexityText] = PerplexitySettings.datasets,
+    seq_len: int = PerplexitySettings.seq_len,
+    batch_size: int = PerplexitySettings.batch_size,
+    bos: str = PerplexitySettings.bos,
+    max_windows: int | None = PerplexitySettings.max_windows,
     data_dir: str | os.PathLike | None = None,
-    source: str = "auto",
+    source: str = PerplexitySettings.source,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Perplexity of ``model`` on the standard corpora (or your own texts).
+
+    The defaults are those of :class:`~.settings.PerplexitySettings` (WikiText-2, 128-token windows).
 
     Args:
         model: A causal LM (dense or pruned).

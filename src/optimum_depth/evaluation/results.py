@@ -3,7 +3,8 @@
 They hold measured values only. A section that was not measured stays empty and renders as "not measured"; nothing
 is ever filled in. Both follow the library's persistence convention (``save_pretrained`` / ``from_pretrained``,
 ``to_dict`` / ``from_dict``, see :mod:`optimum_depth.persistence`); :func:`load_results` reads either kind from a file
-or folder. Both render markdown tables (``to_markdown``), which the model-card generator consumes.
+or folder. They do not render themselves: :func:`~.markdown.results_markdown` draws their markdown tables, and the
+model-card generator (:mod:`optimum_depth.publishing.cards`) its own.
 """
 
 from __future__ import annotations
@@ -17,14 +18,9 @@ from ..constants import RESULTS_NAME
 from ..errors import DataError
 from ..persistence import JsonRecord, read_json_object
 from .latency_stats import Spread, repeat_cautions, speedup_summary
-from .markdown import (
-    NOT_MEASURED,
-    comparison_markdown,
-    evaluation_markdown,
-)
 from .paired import PairedDifference, paired_zero_shot
 
-__all__ = ["NOT_MEASURED", "ComparisonResults", "EvaluationResults", "LatencyRecord", "load_results"]
+__all__ = ["ComparisonResults", "EvaluationResults", "LatencyRecord", "load_results"]
 
 
 def _check_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -131,10 +127,6 @@ class EvaluationResults(JsonRecord):
             for record in self.latency
             for caution in repeat_cautions(record.latencies_s)
         ]
-
-    def to_markdown(self) -> str:
-        """Renders all sections as markdown (unmeasured sections say so)."""
-        return evaluation_markdown(self)
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -257,10 +249,6 @@ class ComparisonResults(JsonRecord):
             pruned=EvaluationResults.from_dict(data["pruned"]),
             extra=dict(data.get("extra", {})),
         )
-
-    def to_markdown(self) -> str:
-        """Renders the comparison as markdown tables (unmeasured sections say so)."""
-        return comparison_markdown(self)
 
 
 RESULT_TYPES: dict[str, type[EvaluationResults] | type[ComparisonResults]] = {

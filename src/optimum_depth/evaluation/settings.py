@@ -3,6 +3,9 @@
 Like ``TrainingArguments``, these dataclasses replace long argument lists: :func:`~.evaluate.evaluate_model` and
 :func:`~.evaluate.compare_models` take one :class:`EvaluationSettings`, whose sections are measured when set and
 skipped (reported as "not measured") when ``None``. Values are checked when the settings are built.
+
+They are also the one source of defaults: the keyword defaults of :func:`~.perplexity.evaluate_perplexity` and
+:func:`~.latency.measure_latency` are read from these dataclasses' fields.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from .latency import DEFAULT_PROMPT
-from .perplexity import BOS_CHOICES
 from .ppl_data import PerplexityText
 from .task_data import ZERO_SHOT_TASKS
 
 __all__ = ["EvaluationSettings", "LatencySettings", "PerplexitySettings", "ZeroShotSettings"]
+
+BOS_MODES = ("first", "every", "none")
+BOS_CHOICES = ("auto", *BOS_MODES)
+"""What ``evaluate_perplexity(bos=...)`` accepts: a mode, or ``"auto"`` (resolved by
+:func:`~.perplexity.resolve_bos`)."""
+DEFAULT_PROMPT = "The Leaning Tower of Pisa is known for"  # Shortened LLaMA's prompt
 
 
 def _positive(name: str, value: Any, allow_none: bool = False) -> None:

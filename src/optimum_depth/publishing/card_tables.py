@@ -13,8 +13,8 @@ from typing import Any
 from huggingface_hub import EvalResult
 
 from ..evaluation.latency_stats import Spread, check_label
-from ..evaluation.markdown import paired_cell, with_range
-from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
+from ..evaluation.markdown import NOT_MEASURED, paired_cell, with_range
+from ..evaluation.results import ComparisonResults, EvaluationResults
 from ..privacy import public_record
 
 logger = logging.getLogger(__name__)

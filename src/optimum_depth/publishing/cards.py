@@ -1,7 +1,7 @@
 """Model cards of pruned checkpoints, generated with huggingface_hub's ``ModelCard`` from the packaged template.
 
 The card states what was removed (from the provenance in the model's config, and the plan/scores when given), the
-parameter counts, and the dense vs pruned measurements of :mod:`optimum_depth.evaluation` as tables and as
+weight sparsity when the config records a sparsity run (:mod:`.card_sparsity`), the parameter counts, and the dense vs pruned measurements of :mod:`optimum_depth.evaluation` as tables and as
 ``model-index`` metadata the Hub renders (:mod:`.card_tables`). Values come only from those objects: a missing
 section says "not measured". The template is ``optimum_depth/templates/model_card.md``; pass ``template_str`` to
 use your own.
@@ -21,14 +21,25 @@ from huggingface_hub.repocard import metadata_load
 from huggingface_hub.utils import validate_repo_id
 
 from ..architectures import config_fingerprint, count_parameters, unwrap_model
-from ..constants import CARD_NAME, CARD_TEMPLATE_NAME, CONFIG_NAME, PLAN_NAME, PLOT_NAME, RESULTS_NAME, SCORES_NAME
+from ..constants import (
+    CARD_NAME,
+    CARD_TEMPLATE_NAME,
+    CONFIG_NAME,
+    PLAN_NAME,
+    PLOT_NAME,
+    RESULTS_NAME,
+    SCORES_NAME,
+    SPARSITY_RESULT_NAME,
+)
 from ..errors import ConfigError, PlanMismatchError
-from ..evaluation.results import NOT_MEASURED, ComparisonResults, EvaluationResults
+from ..evaluation.markdown import NOT_MEASURED
+from ..evaluation.results import ComparisonResults, EvaluationResults
 from ..plan import PruningPlan
-from ..privacy import find_local_model
+from ..privacy import find_local_model, is_hub_id
 from ..provenance import original_layer_indices, source_num_layers
 from ..scores import LayerScores
 from ..version import __version__
+from .card_sparsity import sparsity_card_section
 from .card_tables import card_eval_results, format_settings, measured_sections, public_value, split_results
 
 logger = logging.getLogger(__name__)
@@ -52,6 +63,7 @@ FILE_DESCRIPTIONS = {
     SCORES_NAME: "importance of every candidate block/sublayer",
     RESULTS_NAME: "the measured results behind the tables above",
     PLOT_NAME: "the importance plot",
+    SPARSITY_RESULT_NAME: "the weight sparsity run: sparsity and reconstruction error per block and layer",
 }
 
 
@@ -71,16 +83,6 @@ def default_template() -> str:
     return (
         resources.files("optimum_depth").joinpath("templates").joinpath(CARD_TEMPLATE_NAME).read_text(encoding="utf-8")
     )
-
-
-def _is_hub_id(name: str | None) -> bool:
-    if not name or os.path.isabs(name) or os.path.exists(name):
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
 
 
 # -------------------------------------------------------------------------------------------------- what was removed
@@ -212,6 +214,12 @@ def _removal_lines(config, plan: PruningPlan | None, scores: LayerScores | None)
     return lines
 
 
+def _sparsity_section(config) -> str | None:
+    """The ``## Weight sparsity`` section of a model :func:`optimum_depth.sparsity.sparsify` ran on, else ``None``."""
+    record = getattr(config, "sparsity", None)
+    return sparsity_card_section(record) if isinstance(record, dict) else None
+
+
 # --------------------------------------------------------------------------------------------------------- metadata
 def inherited_license(*sources: str | None) -> dict[str, str]:
     """License metadata of the first base model whose card is available locally (a directory or the HF cache).
@@ -230,7 +238,7 @@ def inherited_license(*sources: str | None) -> dict[str, str]:
         readme: str | None = None
         if os.path.isdir(source):
             readme = os.path.join(source, "README.md")
-        elif _is_hub_id(source):
+        elif is_hub_id(source):
             cached = try_to_load_from_cache(source, "README.md")
             readme = cached if isinstance(cached, str) else None
         if readme is None or not os.path.isfile(readme):
@@ -381,7 +389,7 @@ def build_model_card(
     plan = effective_plan(config, plan)
     source = getattr(config, "source_model", None)
     local_source = getattr(config, "source_model_digest", None)  # a local folder, named by its folder name
-    base_model = options.base_model or (source if _is_hub_id(source) and not local_source else None)
+    base_model = options.base_model or (source if is_hub_id(source) and not local_source else None)
     model_name = _model_name(config, plan, options.repo_id, base_model)
     steps = _pruning_steps(config)
     card_data = _card_data(config, plan, pruned, options, base_model, model_name, steps)
@@ -410,6 +418,7 @@ def build_model_card(
         summary=_summary(config, plan, base_model, sections["params"]),
         version=__version__,
         removal_lines=_removal_lines(config, plan, scores),
+        sparsity_section=_sparsity_section(config),
         plot_file=PLOT_NAME if PLOT_NAME in names else None,
         recovery_lines=recovery_lines,
         load_code=load_code,

@@ -204,7 +204,7 @@ def _write_public(record: Any, folder: Path) -> None:
     write_text_atomically(folder / record.file_name, text)
 
 
-def _publish_model_config(folder: Path) -> None:
+def publish_model_config(folder: Path) -> None:
     """Rewrites the ``config.json`` ``save_pretrained`` wrote with no local path (see :mod:`optimum_depth.privacy`)."""
     path = folder / MODEL_CONFIG_NAME
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -325,7 +325,7 @@ def save_pruned_model(
         if offloaded is not None and "state_dict" not in save_kwargs:
             save_kwargs["state_dict"] = offloaded
         model.save_pretrained(staging, **save_kwargs)
-        _publish_model_config(staging)
+        publish_model_config(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         add_legacy_keys(staging)  # readable by transformers 4.x tools (exporters) too

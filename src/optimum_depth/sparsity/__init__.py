@@ -6,8 +6,8 @@ Weights stay dense tensors with exact zeros: the checkpoint loads natively, and 
 """
 
 from ..blocks.replay import BlockInputs, capture_block_inputs
+from ..publishing.card_sparsity import sparsity_card_section  # the card section (built by publishing/cards.py)
 from .besa import BlockAllocation, LearnedSparseMask, learn_block_allocation, normalised_reconstruction_error
-from .card import sparsity_card_section
 from .config import METHODS, SparsityConfig
 from .keep_masks import SparsityMaskCallback
 from .plot import plot_layer_sparsity

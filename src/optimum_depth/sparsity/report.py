@@ -10,18 +10,17 @@ The record written to ``model.config.sparsity`` (and so to ``config.json``) is p
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..architectures import get_decoder_layers, unwrap_model
 from ..constants import SPARSITY_RESULT_NAME
-from ..persistence import write_text_atomically
+from ..errors import DataError
+from ..persistence import JsonRecord
 from ..privacy import public_record
 from ..provenance import original_layer_indices
 from ..version import __version__
@@ -62,24 +61,49 @@ class BlockReport:
         total = sum(self.layer_params.values())
         return sum(self.layer_sparsity[n] * self.layer_params[n] for n in self.layer_params) / max(total, 1)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlockReport:
+        """Builds a report from :meth:`SparsityResult.to_dict`'s ``blocks`` entries (the derived ``sparsity`` is
+        recomputed).
+
+        Raises:
+            DataError: If ``data`` is not a dict, or has unknown fields.
+        """
+        if not isinstance(data, dict):
+            raise DataError(f"A sparsity block report must be a dict, got {type(data).__name__}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"sparsity"})
+        if unknown:
+            raise DataError(f"Unknown BlockReport fields {unknown}; expected a subset of {sorted(known)}.")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 @dataclass
-class SparsityResult:
+class SparsityResult(JsonRecord):
     """Everything a :func:`optimum_depth.sparsity.sparsify` run measured.
 
+    Saved as ``sparsity_result.json`` with the library's record conventions (``save_pretrained`` /
+    ``from_pretrained``, type and version stamps, see :mod:`optimum_depth.persistence`); files written before those
+    conventions (no stamps) load too. A loaded result has no ``model``.
+
     Args:
-        model: The sparsified model (the object passed in, pruned and sparsified in place).
+        model: The sparsified model (the object passed in, pruned and sparsified in place); ``None`` when loaded
+            from a file.
         config: The config that was run.
         blocks: One report per sparsified block, in model order.
         calibration: Provenance of the calibration data (empty for magnitude).
         elapsed_seconds: Wall time of the run (including calibration capture; excluding depth pruning).
     """
 
-    model: nn.Module = field(repr=False, compare=False)
+    model: nn.Module | None = field(repr=False, compare=False)
     config: SparsityConfig
     blocks: list[BlockReport]
     calibration: dict[str, Any]
     elapsed_seconds: float
+
+    file_name: ClassVar[str] = SPARSITY_RESULT_NAME
+    required_keys: ClassVar[tuple[str, ...]] = ("config", "blocks")
+    derived_keys: ClassVar[tuple[str, ...]] = ("achieved_sparsity",)
 
     @property
     def achieved_sparsity(self) -> float:
@@ -103,8 +127,8 @@ class SparsityResult:
             "optimum_depth_version": __version__,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        """Full result as a JSON-serialisable dict."""
+    def _fields_to_dict(self) -> dict[str, Any]:
+        """The result without the model; per-block and overall sparsities are written for readers (derived)."""
         return {
             "config": public_record(self.config.to_dict()),  # a calibration folder by its name, not its path
             "blocks": [asdict(b) | {"sparsity": b.sparsity} for b in self.blocks],
@@ -113,15 +137,18 @@ class SparsityResult:
             "achieved_sparsity": self.achieved_sparsity,
         }
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Writes :meth:`to_dict` as ``sparsity_result.json`` into ``save_directory`` (created if needed).
-
-        Returns:
-            The path of the written file.
-        """
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        return write_text_atomically(folder / SPARSITY_RESULT_NAME, json.dumps(self.to_dict(), indent=2) + "\n")
+    @classmethod
+    def _fields_from_dict(cls, data: dict[str, Any]) -> SparsityResult:
+        blocks = data["blocks"]
+        if not isinstance(blocks, list):
+            raise DataError(f"`blocks` must be a list of block reports, got {type(blocks).__name__}.")
+        return cls(
+            model=None,
+            config=SparsityConfig.from_dict(data["config"]),
+            blocks=[BlockReport.from_dict(block) for block in blocks],
+            calibration=dict(data.get("calibration") or {}),
+            elapsed_seconds=float(data.get("elapsed_seconds", 0.0)),
+        )
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> str:
         """Draws the learned sparsity per layer (see :func:`optimum_depth.sparsity.plot_layer_sparsity`)."""

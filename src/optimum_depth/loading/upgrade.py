@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..constants import MODEL_CONFIG_NAME, REMOTE_CODE_FILES
 from ..errors import CheckpointError
-from .legacy_format import add_legacy_keys
-from .saving import _publish_model_config, write_into_directory
+from ..publishing.legacy_format import add_legacy_keys
+from ..publishing.saving import publish_model_config, write_into_directory
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _write_config_and_code(config, model_class, folder: Path) -> None:
         "AutoModelForCausalLM": f"modeling_pruned.{model_class.__name__}",
     }
     config.save_pretrained(folder)
-    _publish_model_config(folder)  # no machine path, as every save of the library
+    publish_model_config(folder)  # no machine path, as every save of the library
     add_legacy_keys(folder)
     source = Path(modeling.__file__).parent
     for name in REMOTE_CODE_FILES:
@@ -57,7 +57,7 @@ def _write_config_and_code(config, model_class, folder: Path) -> None:
 
 def _check_loads(folder: Path, staged: Path) -> None:
     """Loads the weights of ``folder`` with the staged config and code, strictly (nothing missing or unexpected)."""
-    from ..model_zoo import load_pretrained_model
+    from .zoo import load_pretrained_model
 
     with tempfile.TemporaryDirectory(prefix="optimum-depth-upgrade-") as probe:
         probe_dir = Path(probe)
