@@ -38,3 +38,21 @@ def test_missing_model_path_is_reported(tmp_path):
         zoo.load_model_and_tokenizer("./no/such/model")
     with pytest.raises(FileNotFoundError, match="GGUF"):
         zoo.materialise_gguf(tmp_path / "no-such-file.gguf", tmp_path / "x")
+
+
+def test_the_0_2_import_path_still_works_and_says_where_it_moved():
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from optimum_depth.model_zoo import load_model_and_tokenizer, load_pretrained_model\n"
+        "import optimum_depth.loading as loading\n"
+        "assert load_model_and_tokenizer is loading.load_model_and_tokenizer\n"
+        "assert load_pretrained_model is loading.load_pretrained_model\n"
+        "messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]\n"
+        "assert any('optimum_depth.loading' in m for m in messages), messages\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
