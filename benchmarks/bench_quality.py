@@ -118,12 +118,12 @@ def code_state() -> dict:
 def model_record(spec: QualityModel, dense) -> dict:
     """What each results file records about the dense model (Hub id, GGUF source and hash; no local path)."""
     from optimum_depth.architectures import count_parameters
-    from optimum_depth.model_zoo import NAMED_MODELS
+    from optimum_depth.loading import NAMED_MODELS
 
     named = NAMED_MODELS[spec.key]
     return {
         "name": named.hub_id,
-        "loaded_with": f"optimum_depth.model_zoo.load_model_and_tokenizer({spec.key!r})",
+        "loaded_with": f"optimum_depth.loading.load_model_and_tokenizer({spec.key!r})",
         "rebuilt_from": named.gguf.record(),
         "num_blocks": int(dense.config.num_hidden_layers),
         "num_parameters": count_parameters(dense),
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         print(write_report(results_dir))
         return
-    from optimum_depth.model_zoo import load_model_and_tokenizer
+    from optimum_depth.loading import load_model_and_tokenizer
 
     spec = MODELS[args.model]
     threads = set_threads()

@@ -113,11 +113,13 @@ def materialise_gguf(
 ) -> Path:
     """Converts a GGUF file into a plain safetensors checkpoint (dequantised weights, tokenizer, config).
 
+    The saved ``config.json`` holds no ``_name_or_path`` (transformers never writes it), so no local path of this
+    machine is recorded.
+
     Args:
         gguf_path: Path of the ``.gguf`` file.
         output_dir: Directory of the converted checkpoint (written atomically).
-        dtype: Dtype of the saved weights. The saved ``config.json`` holds no ``_name_or_path`` (transformers never
-            writes it), so no local path of this machine is recorded.
+        dtype: Dtype of the saved weights.
 
     Returns:
         The output directory.
