@@ -26,7 +26,15 @@ def test_import_loads_no_heavy_stack_and_prints_nothing():
 @pytest.mark.parametrize(
     "module, allowed",
     [
-        ("optimum_depth.config", {"config", "constants", "errors", "persistence", "version"}),
+        (
+            "optimum_depth.config",
+            {"config", "compensation_config", "field_checks", "constants", "errors", "persistence", "version"},
+        ),
+        (
+            "optimum_depth.compensation_config",
+            {"compensation_config", "field_checks", "errors", "persistence", "version"},
+        ),
+        ("optimum_depth.field_checks", {"field_checks", "errors", "version"}),
         ("optimum_depth.plan", {"plan", "constants", "errors", "persistence", "version"}),
         ("optimum_depth.scores", {"scores", "constants", "errors", "persistence", "version"}),
         ("optimum_depth.errors", {"errors", "version"}),

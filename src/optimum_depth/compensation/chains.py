@@ -22,7 +22,7 @@ from torch import nn
 
 from ..architectures import ModelFacts
 from ..blocks.replay import run_block
-from ..config import CompensationConfig
+from ..compensation_config import CompensationConfig
 from ..errors import ConfigError
 from .cuts import Fold
 from .reconstruction import ReconstructionSettings, train_chain

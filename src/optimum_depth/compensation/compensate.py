@@ -26,7 +26,7 @@ from torch import nn
 from ..architectures import ModelFacts, as_facts
 from ..blocks.replay import capture_block_inputs
 from ..calibration import CalibrationData, prepare_calibration
-from ..config import CompensationConfig
+from ..compensation_config import CompensationConfig
 from ..errors import ConfigError
 from ..plan import PruningPlan
 from ..ranks import decide_on_main_rank

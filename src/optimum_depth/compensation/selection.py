@@ -31,7 +31,7 @@ from ..architectures import ModelFacts
 from ..blocks.engine import BlockwiseEngine, progress_bar
 from ..blocks.replay import capture_block_inputs, run_block
 from ..calibration import CalibrationData
-from ..config import CompensationConfig
+from ..compensation_config import CompensationConfig
 from ..errors import PruningTargetError
 from .cuts import Fold, plan_folds
 from .sites import fold_site

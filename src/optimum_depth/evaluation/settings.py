@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..field_checks import check_positive_int
 from .ppl_data import PerplexityText
 from .task_data import ZERO_SHOT_TASKS
 
@@ -28,10 +29,8 @@ DEFAULT_PROMPT = "The Leaning Tower of Pisa is known for"  # Shortened LLaMA's p
 
 
 def _positive(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    if not (value is None and allow_none):
+        check_positive_int(name, value)
 
 
 @dataclass

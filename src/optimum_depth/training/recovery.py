@@ -9,7 +9,6 @@ Full continued training uses 2e-5 by default (our choice; the paper's main recip
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ from transformers import Trainer, TrainingArguments, default_data_collator
 
 from ..constants import RECOVERY_CONFIG_NAME
 from ..errors import ConfigError, UnsupportedParallelismError
+from ..field_checks import is_finite_number
 from ..loading.zoo import load_pretrained_model
 from ..persistence import JsonRecord
 from .fsdp import CPU_FSDP_ACCELERATOR_CONFIG, enable_fsdp_on_cpu, sharded_training
@@ -129,11 +129,11 @@ class RecoveryConfig(JsonRecord):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
-        if not (_finite(self.temperature) and self.temperature > 0):
+        if not (is_finite_number(self.temperature) and self.temperature > 0):
             raise ConfigError(f"`temperature` must be a positive number, got {self.temperature!r}.")
-        if not (_finite(self.alpha) and 0.0 <= self.alpha <= 1.0):
+        if not (is_finite_number(self.alpha) and 0.0 <= self.alpha <= 1.0):
             raise ConfigError(f"`alpha` must be in [0, 1], got {self.alpha!r}.")
-        if not (_finite(self.hidden_alignment) and self.hidden_alignment >= 0):
+        if not (is_finite_number(self.hidden_alignment) and self.hidden_alignment >= 0):
             raise ConfigError(f"`hidden_alignment` must be a number >= 0, got {self.hidden_alignment!r}.")
         if self.objective == "lm" and self.hidden_alignment > 0:
             raise ConfigError("`hidden_alignment` needs the teacher: use objective 'kd' or 'kd+lm'.")
@@ -159,10 +159,6 @@ class RecoveryConfig(JsonRecord):
         data = asdict(self)
         data["learning_rate"] = self.resolved_learning_rate  # what the run used
         return data
-
-
-def _finite(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _compute_dtype() -> torch.dtype:
