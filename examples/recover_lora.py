@@ -143,6 +143,9 @@ def main() -> None:
         recovery=recovery_record(recovery, trainer, args.data),  # method, objective, data by name, steps, tokens
     )
     logger.info("Merged checkpoint: %s (loads with AutoModelForCausalLM.from_pretrained)", merged)
+    # Under accelerate launch: every rank waits, then the process group is destroyed, so that no rank aborts at exit.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

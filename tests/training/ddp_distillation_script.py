@@ -24,6 +24,7 @@ from optimum_depth.calibration import CalibrationData  # noqa: E402
 from optimum_depth.training import RecoveryConfig, build_recovery_trainer  # noqa: E402
 from optimum_depth.training.recovery_data import PackedDataset  # noqa: E402
 
+from process_group import end_process_group  # noqa: E402
 from tiny_models import make_tiny_model, random_ids  # noqa: E402
 
 
@@ -75,3 +76,4 @@ def main(out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    end_process_group()  # only after success: a failed rank must not wait at a barrier

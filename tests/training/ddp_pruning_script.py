@@ -24,6 +24,7 @@ from optimum_depth.training.callback import DepthPruningCallback  # noqa: E402
 from optimum_depth.training.merge import save_recovered_model  # noqa: E402
 from optimum_depth.training.optimizer_surgery import optimizer_parameters  # noqa: E402
 
+from process_group import end_process_group  # noqa: E402
 from tiny_models import make_tiny_model, random_ids  # noqa: E402
 
 
@@ -100,3 +101,4 @@ def main(out_dir: str, criterion: str, wrapping: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3])
+    end_process_group()  # only after success: a failed rank must not wait at a barrier

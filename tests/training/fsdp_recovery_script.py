@@ -49,6 +49,7 @@ from optimum_depth.training.distributed import rank, world_size  # noqa: E402
 from optimum_depth.training.fsdp import enable_fsdp_on_cpu, is_fsdp_managed  # noqa: E402
 from optimum_depth.training.merge import save_recovered_model  # noqa: E402
 
+from process_group import end_process_group  # noqa: E402
 from tiny_models import make_tiny_model, random_ids  # noqa: E402
 
 FSDP_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "accelerate" / "fsdp2.yaml"
@@ -216,3 +217,4 @@ def main(out_dir: str, logits_dir: str, scenarios: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    end_process_group()  # only after success: a failed rank must not wait at a barrier
