@@ -71,6 +71,8 @@ RECOVERY_PLAN = {
         ("kdalign-full-c4", "b06", 30),
         ("lm-full-c4", "b04", 10),
         ("lm-full-c4-lr3e-4", "b04", 10),
+        ("lm-full-c4-lr3e-5", "b04", 10),
+        ("lm-full-c4-lr3e-5", "b04", 30),
         ("lm-full-c4-lrval", "b04", 30),
         ("lm-full-c4-lrval", "b06", 30),
     ),

@@ -75,7 +75,7 @@ def subset_nll_lower_bound(
     logits = (normed.to(weight.device, weight.dtype) @ weight[tokens].T).float()  # (batch, positions, |S|)
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
-    where = torch.searchsorted(tokens, labels.to(weight.device))
+    where = torch.searchsorted(tokens, labels.to(weight.device).contiguous())
     target = logits.gather(-1, where[..., None])[..., 0]
     per_token = torch.logsumexp(logits, dim=-1) - target
     margin = BOUND_MARGIN_PER_TOKEN * per_token.numel()
