@@ -99,10 +99,7 @@ class CompensationConfig(JsonRecord):
             check_positive_int(f"compensation {name}", getattr(self, name))
         if self.selection_samples < 2:
             raise ConfigError("The aware selection needs at least 2 calibration sequences (one scores).")
-        if isinstance(self.selection_candidates, bool) or not isinstance(self.selection_candidates, int):
-            raise ConfigError(f"`selection_candidates` must be an integer >= 0, got {self.selection_candidates!r}.")
-        if self.selection_candidates < 0:
-            raise ConfigError(f"`selection_candidates` must be an integer >= 0, got {self.selection_candidates!r}.")
+        check_positive_int("selection_candidates", self.selection_candidates, allow_zero=True)
         if self.num_samples < 2:
             raise ConfigError("Compensation needs at least 2 calibration sequences (one is held out).")
         if self.ridge is not None and not (is_finite_number(self.ridge) and self.ridge >= 0):

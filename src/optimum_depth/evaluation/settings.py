@@ -106,8 +106,7 @@ class ZeroShotSettings:
             self.limit = int(limit)  # 200.0 from a command line means 200 documents
         if self.source not in ("local", "hub"):
             raise ConfigError(f"`source` must be 'local' or 'hub', got {self.source!r}.")
-        if isinstance(self.num_fewshot, bool) or not isinstance(self.num_fewshot, int) or self.num_fewshot < 0:
-            raise ConfigError(f"`num_fewshot` must be an integer >= 0, got {self.num_fewshot!r}.")
+        check_positive_int("num_fewshot", self.num_fewshot, allow_zero=True)
 
 
 @dataclass
@@ -140,8 +139,7 @@ class LatencySettings:
             _positive("batch_sizes/new_tokens", value)
         _positive("repeats", self.repeats)
         _positive("prompt_len", self.prompt_len, allow_none=True)
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ConfigError(f"`warmup` must be an integer >= 0, got {self.warmup!r}.")
+        check_positive_int("warmup", self.warmup, allow_zero=True)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from ..config import DepthPruningConfig
 from ..constants import SPARSITY_CONFIG_NAME
 from ..errors import ConfigError
+from ..field_checks import is_finite_number
 from ..persistence import JsonRecord
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def _check_number(name: str, value: Any, low: float, high: float, open_low: bool = True) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = is_finite_number(value)
     if ok:
         ok = (value > low if open_low else value >= low) and value <= high
     if not ok:

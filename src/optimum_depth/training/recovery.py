@@ -19,7 +19,7 @@ from transformers import Trainer, TrainingArguments, default_data_collator
 
 from ..constants import RECOVERY_CONFIG_NAME
 from ..errors import ConfigError, UnsupportedParallelismError
-from ..field_checks import is_finite_number
+from ..field_checks import check_positive_int, is_finite_number
 from ..loading.zoo import load_pretrained_model
 from ..persistence import JsonRecord
 from .fsdp import CPU_FSDP_ACCELERATOR_CONFIG, enable_fsdp_on_cpu, sharded_training
@@ -109,9 +109,7 @@ class RecoveryConfig(JsonRecord):
         if self.method not in RECOVERY_METHODS:
             raise ConfigError(f"`method` must be one of {RECOVERY_METHODS}, got {self.method!r}.")
         for name in ("lora_r", "lora_alpha", "per_device_train_batch_size", "gradient_accumulation_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"`{name}` must be an integer >= 1, got {value!r}.")
+            check_positive_int(name, getattr(self, name))
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}.")
         if self.learning_rate is not None and not self.learning_rate > 0:
